@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the launcher and records its classpath, unless both are newer than the
+# sources. Maven keeps Elastic's jars in ~/.m2, so only the first build downloads.
+set -euo pipefail
+dir=$(cd "$(dirname "$0")" && pwd)
+stamp="$dir/target/classpath.txt"
+if [ -f "$stamp" ] && [ -z "$(find "$dir/pom.xml" "$dir/src" -newer "$stamp" -print -quit)" ]; then
+  exit 0
+fi
+echo "services: building the Elasticsearch launcher (the first build downloads Elasticsearch's jars from Maven Central)" >&2
+mvn -q -B -f "$dir/pom.xml" package
