@@ -1,0 +1,38 @@
+# The whole pipeline on one machine, no Docker needed. `make` lists the targets.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# The same flags the Dockerfiles use.
+GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)"
+SERVICES := deploy/local/services.sh
+
+.PHONY: help build test run services services-down vet clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## build webserver, backend, publisher and nats-server into bin/
+	CGO_ENABLED=0 go build $(GOFLAGS_BUILD) -o bin/ ./cmd/...
+	go build -o bin/nats-server github.com/nats-io/nats-server/v2
+
+test: ## go vet, then every test with -race against a real Elasticsearch (started if needed)
+	go vet ./...
+	$(SERVICES) with elasticsearch -- go test -race -count=1 -timeout 30m ./...
+
+run: build ## the whole pipeline with demo data; prints a URL to open; Ctrl-C stops it
+	deploy/local/run.sh
+
+services: ## start Elasticsearch and NATS in the background (URLs in .services/env)
+	$(SERVICES) up
+
+services-down: ## stop what `make services` started
+	$(SERVICES) down
+
+vet: ## go vet
+	go vet ./...
+
+clean: ## remove binaries, build output and local service data (stops services first)
+	-$(SERVICES) down
+	rm -rf bin .services deploy/elasticsearch-local/target

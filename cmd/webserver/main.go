@@ -1,0 +1,114 @@
+// Command webserver is the ingester: it pulls annotated JSON messages from a NATS
+// JetStream stream and bulk-indexes them into Elasticsearch. (The name is the one the
+// original system's operations documents use.)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/annotated-data/pipeline/internal/admin"
+	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/ingest"
+	"github.com/annotated-data/pipeline/internal/store"
+)
+
+// version is stamped in at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "webserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "webserver %s: ingests annotated messages from NATS JetStream into Elasticsearch.\n\n", version)
+		fmt.Fprintf(fs.Output(), "Usage: webserver [--version]\n\nConfigured by environment variables:\n\n")
+		config.WriteUsage(fs.Output(), config.WebserverVars(&config.Webserver{}))
+	}
+	fs.SetOutput(stdout)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "webserver", version)
+		return nil
+	}
+
+	cfg, err := config.LoadWebserver(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration (see --help):\n%w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
+
+	nc, err := nats.Connect(strings.Join(cfg.NATSURLs, ","),
+		nats.Name("webserver"),
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connect to nats %s: %w", strings.Join(cfg.NATSURLs, ","), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	st, err := store.New(cfg.Elasticsearch)
+	if err != nil {
+		return err
+	}
+	if err := st.EnsureTemplate(ctx); err != nil {
+		return err
+	}
+
+	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	adminSrv := &http.Server{
+		Handler: admin.Handler(
+			admin.Check{Name: "nats", Fn: func(context.Context) error {
+				if !nc.IsConnected() {
+					return errors.New("not connected")
+				}
+				return nil
+			}},
+			admin.Check{Name: "elasticsearch", Fn: st.Check},
+		),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go adminSrv.Serve(adminLn)
+	defer adminSrv.Close()
+	log.Info("webserver started", "version", version, "admin", adminLn.Addr().String())
+
+	err = ingest.New(js, st, cfg, log).Run(ctx)
+	log.Info("webserver stopped")
+	return err
+}

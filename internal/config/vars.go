@@ -1,0 +1,172 @@
+// Package config reads each binary's settings from environment variables, once, at
+// start. Every variable is declared in one table per binary, which drives loading,
+// validation, the --help text, and the checks that keep the README and the env
+// files in step with the code.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Var declares one environment variable: its name, default, meaning, and where its
+// parsed value goes.
+type Var struct {
+	Name    string
+	Default string
+	Usage   string
+	// Secret values are never echoed, not even in validation errors.
+	Secret bool
+
+	target any // *string, *int, *bool, *time.Duration, *[]string, *url.URL
+}
+
+func (v Var) set(raw string) error {
+	switch p := v.target.(type) {
+	case *string:
+		*p = raw
+	case *int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("not an integer")
+		}
+		*p = n
+	case *bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("not true or false")
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("not a duration like 500ms, 30s or 5m")
+		}
+		*p = d
+	case *[]string:
+		*p = splitList(raw)
+	default:
+		panic(fmt.Sprintf("config: variable %s has unsupported target %T", v.Name, v.target))
+	}
+	return nil
+}
+
+func splitList(raw string) []string {
+	var out []string
+	for _, s := range strings.Split(raw, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// load fills every variable's target from getenv (or its default). The returned
+// checks hold the variables that did not parse; validation adds to them, so an
+// operator sees every problem at once, and each only once.
+func load(getenv func(string) string, vars []Var) *checks {
+	c := &checks{failed: map[string]bool{}}
+	for _, v := range vars {
+		raw := getenv(v.Name)
+		if raw == "" {
+			raw = v.Default
+		}
+		if err := v.set(raw); err != nil {
+			c.errs = append(c.errs, v.problem(raw, err.Error()))
+			c.failed[v.Name] = true
+		}
+	}
+	return c
+}
+
+func (v Var) problem(raw, msg string) error {
+	if v.Secret {
+		return fmt.Errorf("%s: %s", v.Name, msg)
+	}
+	return fmt.Errorf("%s=%q: %s", v.Name, raw, msg)
+}
+
+// Names lists the variable names, in declaration order.
+func Names(vars []Var) []string {
+	names := make([]string, len(vars))
+	for i, v := range vars {
+		names[i] = v.Name
+	}
+	return names
+}
+
+// WriteUsage prints the variables as a table, for --help.
+func WriteUsage(w io.Writer, vars []Var) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tDEFAULT\tMEANING")
+	for _, v := range vars {
+		def := v.Default
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Name, def, v.Usage)
+	}
+	tw.Flush()
+}
+
+// checks collects the problems of one configuration.
+type checks struct {
+	errs   []error
+	failed map[string]bool // variables that did not parse; their checks would only repeat that
+}
+
+func (c *checks) add(cond bool, name, format string, args ...any) {
+	if !cond && !c.failed[name] {
+		c.errs = append(c.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+}
+
+func (c *checks) err() error { return errors.Join(c.errs...) }
+
+func (c *checks) positive(name string, n int) {
+	c.add(n > 0, name, "must be greater than 0, got %d", n)
+}
+
+func (c *checks) positiveDuration(name string, d time.Duration) {
+	c.add(d > 0, name, "must be greater than 0, got %s", d)
+}
+
+func (c *checks) urls(name string, list []string, schemes ...string) {
+	c.add(len(list) > 0, name, "must name at least one server")
+	for _, raw := range list {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			c.add(false, name, "%q is not a URL like %s://host:port", raw, schemes[0])
+			continue
+		}
+		ok := false
+		for _, s := range schemes {
+			ok = ok || u.Scheme == s
+		}
+		c.add(ok, name, "%q: scheme must be one of %s", raw, strings.Join(schemes, ", "))
+	}
+}
+
+func (c *checks) oneOf(name, value string, allowed ...string) {
+	for _, a := range allowed {
+		if value == a {
+			return
+		}
+	}
+	c.add(false, name, "%q is not one of %s", value, strings.Join(allowed, ", "))
+}
+
+func (c *checks) zone(name, value string) *time.Location {
+	loc, err := time.LoadLocation(value)
+	c.add(err == nil, name, "%q is not an IANA time zone such as UTC or Europe/Berlin", value)
+	if loc == nil {
+		return time.UTC
+	}
+	return loc
+}

@@ -1,0 +1,78 @@
+// Package datetime parses the date and time forms that producers and API users send.
+//
+// One parser serves both the ingester (event timestamps in messages) and the API
+// (range bounds in query strings), so a timestamp that was accepted on the way in
+// can always be queried with the same text on the way out.
+package datetime
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Layouts without a zone. Go's parser accepts any fractional seconds after the
+// seconds field even when the layout has none, so "2023-03-09T19:40:00.123" matches
+// the first layout.
+var zoneless = []string{
+	"2006-01-02T15:04:05",
+	"2006-01-02T15:04",
+	"2006-01-02",
+}
+
+// Parse reads s as RFC 3339 (with "Z" or a numeric offset), or as ISO 8601 without a
+// zone ("2023-03-09T19:40:00", optionally with fractional seconds, or the date alone),
+// which is read in loc. The result is in UTC.
+func Parse(s string, loc *time.Location) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, fmt.Errorf("empty date")
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if hasZone(s) {
+		return time.Time{}, fmt.Errorf("%q is not a valid RFC 3339 date-time (example: 2023-03-09T19:40:00Z or 2023-03-09T19:40:00+01:00)", s)
+	}
+	for _, layout := range zoneless {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a date-time; use 2023-03-09T19:40:00 (zone %s), 2023-03-09T19:40:00Z, 2023-03-09T19:40:00+01:00 or 2023-03-09", s, loc)
+}
+
+// hasZone reports whether s ends in a zone designator, so that a malformed offset
+// is reported as such instead of being read as a local time.
+func hasZone(s string) bool {
+	if strings.HasSuffix(s, "Z") || strings.HasSuffix(s, "z") {
+		return true
+	}
+	t := strings.IndexByte(s, 'T')
+	if t < 0 {
+		return false
+	}
+	return strings.ContainsAny(s[t:], "+-")
+}
+
+// Epoch boundaries that tell seconds from milliseconds: any value below 1e11 read as
+// seconds is before the year 5138, and as milliseconds before March 1973, so
+// numbers under the boundary are seconds and numbers above are milliseconds.
+const secondsMillisBoundary = 1e11
+
+// FromEpoch converts an epoch number in seconds or milliseconds (told apart by
+// magnitude) with an optional fraction into a UTC time.
+func FromEpoch(n float64) (time.Time, error) {
+	if math.IsNaN(n) || math.IsInf(n, 0) || n < 0 {
+		return time.Time{}, fmt.Errorf("epoch %v is out of range", n)
+	}
+	if n < secondsMillisBoundary {
+		sec, frac := math.Modf(n)
+		return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), nil
+	}
+	if n >= 1e14 {
+		return time.Time{}, fmt.Errorf("epoch %v is out of range (neither seconds nor milliseconds)", n)
+	}
+	ms, frac := math.Modf(n)
+	return time.UnixMilli(int64(ms)).Add(time.Duration(math.Round(frac * 1e6))).UTC(), nil
+}

@@ -1,0 +1,147 @@
+// Package document turns a raw message into the document stored in Elasticsearch:
+// the message's own JSON object with its event time as @timestamp and a small
+// record of where it came from, spliced into the original bytes.
+package document
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/datetime"
+)
+
+// TimestampKey is the field every stored document is ordered and queried by.
+const TimestampKey = "@timestamp"
+
+// Source says where a message came from in JetStream.
+type Source struct {
+	Subject   string
+	Stream    string
+	Sequence  uint64
+	Published time.Time
+	MsgID     string // the Nats-Msg-Id header, if any
+}
+
+// Options control how the event time is found.
+type Options struct {
+	TimestampField string         // message field with the event time
+	DefaultZone    *time.Location // zone for timestamps written without one
+}
+
+// Document is a message ready for indexing.
+type Document struct {
+	ID        string
+	Timestamp time.Time
+	Body      []byte
+}
+
+// Reason names why a message can never be indexed; it travels with the message to the
+// dead-letter stream.
+type Reason string
+
+// Reasons a message is rejected before it reaches Elasticsearch.
+const (
+	ReasonInvalidJSON Reason = "invalid_json"
+	ReasonNotObject   Reason = "not_an_object"
+)
+
+// RejectError is a permanent problem with a message: retrying cannot help.
+type RejectError struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *RejectError) Error() string { return string(e.Reason) + ": " + e.Detail }
+
+// ID derives the document id: the publisher's Nats-Msg-Id when it gave one (so a
+// message published twice is stored once), else the stream position, which is
+// stable across redeliveries.
+func ID(src Source) string {
+	if src.MsgID != "" {
+		return src.MsgID
+	}
+	return src.Stream + "-" + strconv.FormatUint(src.Sequence, 10)
+}
+
+// Build validates raw and returns the document to store. A message without a usable
+// event time is stored under its publish time.
+func Build(raw []byte, src Source, opts Options) (Document, error) {
+	raw = bytes.TrimSpace(raw)
+	if !json.Valid(raw) {
+		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid JSON"}
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		return Document{}, &RejectError{Reason: ReasonNotObject, Detail: "message is JSON but not an object"}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: err.Error()}
+	}
+
+	ts, own, err := eventTime(fields, opts)
+	if err != nil {
+		ts = src.Published.UTC()
+	}
+
+	body := make([]byte, 0, len(raw)+160)
+	body = append(body, raw[:len(raw)-1]...) // drop the closing brace
+	if len(fields) > 0 {
+		body = append(body, ',')
+	}
+	if !own {
+		body = append(body, `"`+TimestampKey+`":"`...)
+		body = ts.AppendFormat(body, time.RFC3339Nano)
+		body = append(body, `",`...)
+	}
+	body = append(body, `"@nats":{"subject":`...)
+	body = strconv.AppendQuote(body, src.Subject)
+	body = append(body, `,"stream":`...)
+	body = strconv.AppendQuote(body, src.Stream)
+	body = append(body, `,"seq":`...)
+	body = strconv.AppendUint(body, src.Sequence, 10)
+	body = append(body, `,"published":"`...)
+	body = src.Published.UTC().AppendFormat(body, time.RFC3339Nano)
+	body = append(body, `"}}`...)
+
+	return Document{ID: ID(src), Timestamp: ts, Body: body}, nil
+}
+
+var errNoTimestamp = errors.New("no timestamp")
+
+// eventTime finds the event time: the message's own @timestamp if it has one,
+// else the configured field. own reports that @timestamp was already present; it is
+// then left as the producer wrote it (a second key would make the JSON ambiguous),
+// and if it is unusable Elasticsearch's mapping rejects the document.
+func eventTime(fields map[string]json.RawMessage, opts Options) (t time.Time, own bool, err error) {
+	if v, ok := fields[TimestampKey]; ok {
+		t, err := parseValue(v, opts.DefaultZone)
+		return t, true, err
+	}
+	v, ok := fields[opts.TimestampField]
+	if !ok {
+		return time.Time{}, false, errNoTimestamp
+	}
+	t, err = parseValue(v, opts.DefaultZone)
+	return t, false, err
+}
+
+// parseValue reads a JSON string as a date-time, or a JSON number as epoch seconds
+// or milliseconds.
+func parseValue(v json.RawMessage, zone *time.Location) (time.Time, error) {
+	if len(v) > 0 && v[0] == '"' {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return time.Time{}, err
+		}
+		return datetime.Parse(s, zone)
+	}
+	n, err := strconv.ParseFloat(string(v), 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("timestamp %s is neither a date-time string nor an epoch number", v)
+	}
+	return datetime.FromEpoch(n)
+}

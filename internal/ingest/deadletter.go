@@ -1,0 +1,66 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/annotated-data/pipeline/internal/document"
+)
+
+// dlqPrefix is prepended to a message's subject in the dead-letter stream.
+const dlqPrefix = "dlq."
+
+// Headers added to a dead-lettered message.
+const (
+	HeaderReason          = "Dlq-Reason"
+	HeaderDetail          = "Dlq-Detail"
+	HeaderOriginalSubject = "Dlq-Original-Subject"
+	HeaderOriginalStream  = "Dlq-Original-Stream"
+	HeaderOriginalSeq     = "Dlq-Original-Sequence"
+)
+
+// deadLetter publishes m with its reason to the dead-letter stream and only then
+// terminates it, so a message is never dropped: if the publish fails, m is left for
+// redelivery.
+func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
+	reason, detail := "invalid_message", cause.Error()
+	var rej *document.RejectError
+	if errors.As(cause, &rej) {
+		reason, detail = string(rej.Reason), rej.Detail
+	}
+	dl := nats.NewMsg(dlqPrefix + m.Subject())
+	dl.Data = m.Data()
+	for k, v := range m.Headers() {
+		// The original id must not make the dead-letter stream drop a second,
+		// different failure of a republished message as a duplicate.
+		if k != jetstream.MsgIDHeader {
+			dl.Header[k] = v
+		}
+	}
+	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderDetail, truncate(detail, 1024))
+	dl.Header.Set(HeaderOriginalSubject, m.Subject())
+	if meta, err := m.Metadata(); err == nil {
+		dl.Header.Set(HeaderOriginalStream, meta.Stream)
+		dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+	}
+	if _, err := in.js.PublishMsg(ctx, dl); err != nil {
+		in.log.Warn("dead-letter publish failed, message left for redelivery", "subject", m.Subject(), "err", err)
+		m.NakWithDelay(backoff(1))
+		return
+	}
+	in.log.Info("dead-lettered", slog.String("subject", m.Subject()), slog.String("reason", reason))
+	m.Term()
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Item is one document to create.
+type Item struct {
+	ID        string
+	Timestamp time.Time
+	Body      []byte
+}
+
+// Outcome is what became of one bulk item.
+type Outcome int
+
+// Bulk item outcomes.
+const (
+	Created   Outcome = iota // stored now
+	Duplicate                // already stored under the same index and id: a redelivery
+	Retry                    // not stored, may succeed later (429, 5xx)
+	Rejected                 // not stored, never will be (mapping conflicts and the like)
+)
+
+// ItemResult describes the outcome of one item, in the order the items were given.
+type ItemResult struct {
+	Outcome Outcome
+	Status  int
+	Type    string // Elasticsearch's error type, e.g. mapper_parsing_exception
+	Reason  string
+}
+
+// Bulk creates the items with op_type=create, so that a document that already exists
+// is reported as a Duplicate instead of being overwritten. A non-nil error means the
+// request as a whole failed and no item's outcome is known.
+func (s *Store) Bulk(ctx context.Context, items []Item) ([]ItemResult, error) {
+	var body bytes.Buffer
+	for _, it := range items {
+		body.WriteString(`{"create":{"_index":"`)
+		body.WriteString(s.IndexName(it.Timestamp))
+		body.WriteString(`","_id":`)
+		body.Write(strconv.AppendQuote(nil, it.ID))
+		body.WriteString("}}\n")
+		body.Write(it.Body)
+		body.WriteByte('\n')
+	}
+	res, err := s.es.Bulk(bytes.NewReader(body.Bytes()), s.es.Bulk.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("bulk request: %w", err)
+	}
+	defer drain(res)
+	if res.IsError() {
+		return nil, fmt.Errorf("bulk request: %w", responseError(res))
+	}
+
+	var parsed struct {
+		Items []map[string]struct {
+			Status int `json:"status"`
+			Error  struct {
+				Type   string `json:"type"`
+				Reason string `json:"reason"`
+			} `json:"error"`
+		} `json:"items"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
+		return nil, fmt.Errorf("decode bulk response: %w", err)
+	}
+	if len(parsed.Items) != len(items) {
+		return nil, fmt.Errorf("bulk response has %d items for %d documents", len(parsed.Items), len(items))
+	}
+	results := make([]ItemResult, len(items))
+	for i, item := range parsed.Items {
+		r := item["create"]
+		results[i] = ItemResult{Outcome: classify(r.Status, r.Error.Type), Status: r.Status, Type: r.Error.Type, Reason: r.Error.Reason}
+	}
+	return results, nil
+}
+
+func classify(status int, errType string) Outcome {
+	switch {
+	case status >= 200 && status < 300:
+		return Created
+	case status == http.StatusConflict && errType == "version_conflict_engine_exception":
+		return Duplicate
+	case status == http.StatusTooManyRequests || status >= 500:
+		return Retry
+	default:
+		return Rejected
+	}
+}

@@ -1,0 +1,103 @@
+// Package store is everything the pipeline asks of Elasticsearch: the client, index
+// naming and the index template, bulk indexing, and paging through a time range.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+
+	"github.com/annotated-data/pipeline/internal/config"
+)
+
+// Store talks to one Elasticsearch cluster on behalf of one index prefix.
+type Store struct {
+	es     *elasticsearch.Client
+	prefix string
+}
+
+// New builds a client for cfg. It does not contact the cluster; see Check.
+func New(cfg config.Elasticsearch) (*Store, error) {
+	es, err := elasticsearch.NewClient(elasticsearch.Config{
+		Addresses: cfg.URLs,
+		// Bulk bodies are rebuilt from the pipeline's own buffers on retry, and search
+		// bodies are small; the client's own retry on 502/503/504 is what we want.
+		RetryOnStatus: []int{502, 503, 504},
+		MaxRetries:    3,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch client: %w", err)
+	}
+	return &Store{es: es, prefix: cfg.IndexPrefix}, nil
+}
+
+// Check makes one request that proves the cluster is reachable and genuine.
+func (s *Store) Check(ctx context.Context) error {
+	res, err := s.es.Cluster.Health(s.es.Cluster.Health.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("reach elasticsearch: %w", err)
+	}
+	defer drain(res)
+	if res.IsError() {
+		return fmt.Errorf("elasticsearch cluster health: %w", responseError(res))
+	}
+	return nil
+}
+
+// ResponseError is an error answer from Elasticsearch.
+type ResponseError struct {
+	Status int
+	Type   string
+	Reason string
+}
+
+func (e *ResponseError) Error() string {
+	if e.Type == "" {
+		return fmt.Sprintf("elasticsearch answered %d: %s", e.Status, e.Reason)
+	}
+	return fmt.Sprintf("elasticsearch answered %d %s: %s", e.Status, e.Type, e.Reason)
+}
+
+// Temporary reports whether the same request may succeed later.
+func (e *ResponseError) Temporary() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status >= 500
+}
+
+func responseError(res *esapi.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	var parsed struct {
+		Error json.RawMessage `json:"error"`
+	}
+	e := &ResponseError{Status: res.StatusCode, Reason: strings.TrimSpace(string(body))}
+	if json.Unmarshal(body, &parsed) == nil && len(parsed.Error) > 0 {
+		var detail struct {
+			Type   string `json:"type"`
+			Reason string `json:"reason"`
+		}
+		if json.Unmarshal(parsed.Error, &detail) == nil && detail.Type != "" {
+			e.Type, e.Reason = detail.Type, detail.Reason
+		}
+	}
+	return e
+}
+
+// drain reads what is left of a response so its connection can be reused.
+func drain(res *esapi.Response) {
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+}
+
+// IndexName is the daily index a document with timestamp t belongs to.
+func (s *Store) IndexName(t time.Time) string {
+	return s.prefix + "-" + t.UTC().Format("2006.01.02")
+}
+
+// pattern matches every index of this store.
+func (s *Store) pattern() string { return s.prefix + "-*" }

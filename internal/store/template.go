@@ -1,0 +1,60 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+)
+
+// EnsureTemplate installs or updates the composable index template for this store's
+// indices, so every daily index gets the same mapping.
+func (s *Store) EnsureTemplate(ctx context.Context) error {
+	body, err := json.Marshal(s.template())
+	if err != nil {
+		return fmt.Errorf("encode index template: %w", err)
+	}
+	name := s.prefix
+	res, err := s.es.Indices.PutIndexTemplate(name, bytes.NewReader(body), s.es.Indices.PutIndexTemplate.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("put index template %s: %w", name, err)
+	}
+	defer drain(res)
+	if res.IsError() {
+		return fmt.Errorf("put index template %s: %w", name, responseError(res))
+	}
+	return nil
+}
+
+type object = map[string]any
+
+func (s *Store) template() object {
+	return object{
+		"index_patterns": []string{s.pattern()},
+		"priority":       100,
+		"_meta":          object{"managed_by": "annotated-data pipeline webserver"},
+		"template": object{
+			"settings": object{"number_of_shards": 1},
+			"mappings": object{
+				// Producers send free-form annotations: strings are exact-match keywords
+				// unless a template says otherwise, and overlong ones are kept in
+				// _source but not indexed rather than rejected.
+				"dynamic_templates": []object{{
+					"strings_as_keywords": object{
+						"match_mapping_type": "string",
+						"mapping":            object{"type": "keyword", "ignore_above": 1024},
+					},
+				}},
+				"properties": object{
+					"@timestamp": object{"type": "date"},
+					"@nats": object{"properties": object{
+						"subject":   object{"type": "keyword"},
+						"stream":    object{"type": "keyword"},
+						"seq":       object{"type": "long"},
+						"published": object{"type": "date"},
+					}},
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,69 @@
+// Package testenv starts and finds the real services that integration tests run
+// against: an in-process NATS server with JetStream, and the Elasticsearch node that
+// `make test` (or `make services`) started.
+package testenv
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATS is a real nats-server with JetStream, running inside the test process.
+type NATS struct {
+	t    testing.TB
+	opts *server.Options
+	srv  *server.Server
+}
+
+// StartNATS starts a JetStream-enabled server on a free loopback port, with its store
+// in a temporary directory. It is shut down when the test ends.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{t: t, opts: &server.Options{
+		Host:      "127.0.0.1",
+		Port:      server.RANDOM_PORT,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	}}
+	n.start()
+	// Later restarts keep the port, so clients reconnect to the same URL.
+	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
+	t.Cleanup(n.Stop)
+	return n
+}
+
+func (n *NATS) start() {
+	n.t.Helper()
+	srv, err := server.NewServer(n.opts)
+	if err != nil {
+		n.t.Fatalf("nats-server: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		n.t.Fatalf("nats-server did not become ready within 10s")
+	}
+	n.srv = srv
+}
+
+// URL is the client URL of the server.
+func (n *NATS) URL() string { return n.srv.ClientURL() }
+
+// Stop shuts the server down; its JetStream store stays on disk for Restart.
+func (n *NATS) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
+}
+
+// Restart stops the server and starts it again on the same port and store.
+func (n *NATS) Restart() {
+	n.t.Helper()
+	n.Stop()
+	n.start()
+}

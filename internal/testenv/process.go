@@ -1,0 +1,151 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BuildBinaries compiles the named ./cmd packages into dir, the way `make build`
+// does (with the race detector when the tests run with it), and returns their paths
+// by name.
+func BuildBinaries(dir string, names ...string) (map[string]string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	paths := map[string]string{}
+	for _, n := range names {
+		args = append(args, "./cmd/"+n)
+		paths[n] = filepath.Join(dir, n)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go %v: %w\n%s", args, err, out)
+	}
+	return paths, nil
+}
+
+// Process is a binary under test, running with its own environment. Its output is
+// kept and shown if the test fails.
+type Process struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// StartProcess runs bin with env (and nothing inherited but PATH and HOME). It is
+// stopped with SIGTERM when the test ends.
+func StartProcess(t testing.TB, bin string, env map[string]string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p := &Process{t: t, cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", filepath.Base(bin), out.String())
+		}
+	})
+	return p
+}
+
+// Stop sends SIGTERM and waits up to 30s for a graceful exit, then kills.
+func (p *Process) Stop() error { return p.signal(syscall.SIGTERM, 30*time.Second) }
+
+// Kill ends the process at once, with no chance to finish its work: a crash.
+func (p *Process) Kill() { p.signal(syscall.SIGKILL, 10*time.Second) }
+
+func (p *Process) signal(sig syscall.Signal, patience time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(patience):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	return p.err
+}
+
+// Output is everything the process wrote so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// WaitHTTP polls url until it answers 200, failing the test after patience.
+func WaitHTTP(t testing.TB, url string, patience time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s did not answer 200 within %s (last: %v)", url, patience, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// FreeAddr returns a loopback address with a port nothing listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
