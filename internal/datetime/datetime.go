@@ -29,17 +29,26 @@ func Parse(s string, loc *time.Location) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("empty date")
 	}
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t.UTC(), nil
+		return inRange(s, t.UTC())
 	}
 	if hasZone(s) {
 		return time.Time{}, fmt.Errorf("%q is not a valid RFC 3339 date-time (example: 2023-03-09T19:40:00Z or 2023-03-09T19:40:00+01:00)", s)
 	}
 	for _, layout := range zoneless {
 		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
-			return t.UTC(), nil
+			return inRange(s, t.UTC())
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not a date-time; use 2023-03-09T19:40:00 (zone %s), 2023-03-09T19:40:00Z, 2023-03-09T19:40:00+01:00 or 2023-03-09", s, loc)
+}
+
+// inRange rejects times whose UTC year has no four-digit form (an offset can push
+// 9999-12-31T23:30:00-01:00 into the year 10000), which Elasticsearch cannot store.
+func inRange(s string, t time.Time) (time.Time, error) {
+	if y := t.Year(); y < 0 || y > 9999 {
+		return time.Time{}, fmt.Errorf("%q is outside the years 0000-9999 in UTC", s)
+	}
+	return t, nil
 }
 
 // hasZone reports whether s ends in a zone designator, so that a malformed offset

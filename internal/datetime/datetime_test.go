@@ -60,6 +60,8 @@ func TestParseRejectsEverythingElse(t *testing.T) {
 		"09/03/2023",
 		"1678390800",
 		"2023-03-09T19:40:00Zjunk",
+		"9999-12-31T23:30:00-01:00", // the year 10000 in UTC
+		"0000-01-01T00:00:00+01:00", // the year -1 in UTC
 	} {
 		if got, err := Parse(in, time.UTC); err == nil {
 			t.Errorf("Parse(%q) = %v, want an error", in, got)

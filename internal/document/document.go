@@ -47,7 +47,11 @@ type Reason string
 const (
 	ReasonInvalidJSON Reason = "invalid_json"
 	ReasonNotObject   Reason = "not_an_object"
+	ReasonReserved    Reason = "reserved_field"
 )
+
+// OriginKey is the field that records where a document came from.
+const OriginKey = "@nats"
 
 // RejectError is a permanent problem with a message: retrying cannot help.
 type RejectError struct {
@@ -70,7 +74,7 @@ func ID(src Source) string {
 // Build validates raw and returns the document to store. A message without a usable
 // event time is stored under its publish time.
 func Build(raw []byte, src Source, opts Options) (Document, error) {
-	raw = bytes.TrimSpace(raw)
+	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, and only that
 	if !json.Valid(raw) {
 		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid JSON"}
 	}
@@ -80,6 +84,10 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: err.Error()}
+	}
+
+	if _, ok := fields[OriginKey]; ok {
+		return Document{}, &RejectError{Reason: ReasonReserved, Detail: "message has a field " + OriginKey + ", which the pipeline reserves for the document's origin"}
 	}
 
 	ts, own, err := eventTime(fields, opts)
@@ -97,10 +105,10 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		body = ts.AppendFormat(body, time.RFC3339Nano)
 		body = append(body, `",`...)
 	}
-	body = append(body, `"@nats":{"subject":`...)
-	body = strconv.AppendQuote(body, src.Subject)
+	body = append(body, `"`+OriginKey+`":{"subject":`...)
+	body = appendJSONString(body, src.Subject)
 	body = append(body, `,"stream":`...)
-	body = strconv.AppendQuote(body, src.Stream)
+	body = appendJSONString(body, src.Stream)
 	body = append(body, `,"seq":`...)
 	body = strconv.AppendUint(body, src.Sequence, 10)
 	body = append(body, `,"published":"`...)
@@ -108,6 +116,13 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	body = append(body, `"}}`...)
 
 	return Document{ID: ID(src), Timestamp: ts, Body: body}, nil
+}
+
+// appendJSONString appends s as a JSON string. (strconv.AppendQuote writes Go escapes
+// such as \x01, which are not JSON.)
+func appendJSONString(dst []byte, s string) []byte {
+	quoted, _ := json.Marshal(s) // a string always encodes
+	return append(dst, quoted...)
 }
 
 var errNoTimestamp = errors.New("no timestamp")

@@ -1,0 +1,216 @@
+package config
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// env returns a getenv that reads only the given variables.
+func env(vars map[string]string) func(string) string {
+	return func(name string) string { return vars[name] }
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	t.Run("webserver", func(t *testing.T) {
+		cfg, err := LoadWebserver(env(nil))
+		if err != nil {
+			t.Fatalf("LoadWebserver with no variables set: %v", err)
+		}
+		checks := []struct {
+			what      string
+			got, want any
+		}{
+			{"NATSURLs", cfg.NATSURLs, []string{"nats://127.0.0.1:4222"}},
+			{"Stream", cfg.Stream, "ANNOTATIONS"},
+			{"Subjects", cfg.Subjects, []string{"annotations.>"}},
+			{"Durable", cfg.Durable, "webserver"},
+			{"DLQStream", cfg.DLQStream, "ANNOTATIONS_DLQ"},
+			{"MaxAckPending", cfg.MaxAckPending, 20000},
+			{"Elasticsearch.URLs", cfg.Elasticsearch.URLs, []string{"http://127.0.0.1:9200"}},
+			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
+			{"TimestampField", cfg.TimestampField, "timestamp"},
+			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
+			{"BulkMaxDocs", cfg.BulkMaxDocs, 1000},
+			{"BulkMaxWait", cfg.BulkMaxWait, time.Second},
+			{"AdminAddr", cfg.AdminAddr, ":8081"},
+			{"ShutdownTimeout", cfg.ShutdownTimeout, 30 * time.Second},
+			{"Logging.Level", cfg.Logging.Level.String(), "INFO"},
+		}
+		for _, c := range checks {
+			if !reflect.DeepEqual(c.got, c.want) {
+				t.Errorf("%s = %#v, want %#v", c.what, c.got, c.want)
+			}
+		}
+	})
+	t.Run("backend", func(t *testing.T) {
+		cfg, err := LoadBackend(env(nil))
+		if err != nil {
+			t.Fatalf("LoadBackend with no variables set: %v", err)
+		}
+		checks := []struct {
+			what      string
+			got, want any
+		}{
+			{"ListenAddr", cfg.ListenAddr, ":5000"},
+			{"TLSMode", cfg.TLSMode, "off"},
+			{"Elasticsearch.URLs", cfg.Elasticsearch.URLs, []string{"http://127.0.0.1:9200"}},
+			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
+			{"PageSize", cfg.PageSize, 1000},
+			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
+			{"ShutdownTimeout", cfg.ShutdownTimeout, 30 * time.Second},
+			{"Logging.Level", cfg.Logging.Level.String(), "INFO"},
+		}
+		for _, c := range checks {
+			if !reflect.DeepEqual(c.got, c.want) {
+				t.Errorf("%s = %#v, want %#v", c.what, c.got, c.want)
+			}
+		}
+	})
+}
+
+func TestEveryProblemIsReportedAtOnce(t *testing.T) {
+	_, err := LoadWebserver(env(map[string]string{
+		"BULK_MAX_DOCS":          "abc",
+		"NATS_URL":               "http://x",
+		"TIMESTAMP_DEFAULT_ZONE": "Mars/Base",
+		"ES_INDEX_PREFIX":        "UPPER",
+		"LOG_LEVEL":              "loud",
+	}))
+	if err == nil {
+		t.Fatal("LoadWebserver accepted five bad variables")
+	}
+	msg := err.Error()
+	for _, name := range []string{"BULK_MAX_DOCS", "NATS_URL", "TIMESTAMP_DEFAULT_ZONE", "ES_INDEX_PREFIX", "LOG_LEVEL"} {
+		if !strings.Contains(msg, name) {
+			t.Errorf("error does not name %s:\n%s", name, msg)
+		}
+	}
+	// A variable that did not parse is reported once: its range checks (> 0, and
+	// <= NATS_MAX_ACK_PENDING) would only repeat the problem.
+	if n := strings.Count(msg, "BULK_MAX_DOCS"); n != 1 {
+		t.Errorf("BULK_MAX_DOCS is reported %d times, want once:\n%s", n, msg)
+	}
+	// Variables that are fine are not mentioned.
+	for _, name := range []string{"NATS_STREAM", "NATS_DURABLE", "BULK_MAX_WAIT", "SHUTDOWN_TIMEOUT"} {
+		if strings.Contains(msg, name) {
+			t.Errorf("error names %s, which was valid:\n%s", name, msg)
+		}
+	}
+
+	t.Run("backend", func(t *testing.T) {
+		_, err := LoadBackend(env(map[string]string{
+			"TLS_MODE":             "on",
+			"API_PAGE_SIZE":        "0",
+			"API_DEFAULT_TIMEZONE": "Mars/Base",
+			"ELASTICSEARCH_URL":    "ftp://es:9200",
+			"SHUTDOWN_TIMEOUT":     "soon",
+		}))
+		if err == nil {
+			t.Fatal("LoadBackend accepted five bad variables")
+		}
+		msg := err.Error()
+		for _, name := range []string{"TLS_MODE", "API_PAGE_SIZE", "API_DEFAULT_TIMEZONE", "ELASTICSEARCH_URL", "SHUTDOWN_TIMEOUT"} {
+			if !strings.Contains(msg, name) {
+				t.Errorf("error does not name %s:\n%s", name, msg)
+			}
+		}
+		if n := strings.Count(msg, "SHUTDOWN_TIMEOUT"); n != 1 {
+			t.Errorf("SHUTDOWN_TIMEOUT is reported %d times, want once:\n%s", n, msg)
+		}
+	})
+}
+
+func TestCommaSeparatedListsAreSplit(t *testing.T) {
+	tests := []struct {
+		raw  string
+		want []string
+	}{
+		{"http://es1:9200", []string{"http://es1:9200"}},
+		{"http://es1:9200, https://es2:9200", []string{"http://es1:9200", "https://es2:9200"}},
+		{" http://es1:9200 ,,https://es2:9200 , ", []string{"http://es1:9200", "https://es2:9200"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.raw, func(t *testing.T) {
+			cfg, err := LoadBackend(env(map[string]string{"ELASTICSEARCH_URL": tt.raw}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cfg.Elasticsearch.URLs, tt.want) {
+				t.Errorf("ELASTICSEARCH_URL=%q gives %q, want %q", tt.raw, cfg.Elasticsearch.URLs, tt.want)
+			}
+		})
+	}
+	t.Run("a list of only commas names no server", func(t *testing.T) {
+		_, err := LoadBackend(env(map[string]string{"ELASTICSEARCH_URL": " , ,"}))
+		if err == nil || !strings.Contains(err.Error(), "ELASTICSEARCH_URL") {
+			t.Errorf("ELASTICSEARCH_URL=\" , ,\": err = %v, want one naming ELASTICSEARCH_URL", err)
+		}
+	})
+}
+
+func TestUsageListsEveryVariableWithItsDefault(t *testing.T) {
+	for _, tt := range []struct {
+		binary string
+		vars   []Var
+	}{
+		{"webserver", WebserverVars(&Webserver{})},
+		{"backend", BackendVars(&Backend{})},
+	} {
+		t.Run(tt.binary, func(t *testing.T) {
+			var buf bytes.Buffer
+			WriteUsage(&buf, tt.vars)
+			// One row per variable: NAME  DEFAULT  MEANING.
+			defaults := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n")[1:] {
+				if f := strings.Fields(line); len(f) >= 2 {
+					defaults[f[0]] = f[1]
+				}
+			}
+			names := Names(tt.vars)
+			if len(names) != len(tt.vars) {
+				t.Fatalf("Names returned %d names for %d variables", len(names), len(tt.vars))
+			}
+			for i, name := range names {
+				want := tt.vars[i].Default
+				if want == "" {
+					want = "-"
+				}
+				got, ok := defaults[name]
+				if !ok {
+					t.Errorf("usage does not list %s:\n%s", name, buf.String())
+					continue
+				}
+				if got != want {
+					t.Errorf("usage lists %s with default %q, want %q", name, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestSecretValuesAreNeverEchoed(t *testing.T) {
+	var port, n int
+	getenv := env(map[string]string{"X_PASSWORD": "hunter2", "X_COUNT": "many"})
+	c := load(getenv, []Var{
+		{Name: "X_PASSWORD", Secret: true, target: &port},
+		{Name: "X_COUNT", target: &n},
+	})
+	err := c.err()
+	if err == nil {
+		t.Fatal("load accepted two unparseable integers")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "hunter2") {
+		t.Errorf("error echoes the secret value:\n%s", msg)
+	}
+	if !strings.Contains(msg, "X_PASSWORD") {
+		t.Errorf("error does not name X_PASSWORD:\n%s", msg)
+	}
+	// A value that is not secret is quoted, to help the operator.
+	if !strings.Contains(msg, `X_COUNT="many"`) {
+		t.Errorf("error does not quote the non-secret value of X_COUNT:\n%s", msg)
+	}
+}

@@ -1,0 +1,403 @@
+package document
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// published is the JetStream publish time used by every test source.
+var published = time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
+
+func testSource() Source {
+	return Source{Subject: "annotations.camera1", Stream: "ANNOTATIONS", Sequence: 42, Published: published}
+}
+
+func mustParse(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func berlin(t *testing.T) *time.Location {
+	t.Helper()
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loc
+}
+
+// decodeObject decodes b as a JSON object, keeping each value's raw bytes.
+func decodeObject(t *testing.T, b []byte) map[string]json.RawMessage {
+	t.Helper()
+	if !json.Valid(b) {
+		t.Fatalf("not valid JSON: %s", b)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("not a JSON object: %v: %s", err, b)
+	}
+	return m
+}
+
+type natsRecord struct {
+	Subject   string `json:"subject"`
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Published string `json:"published"`
+}
+
+// checkNATS asserts the "@nats" record describes src.
+func checkNATS(t *testing.T, body map[string]json.RawMessage, src Source) {
+	t.Helper()
+	raw, ok := body["@nats"]
+	if !ok {
+		t.Fatalf("body has no @nats record")
+	}
+	var got natsRecord
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatalf("@nats %s: %v", raw, err)
+	}
+	want := natsRecord{
+		Subject:   src.Subject,
+		Stream:    src.Stream,
+		Seq:       src.Sequence,
+		Published: src.Published.UTC().Format(time.RFC3339Nano),
+	}
+	if got != want {
+		t.Errorf("@nats = %+v, want %+v", got, want)
+	}
+}
+
+// checkTimestamp asserts "@timestamp" is an RFC 3339 string in UTC equal to want.
+func checkTimestamp(t *testing.T, body map[string]json.RawMessage, want time.Time) {
+	t.Helper()
+	raw, ok := body[TimestampKey]
+	if !ok {
+		t.Fatalf("body has no %s", TimestampKey)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatalf("%s = %s, want a string: %v", TimestampKey, raw, err)
+	}
+	if !strings.HasSuffix(s, "Z") {
+		t.Errorf("%s = %q, want UTC (a trailing Z)", TimestampKey, s)
+	}
+	got, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("%s = %q is not RFC 3339: %v", TimestampKey, s, err)
+	}
+	if !got.Equal(want) {
+		t.Errorf("%s = %s, want %s", TimestampKey, got, want)
+	}
+}
+
+func TestIDPrefersNatsMsgIDOverStreamPosition(t *testing.T) {
+	tests := []struct {
+		name string
+		src  Source
+		want string
+	}{
+		{"publisher gave a Nats-Msg-Id", Source{Stream: "ANNOTATIONS", Sequence: 7, MsgID: "cam1-0001"}, "cam1-0001"},
+		{"no Nats-Msg-Id: stream position", Source{Stream: "ANNOTATIONS", Sequence: 7}, "ANNOTATIONS-7"},
+		{"no Nats-Msg-Id, large sequence", Source{Stream: "S", Sequence: 18446744073709551615}, "S-18446744073709551615"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ID(tt.src); got != tt.want {
+				t.Errorf("ID(%+v) = %q, want %q", tt.src, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBuildSplicesTimestampAndOriginIntoTheOriginalBytes(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		zone *time.Location // nil means UTC
+		want string         // expected @timestamp, RFC 3339
+	}{
+		{"string without zone is read as UTC by default",
+			`{"timestamp":"2023-03-09T19:40:00","label":"cat"}`, nil, "2023-03-09T19:40:00Z"},
+		{"string with an offset",
+			`{"timestamp":"2023-03-09T19:40:00+01:00","label":"cat"}`, nil, "2023-03-09T18:40:00Z"},
+		{"string without zone in the default zone Europe/Berlin",
+			`{"timestamp":"2023-07-09T19:40:00","label":"cat"}`, berlin(t), "2023-07-09T17:40:00Z"},
+		{"epoch seconds",
+			`{"timestamp":1678390800,"label":"cat"}`, nil, "2023-03-09T19:40:00Z"},
+		{"epoch milliseconds",
+			`{"timestamp":1678390800123,"label":"cat"}`, nil, "2023-03-09T19:40:00.123Z"},
+		{"fractional seconds",
+			`{"timestamp":"2023-03-09T19:40:00.123456Z","label":"cat"}`, nil, "2023-03-09T19:40:00.123456Z"},
+		{"fractional epoch seconds",
+			`{"timestamp":1678390800.25}`, nil, "2023-03-09T19:40:00.25Z"},
+		{"nested values and odd spacing are kept as written",
+			`{"timestamp" : "2023-03-09T19:40:00Z" ,"box":{"x": 1.50, "y":[1, 2e3]},"s":"\u00e9\n"}`, nil, "2023-03-09T19:40:00Z"},
+		{"empty object gets no leading comma",
+			`{}`, nil, published.Format(time.RFC3339Nano)},
+		{"empty object with inner whitespace",
+			"{ \n }", nil, published.Format(time.RFC3339Nano)},
+		{"whitespace around the object",
+			" \t\r\n{\"timestamp\":\"2023-03-09T19:40:00Z\",\"label\":\"cat\"}\n\n ", nil, "2023-03-09T19:40:00Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			zone := tt.zone
+			if zone == nil {
+				zone = time.UTC
+			}
+			src := testSource()
+			doc, err := Build([]byte(tt.raw), src, Options{TimestampField: "timestamp", DefaultZone: zone})
+			if err != nil {
+				t.Fatalf("Build(%s): %v", tt.raw, err)
+			}
+			body := decodeObject(t, doc.Body)
+			orig := decodeObject(t, []byte(tt.raw))
+			for k, v := range orig {
+				if !bytes.Equal(body[k], v) {
+					t.Errorf("field %q = %s, want it unchanged: %s", k, body[k], v)
+				}
+			}
+			if len(body) != len(orig)+2 {
+				t.Errorf("body has %d keys, want the %d original ones plus @timestamp and @nats: %s", len(body), len(orig), doc.Body)
+			}
+			want := mustParse(t, tt.want)
+			checkTimestamp(t, body, want)
+			checkNATS(t, body, src)
+			if !doc.Timestamp.Equal(want) {
+				t.Errorf("Document.Timestamp = %s, want %s", doc.Timestamp, want)
+			}
+			if doc.ID != ID(src) {
+				t.Errorf("Document.ID = %q, want %q", doc.ID, ID(src))
+			}
+		})
+	}
+}
+
+func TestBuildKeepsTheMessagesOwnTimestamp(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want string
+	}{
+		{"own @timestamp only", `{"@timestamp":"2023-03-09T19:40:00+01:00","label":"cat"}`, "2023-03-09T18:40:00Z"},
+		{"own @timestamp wins over the configured field",
+			`{"timestamp":"2001-01-01T00:00:00Z","@timestamp":"2023-03-09T19:40:00Z"}`, "2023-03-09T19:40:00Z"},
+		{"own @timestamp as epoch millis", `{"@timestamp":1678390800123}`, "2023-03-09T19:40:00.123Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := testSource()
+			doc, err := Build([]byte(tt.raw), src, Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+			if err != nil {
+				t.Fatalf("Build(%s): %v", tt.raw, err)
+			}
+			if n := bytes.Count(doc.Body, []byte(`"@timestamp"`)); n != 1 {
+				t.Errorf(`body has %d "@timestamp" keys, want exactly 1: %s`, n, doc.Body)
+			}
+			body := decodeObject(t, doc.Body)
+			orig := decodeObject(t, []byte(tt.raw))
+			if !bytes.Equal(body[TimestampKey], orig[TimestampKey]) {
+				t.Errorf("@timestamp = %s, want it left as the producer wrote it: %s", body[TimestampKey], orig[TimestampKey])
+			}
+			checkNATS(t, body, src)
+			if want := mustParse(t, tt.want); !doc.Timestamp.Equal(want) {
+				t.Errorf("Document.Timestamp = %s, want %s (from the message's @timestamp)", doc.Timestamp, want)
+			}
+		})
+	}
+}
+
+func TestBuildFallsBackToThePublishTime(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+	}{
+		{"no timestamp field", `{"label":"cat"}`},
+		{"unparseable string", `{"timestamp":"yesterday"}`},
+		{"malformed offset", `{"timestamp":"2023-03-09T19:40:00+0100"}`},
+		{"empty string", `{"timestamp":""}`},
+		{"negative epoch", `{"timestamp":-1}`},
+		{"epoch out of range", `{"timestamp":1e15}`},
+		{"boolean", `{"timestamp":true}`},
+		{"null", `{"timestamp":null}`},
+		{"object", `{"timestamp":{"s":1}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := testSource()
+			doc, err := Build([]byte(tt.raw), src, Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+			if err != nil {
+				t.Fatalf("Build(%s): %v", tt.raw, err)
+			}
+			body := decodeObject(t, doc.Body)
+			checkTimestamp(t, body, published)
+			checkNATS(t, body, src)
+			if !doc.Timestamp.Equal(published) || doc.Timestamp.Location() != time.UTC {
+				t.Errorf("Document.Timestamp = %s, want the publish time %s in UTC", doc.Timestamp, published)
+			}
+			orig := decodeObject(t, []byte(tt.raw))
+			for k, v := range orig {
+				if !bytes.Equal(body[k], v) {
+					t.Errorf("field %q = %s, want it unchanged: %s", k, body[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestBuildHonoursTheTimestampFieldOption(t *testing.T) {
+	raw := []byte(`{"timestamp":"2001-01-01T00:00:00Z","ts":"2023-03-09T19:40:00Z"}`)
+	tests := []struct {
+		field string
+		want  time.Time
+	}{
+		{"ts", mustParse(t, "2023-03-09T19:40:00Z")},
+		{"timestamp", mustParse(t, "2001-01-01T00:00:00Z")},
+		{"missing", published},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			doc, err := Build(raw, testSource(), Options{TimestampField: tt.field, DefaultZone: time.UTC})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !doc.Timestamp.Equal(tt.want) {
+				t.Errorf("Document.Timestamp = %s, want %s", doc.Timestamp, tt.want)
+			}
+			checkTimestamp(t, decodeObject(t, doc.Body), tt.want)
+		})
+	}
+}
+
+func TestBuildRejectsWhatCanNeverBeIndexed(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want Reason
+	}{
+		{"empty", ``, ReasonInvalidJSON},
+		{"whitespace only", " \n ", ReasonInvalidJSON},
+		{"truncated object", `{"a":1`, ReasonInvalidJSON},
+		{"trailing garbage", `{"a":1} x`, ReasonInvalidJSON},
+		{"two objects", `{}{}`, ReasonInvalidJSON},
+		{"single quotes", `{'a':1}`, ReasonInvalidJSON},
+		{"not JSON at all", `hello`, ReasonInvalidJSON},
+		{"array", `[{"a":1}]`, ReasonNotObject},
+		{"string", `"{}"`, ReasonNotObject},
+		{"number", `42`, ReasonNotObject},
+		{"null", `null`, ReasonNotObject},
+		{"boolean", `true`, ReasonNotObject},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc, err := Build([]byte(tt.raw), testSource(), Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+			var rej *RejectError
+			if !errors.As(err, &rej) {
+				t.Fatalf("Build(%q) = %s, %v; want a *RejectError", tt.raw, doc.Body, err)
+			}
+			if rej.Reason != tt.want {
+				t.Errorf("Build(%q) reason = %q, want %q", tt.raw, rej.Reason, tt.want)
+			}
+			if !strings.HasPrefix(rej.Error(), string(tt.want)+": ") {
+				t.Errorf("Error() = %q, want it to start with the reason", rej.Error())
+			}
+		})
+	}
+}
+
+func FuzzBuild(f *testing.F) {
+	for _, s := range []string{
+		`{}`,
+		`{"a":1}`,
+		`{"timestamp":"2023-03-09T19:40:00","label":"cat"}`,
+		`{"@timestamp":1678390800123}`,
+		` {"timestamp":1678390800.25} `,
+		`[1,2]`,
+		`null`,
+		`{"a":`,
+	} {
+		f.Add([]byte(s))
+	}
+	src := testSource()
+	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		doc, err := Build(raw, src, opts)
+		if err != nil {
+			var rej *RejectError
+			if !errors.As(err, &rej) {
+				t.Fatalf("Build(%q) error %v is not a *RejectError", raw, err)
+			}
+			return
+		}
+		if !json.Valid(doc.Body) {
+			t.Fatalf("Build(%q) body is not valid JSON: %q", raw, doc.Body)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(doc.Body, &m); err != nil {
+			t.Fatalf("Build(%q) body is not a JSON object: %v: %q", raw, err, doc.Body)
+		}
+		if _, ok := m["@nats"]; !ok {
+			t.Fatalf("Build(%q) body has no @nats: %q", raw, doc.Body)
+		}
+	})
+}
+
+func TestBuildWritesTheOriginAsJSONStrings(t *testing.T) {
+	tests := []struct {
+		name    string
+		subject string
+	}{
+		{"plain subject", "annotations.camera1"},
+		{"quote and backslash", `annotations."cam"\1`},
+		{"non-ASCII", "annotations.kamera-ä"},
+		{"line separator U+2028", "annotations.a\u2028b"},
+		{"control character", "annotations.a\x01b"},
+		{"DEL", "annotations.a\x7fb"},
+		{"invalid UTF-8", "annotations.a\xffb"},
+		{"non-printable astral rune", "annotations.a\U000E0001b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := testSource()
+			src.Subject = tt.subject
+			doc, err := Build([]byte(`{"a":1}`), src, Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !json.Valid(doc.Body) {
+				t.Fatalf("body is not valid JSON: %q", doc.Body)
+			}
+			// JSON can only carry valid UTF-8; an invalid byte becomes U+FFFD.
+			src.Subject = strings.ToValidUTF8(tt.subject, "\uFFFD")
+			checkNATS(t, decodeObject(t, doc.Body), src)
+		})
+	}
+}
+
+func TestBuildRejectsAMessageThatClaimsTheReservedOriginField(t *testing.T) {
+	_, err := Build([]byte(`{"@nats":"mine","timestamp":"2023-03-09T19:40:00Z"}`), testSource(), Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+	var rej *RejectError
+	if !errors.As(err, &rej) || rej.Reason != ReasonReserved {
+		t.Fatalf("err = %v, want a %s rejection", err, ReasonReserved)
+	}
+}
+
+func TestBuildAcceptsOnlyJSONWhitespaceAroundTheObject(t *testing.T) {
+	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC}
+	if _, err := Build([]byte(" \t\r\n{}\n"), testSource(), opts); err != nil {
+		t.Errorf("JSON whitespace around the object: %v", err)
+	}
+	var rej *RejectError
+	if _, err := Build([]byte("\u00a0{}"), testSource(), opts); !errors.As(err, &rej) || rej.Reason != ReasonInvalidJSON {
+		t.Errorf("no-break space before the object: err = %v, want %s", err, ReasonInvalidJSON)
+	}
+}
