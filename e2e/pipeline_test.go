@@ -70,7 +70,7 @@ func TestPipelineReturnsExactlyTheDocumentsOfTheRequestedRange(t *testing.T) {
 		{message{ID: "at-start", Timestamp: "2023-03-09T19:40:00"}, "m-at-start", true},
 		{message{ID: "offset", Timestamp: "2023-03-09T20:41:00+01:00"}, "", true},
 		{message{ID: "epoch-ms", Timestamp: 1678390920000}, "m-epoch-ms", true}, // 19:42:00Z
-		{message{ID: "epoch-s", Timestamp: 1678390980}, "", true},             // 19:43:00Z
+		{message{ID: "epoch-s", Timestamp: 1678390980}, "", true},               // 19:43:00Z
 		{message{ID: "fraction", Timestamp: "2023-03-09T19:44:59.999999Z"}, "m-fraction", true},
 		{message{ID: "at-end", Timestamp: "2023-03-09T19:45:00Z"}, "m-at-end", false},
 		{message{ID: "next-day", Timestamp: "2023-03-10T19:41:00Z"}, "m-next-day", false},

@@ -21,7 +21,8 @@ import (
 	"github.com/annotated-data/pipeline/internal/sample"
 )
 
-var version = "dev"
+// version and commit are stamped in at build time with -ldflags "-X main.version=...".
+var version, commit = "dev", "unknown"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -42,6 +43,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	startFlag := fs.String("start", "2023-03-09T19:40:00Z", "timestamp of the first frames (RFC 3339)")
 	interval := fs.Duration("interval", 10*time.Second, "time between two frames of one camera")
 	window := fs.Int("window", 4096, "most publishes awaiting acknowledgement at once")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "publisher %s: publishes sample annotated camera frames to NATS JetStream.\n\nUsage: publisher [flags]\n\n", version)
 		fs.PrintDefaults()
@@ -51,6 +53,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		}
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "publisher", version, commit)
+		return nil
 	}
 	start, err := time.Parse(time.RFC3339Nano, *startFlag)
 	if err != nil {

@@ -27,8 +27,8 @@ import (
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
-// version is stamped in at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are stamped in at build time with -ldflags "-X main.version=...".
+var version, commit = "dev", "unknown"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,7 +55,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "webserver", version)
+		fmt.Fprintln(stdout, "webserver", version, commit)
 		return nil
 	}
 

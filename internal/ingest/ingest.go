@@ -52,6 +52,13 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 	in.log.Info("consuming", "stream", in.cfg.Stream, "durable", in.cfg.Durable)
 
+	// A stop signal ends fetching at once, but the batch in hand is still indexed and
+	// acked, for up to SHUTDOWN_TIMEOUT: cancelling it would only cause redeliveries.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(in.cfg.ShutdownTimeout, cancelWork) })
+	defer stopAfter()
+
 	var failures int
 	for ctx.Err() == nil {
 		msgs, err := fetch(cons, in.cfg.BulkMaxDocs, in.cfg.BulkMaxWait)
@@ -67,7 +74,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
-		if err := in.process(ctx, msgs); err != nil {
+		if err := in.process(work, msgs); err != nil {
 			failures++
 			wait := backoff(failures)
 			in.log.Warn("batch not indexed, will be redelivered", "messages", len(msgs), "retry_in", wait, "err", err)
