@@ -8,4 +8,4 @@ if [ -f "$stamp" ] && [ -z "$(find "$dir/pom.xml" "$dir/src" -newer "$stamp" -pr
   exit 0
 fi
 echo "services: building the Elasticsearch launcher (the first build downloads Elasticsearch's jars from Maven Central)" >&2
-mvn -q -B -f "$dir/pom.xml" package
+mvn -q -B --no-transfer-progress -Dstyle.color=never -f "$dir/pom.xml" package
