@@ -20,6 +20,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/config"
@@ -68,7 +71,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	nc, err := nats.Connect(strings.Join(cfg.NATSURLs, ","),
 		nats.Name("webserver"),
 		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected; reconnecting", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
 	)
 	if err != nil {
@@ -80,27 +84,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
-	st, err := store.New(cfg.Elasticsearch)
+	st, err := store.New(cfg.Elasticsearch, store.WithInterval(store.Interval(cfg.Index.Interval)))
 	if err != nil {
 		return err
 	}
-	if err := st.EnsureTemplate(ctx); err != nil {
+	if err := st.EnsureTemplate(ctx, store.TemplateSettings{
+		Shards:          cfg.Index.Shards,
+		Replicas:        cfg.Index.Replicas,
+		RefreshInterval: cfg.Index.RefreshInterval,
+		IgnoreAbove:     cfg.Index.IgnoreAbove,
+	}); err != nil {
 		return err
 	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ingester := ingest.New(js, st, cfg, log, ingest.NewMetrics(reg))
 
 	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
 		return fmt.Errorf("admin listener: %w", err)
 	}
 	adminSrv := &http.Server{
-		Handler: admin.Handler(
+		Handler: admin.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 			admin.Check{Name: "nats", Fn: func(context.Context) error {
 				if !nc.IsConnected() {
 					return errors.New("not connected")
 				}
 				return nil
 			}},
-			admin.Check{Name: "elasticsearch", Fn: st.Check},
+			admin.Check{Name: "elasticsearch", Fn: func(ctx context.Context) error {
+				if err := ingester.ElasticsearchErr(); err != nil {
+					return err
+				}
+				return st.Check(ctx)
+			}},
 		),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -108,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer adminSrv.Close()
 	log.Info("webserver started", "version", version, "admin", adminLn.Addr().String())
 
-	err = ingest.New(js, st, cfg, log).Run(ctx)
+	err = ingester.Run(ctx)
 	log.Info("webserver stopped")
 	return err
 }

@@ -14,7 +14,9 @@ fi
 logs=.services/logs
 mkdir -p "$logs"
 : "${LISTEN_ADDR:=127.0.0.1:5000}" "${ADMIN_ADDR:=127.0.0.1:8081}"
-export LISTEN_ADDR ADMIN_ADDR
+# One local node cannot hold replicas; none keeps the indices green.
+: "${ES_INDEX_REPLICAS:=0}"
+export LISTEN_ADDR ADMIN_ADDR ES_INDEX_REPLICAS
 api="http://${LISTEN_ADDR/#:/localhost:}"
 admin="http://${ADMIN_ADDR/#:/localhost:}"
 

@@ -1,5 +1,5 @@
 // Package admin serves a process's operational endpoints: /healthz (the process is
-// alive) and /readyz (everything it depends on is reachable).
+// alive), /readyz (everything it depends on is reachable) and /metrics.
 package admin
 
 import (
@@ -15,9 +15,10 @@ type Check struct {
 	Fn   func(context.Context) error
 }
 
-// Handler serves /healthz and /readyz.
-func Handler(checks ...Check) http.Handler {
+// Handler serves /healthz, /readyz (all checks pass) and /metrics.
+func Handler(metrics http.Handler, checks ...Check) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -28,12 +28,14 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"Subjects", cfg.Subjects, []string{"annotations.>"}},
 			{"Durable", cfg.Durable, "webserver"},
 			{"DLQStream", cfg.DLQStream, "ANNOTATIONS_DLQ"},
-			{"MaxAckPending", cfg.MaxAckPending, 20000},
+			{"MaxAckPending", cfg.MaxAckPending, 2000 * (2 + 2)},
 			{"Elasticsearch.URLs", cfg.Elasticsearch.URLs, []string{"http://127.0.0.1:9200"}},
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
 			{"TimestampField", cfg.TimestampField, "timestamp"},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
-			{"BulkMaxDocs", cfg.BulkMaxDocs, 1000},
+			{"BulkMaxDocs", cfg.BulkMaxDocs, 2000},
+			{"BulkWorkers", cfg.BulkWorkers, 2},
+			{"Index.Interval", cfg.Index.Interval, "day"},
 			{"BulkMaxWait", cfg.BulkMaxWait, time.Second},
 			{"AdminAddr", cfg.AdminAddr, ":8081"},
 			{"ShutdownTimeout", cfg.ShutdownTimeout, 30 * time.Second},
@@ -212,5 +214,22 @@ func TestSecretValuesAreNeverEchoed(t *testing.T) {
 	// A value that is not secret is quoted, to help the operator.
 	if !strings.Contains(msg, `X_COUNT="many"`) {
 		t.Errorf("error does not quote the non-secret value of X_COUNT:\n%s", msg)
+	}
+}
+
+func TestMaxAckPendingFollowsTheBulkSettingsUnlessSet(t *testing.T) {
+	cfg, err := LoadWebserver(env(map[string]string{"BULK_MAX_DOCS": "500", "BULK_WORKERS": "3"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxAckPending != 500*(3+2) {
+		t.Errorf("derived MaxAckPending = %d, want %d", cfg.MaxAckPending, 500*(3+2))
+	}
+	cfg, err = LoadWebserver(env(map[string]string{"NATS_MAX_ACK_PENDING": "12345"}))
+	if err != nil || cfg.MaxAckPending != 12345 {
+		t.Errorf("explicit MaxAckPending = %d, %v; want 12345", cfg.MaxAckPending, err)
+	}
+	if _, err := LoadWebserver(env(map[string]string{"NATS_MAX_ACK_PENDING": "10", "BULK_MAX_DOCS": "100"})); err == nil || !strings.Contains(err.Error(), "BULK_MAX_DOCS") {
+		t.Errorf("a batch larger than MaxAckPending: err = %v, want it named", err)
 	}
 }

@@ -24,7 +24,7 @@ type Var struct {
 	// Secret values are never echoed, not even in validation errors.
 	Secret bool
 
-	target any // *string, *int, *bool, *time.Duration, *[]string, *url.URL
+	target any // *string, *int, *int64, *bool, *time.Duration, *[]string
 }
 
 func (v Var) set(raw string) error {
@@ -33,6 +33,12 @@ func (v Var) set(raw string) error {
 		*p = raw
 	case *int:
 		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("not an integer")
+		}
+		*p = n
+	case *int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil {
 			return fmt.Errorf("not an integer")
 		}

@@ -30,6 +30,9 @@ type Source struct {
 type Options struct {
 	TimestampField string         // message field with the event time
 	DefaultZone    *time.Location // zone for timestamps written without one
+	// Required rejects a message without a usable event time instead of storing it
+	// under its publish time.
+	Required bool
 }
 
 // Document is a message ready for indexing.
@@ -48,6 +51,7 @@ const (
 	ReasonInvalidJSON Reason = "invalid_json"
 	ReasonNotObject   Reason = "not_an_object"
 	ReasonReserved    Reason = "reserved_field"
+	ReasonNoTimestamp Reason = "missing_timestamp"
 )
 
 // OriginKey is the field that records where a document came from.
@@ -72,7 +76,7 @@ func ID(src Source) string {
 }
 
 // Build validates raw and returns the document to store. A message without a usable
-// event time is stored under its publish time.
+// event time is stored under its publish time, or rejected if opts.Required.
 func Build(raw []byte, src Source, opts Options) (Document, error) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, and only that
 	if !json.Valid(raw) {
@@ -92,6 +96,9 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 
 	ts, own, err := eventTime(fields, opts)
 	if err != nil {
+		if opts.Required {
+			return Document{}, &RejectError{Reason: ReasonNoTimestamp, Detail: err.Error()}
+		}
 		ts = src.Published.UTC()
 	}
 
@@ -125,7 +132,7 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, quoted...)
 }
 
-var errNoTimestamp = errors.New("no timestamp")
+var errNoTimestamp = errors.New("message has no timestamp field")
 
 // eventTime finds the event time: the message's own @timestamp if it has one,
 // else the configured field. own reports that @timestamp was already present; it is

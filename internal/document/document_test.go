@@ -401,3 +401,17 @@ func TestBuildAcceptsOnlyJSONWhitespaceAroundTheObject(t *testing.T) {
 		t.Errorf("no-break space before the object: err = %v, want %s", err, ReasonInvalidJSON)
 	}
 }
+
+func TestBuildRejectsAMessageWithoutUsableTimestampWhenRequired(t *testing.T) {
+	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC, Required: true}
+	for _, raw := range []string{`{"a":1}`, `{"timestamp":"yesterday"}`, `{"timestamp":null}`} {
+		_, err := Build([]byte(raw), testSource(), opts)
+		var rej *RejectError
+		if !errors.As(err, &rej) || rej.Reason != ReasonNoTimestamp {
+			t.Errorf("Build(%s) err = %v, want a %s rejection", raw, err, ReasonNoTimestamp)
+		}
+	}
+	if _, err := Build([]byte(`{"timestamp":"2023-03-09T19:40:00Z"}`), testSource(), opts); err != nil {
+		t.Errorf("a message with a timestamp: %v", err)
+	}
+}

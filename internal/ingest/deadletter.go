@@ -50,12 +50,15 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 		dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
 	}
 	if _, err := in.js.PublishMsg(ctx, dl); err != nil {
-		in.log.Warn("dead-letter publish failed, message left for redelivery", "subject", m.Subject(), "err", err)
-		m.NakWithDelay(backoff(1))
+		in.log.Warn("dead-letter publish failed, message left for redelivery", "subject", m.Subject(), "reason", reason, "err", err)
+		m.NakWithDelay(backoff(3))
+		in.metrics.release()
 		return
 	}
-	in.log.Info("dead-lettered", slog.String("subject", m.Subject()), slog.String("reason", reason))
+	in.log.Debug("dead-lettered", slog.String("subject", m.Subject()), slog.String("reason", reason))
+	in.metrics.countDeadLettered(reason)
 	m.Term()
+	in.metrics.release()
 }
 
 func truncate(s string, n int) string {

@@ -19,12 +19,28 @@ import (
 
 // Store talks to one Elasticsearch cluster on behalf of one index prefix.
 type Store struct {
-	es     *elasticsearch.Client
-	prefix string
+	es       *elasticsearch.Client
+	prefix   string
+	interval Interval
 }
 
+// Interval is the time span one index covers.
+type Interval string
+
+// Index intervals.
+const (
+	Daily   Interval = "day"
+	Monthly Interval = "month"
+)
+
+// Option adjusts a Store.
+type Option func(*Store)
+
+// WithInterval sets how much time one index covers (daily by default).
+func WithInterval(i Interval) Option { return func(s *Store) { s.interval = i } }
+
 // New builds a client for cfg. It does not contact the cluster; see Check.
-func New(cfg config.Elasticsearch) (*Store, error) {
+func New(cfg config.Elasticsearch, opts ...Option) (*Store, error) {
 	es, err := elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: cfg.URLs,
 		// Bulk bodies are rebuilt from the pipeline's own buffers on retry, and search
@@ -35,7 +51,11 @@ func New(cfg config.Elasticsearch) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)
 	}
-	return &Store{es: es, prefix: cfg.IndexPrefix}, nil
+	s := &Store{es: es, prefix: cfg.IndexPrefix, interval: Daily}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // Check makes one request that proves the cluster is reachable and genuine.
@@ -94,9 +114,14 @@ func drain(res *esapi.Response) {
 	res.Body.Close()
 }
 
-// IndexName is the daily index a document with timestamp t belongs to.
+// IndexName is the index a document with timestamp t belongs to: its UTC day's
+// (<prefix>-2023.03.09) or month's (<prefix>-2023.03).
 func (s *Store) IndexName(t time.Time) string {
-	return s.prefix + "-" + t.UTC().Format("2006.01.02")
+	layout := "2006.01.02"
+	if s.interval == Monthly {
+		layout = "2006.01"
+	}
+	return s.prefix + "-" + t.UTC().Format(layout)
 }
 
 // pattern matches every index of this store.

@@ -7,10 +7,19 @@ import (
 	"fmt"
 )
 
+// TemplateSettings shape every new index.
+type TemplateSettings struct {
+	Shards          int
+	Replicas        int
+	RefreshInterval string
+	IgnoreAbove     int // strings longer than this are kept in _source but not indexed
+}
+
 // EnsureTemplate installs or updates the composable index template for this store's
-// indices, so every daily index gets the same mapping.
-func (s *Store) EnsureTemplate(ctx context.Context) error {
-	body, err := json.Marshal(s.template())
+// indices, so every new index gets the same settings and mapping. Existing indices
+// keep theirs.
+func (s *Store) EnsureTemplate(ctx context.Context, ts TemplateSettings) error {
+	body, err := json.Marshal(s.template(ts))
 	if err != nil {
 		return fmt.Errorf("encode index template: %w", err)
 	}
@@ -28,13 +37,17 @@ func (s *Store) EnsureTemplate(ctx context.Context) error {
 
 type object = map[string]any
 
-func (s *Store) template() object {
+func (s *Store) template(ts TemplateSettings) object {
 	return object{
 		"index_patterns": []string{s.pattern()},
 		"priority":       100,
 		"_meta":          object{"managed_by": "annotated-data pipeline webserver"},
 		"template": object{
-			"settings": object{"number_of_shards": 1},
+			"settings": object{
+				"number_of_shards":   ts.Shards,
+				"number_of_replicas": ts.Replicas,
+				"refresh_interval":   ts.RefreshInterval,
+			},
 			"mappings": object{
 				// Producers send free-form annotations: strings are exact-match keywords
 				// unless a template says otherwise, and overlong ones are kept in
@@ -42,7 +55,7 @@ func (s *Store) template() object {
 				"dynamic_templates": []object{{
 					"strings_as_keywords": object{
 						"match_mapping_type": "string",
-						"mapping":            object{"type": "keyword", "ignore_above": 1024},
+						"mapping":            object{"type": "keyword", "ignore_above": ts.IgnoreAbove},
 					},
 				}},
 				"properties": object{

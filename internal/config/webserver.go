@@ -1,0 +1,136 @@
+package config
+
+import (
+	"time"
+)
+
+// Webserver is the ingester's configuration.
+type Webserver struct {
+	NATSURLs []string
+	Stream   string
+	Subjects []string
+	Durable  string
+
+	// Applied only when the webserver creates the stream; an existing stream is
+	// bound as it is.
+	StreamMaxAge    time.Duration
+	StreamMaxBytes  int64
+	StreamReplicas  int
+	DuplicateWindow time.Duration
+	DLQStream       string
+	MaxAckPending   int
+	AckWait         time.Duration
+	MaxDeliver      int
+
+	Elasticsearch Elasticsearch
+	Index         Index
+
+	TimestampField    string
+	TimestampRequired bool
+	DefaultZone       *time.Location
+	zone              string
+	MaxMessageBytes   int
+
+	BulkMaxDocs  int
+	BulkMaxBytes int
+	BulkMaxWait  time.Duration
+	BulkWorkers  int
+	BulkTimeout  time.Duration
+
+	AdminAddr        string
+	ProgressInterval time.Duration
+	ShutdownTimeout  time.Duration
+
+	Logging Logging
+}
+
+// Index is how the webserver lays out and maps its indices.
+type Index struct {
+	Interval        string // day or month
+	Shards          int
+	Replicas        int
+	RefreshInterval string
+	IgnoreAbove     int
+}
+
+// WebserverVars declares every variable the webserver reads; cfg receives the values.
+func WebserverVars(cfg *Webserver) []Var {
+	vars := []Var{
+		{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Usage: "NATS server address; a comma-separated list for a cluster", target: &cfg.NATSURLs},
+		{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "JetStream stream to consume; created if missing", target: &cfg.Stream},
+		{Name: "NATS_SUBJECTS", Default: "annotations.>", Usage: "subjects of the stream when it is created (comma-separated)", target: &cfg.Subjects},
+		{Name: "NATS_STREAM_MAX_AGE", Default: "0s", Usage: "when creating the stream: drop messages older than this (0s: keep)", target: &cfg.StreamMaxAge},
+		{Name: "NATS_STREAM_MAX_BYTES", Default: "-1", Usage: "when creating the stream: size limit in bytes (-1: none)", target: &cfg.StreamMaxBytes},
+		{Name: "NATS_STREAM_REPLICAS", Default: "1", Usage: "when creating the streams: replicas in a NATS cluster", target: &cfg.StreamReplicas},
+		{Name: "NATS_DUPLICATE_WINDOW", Default: "2m", Usage: "when creating the stream: how long Nats-Msg-Id duplicates are dropped on publish", target: &cfg.DuplicateWindow},
+		{Name: "NATS_DURABLE", Default: "webserver", Usage: "durable consumer name; replicas with the same name share the work", target: &cfg.Durable},
+		{Name: "NATS_DLQ_STREAM", Default: "ANNOTATIONS_DLQ", Usage: "dead-letter stream (subjects dlq.>) for messages that can never be indexed; created if missing", target: &cfg.DLQStream},
+		{Name: "NATS_MAX_ACK_PENDING", Default: "0", Usage: "most messages un-acked at once across all replicas (0: BULK_MAX_DOCS × (BULK_WORKERS + 2))", target: &cfg.MaxAckPending},
+		{Name: "NATS_ACK_WAIT", Default: "30s", Usage: "how long NATS waits for an ack before redelivering; long bulks extend it", target: &cfg.AckWait},
+		{Name: "NATS_MAX_DELIVER", Default: "5", Usage: "a message delivered more often than this (crash loops) is dead-lettered", target: &cfg.MaxDeliver},
+	}
+	vars = append(vars, cfg.Elasticsearch.vars()...)
+	vars = append(vars,
+		Var{Name: "ES_INDEX_INTERVAL", Default: "day", Usage: "one index per day (<prefix>-YYYY.MM.DD) or month (<prefix>-YYYY.MM)", target: &cfg.Index.Interval},
+		Var{Name: "ES_INDEX_SHARDS", Default: "1", Usage: "primary shards of each new index", target: &cfg.Index.Shards},
+		Var{Name: "ES_INDEX_REPLICAS", Default: "1", Usage: "replicas of each new index (0 on a single node keeps it green)", target: &cfg.Index.Replicas},
+		Var{Name: "ES_INDEX_REFRESH_INTERVAL", Default: "1s", Usage: "how soon new documents become searchable", target: &cfg.Index.RefreshInterval},
+		Var{Name: "ES_KEYWORD_IGNORE_ABOVE", Default: "1024", Usage: "longer strings are stored but not indexed", target: &cfg.Index.IgnoreAbove},
+		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own @timestamp wins)", target: &cfg.TimestampField},
+		Var{Name: "TIMESTAMP_REQUIRED", Default: "false", Usage: "true: dead-letter messages without a usable timestamp; false: use the publish time", target: &cfg.TimestampRequired},
+		Var{Name: "TIMESTAMP_DEFAULT_ZONE", Default: "UTC", Usage: "IANA zone for timestamps written without one", target: &cfg.zone},
+		Var{Name: "MAX_MESSAGE_BYTES", Default: "1048576", Usage: "larger messages are dead-lettered", target: &cfg.MaxMessageBytes},
+		Var{Name: "BULK_MAX_DOCS", Default: "2000", Usage: "documents per bulk request", target: &cfg.BulkMaxDocs},
+		Var{Name: "BULK_MAX_BYTES", Default: "5242880", Usage: "bytes per bulk request", target: &cfg.BulkMaxBytes},
+		Var{Name: "BULK_MAX_WAIT", Default: "1s", Usage: "longest a partly filled batch waits before it is sent", target: &cfg.BulkMaxWait},
+		Var{Name: "BULK_WORKERS", Default: "2", Usage: "bulk requests in flight at once", target: &cfg.BulkWorkers},
+		Var{Name: "BULK_TIMEOUT", Default: "60s", Usage: "a bulk request taking longer is abandoned and retried", target: &cfg.BulkTimeout},
+		Var{Name: "ADMIN_ADDR", Default: ":8081", Usage: "address of /healthz, /readyz and /metrics", target: &cfg.AdminAddr},
+		Var{Name: "PROGRESS_INTERVAL", Default: "10s", Usage: "how often a progress line is logged while there is work", target: &cfg.ProgressInterval},
+		Var{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Usage: "how long a stop may take to finish in-flight bulks", target: &cfg.ShutdownTimeout},
+	)
+	return append(vars, cfg.Logging.vars()...)
+}
+
+// LoadWebserver reads and validates the webserver's configuration.
+func LoadWebserver(getenv func(string) string) (Webserver, error) {
+	var cfg Webserver
+	c := load(getenv, WebserverVars(&cfg))
+	c.urls("NATS_URL", cfg.NATSURLs, "nats", "tls", "ws", "wss")
+	c.add(cfg.Stream != "", "NATS_STREAM", "must not be empty")
+	c.add(len(cfg.Subjects) > 0, "NATS_SUBJECTS", "must name at least one subject")
+	c.add(cfg.StreamMaxAge >= 0, "NATS_STREAM_MAX_AGE", "must not be negative")
+	c.add(cfg.StreamMaxBytes == -1 || cfg.StreamMaxBytes > 0, "NATS_STREAM_MAX_BYTES", "must be -1 or positive")
+	c.add(cfg.StreamReplicas >= 1 && cfg.StreamReplicas <= 5, "NATS_STREAM_REPLICAS", "must be between 1 and 5")
+	c.positiveDuration("NATS_DUPLICATE_WINDOW", cfg.DuplicateWindow)
+	c.add(cfg.Durable != "", "NATS_DURABLE", "must not be empty")
+	c.add(cfg.DLQStream != "" && cfg.DLQStream != cfg.Stream, "NATS_DLQ_STREAM", "must be set and differ from NATS_STREAM")
+	c.add(cfg.MaxAckPending >= 0, "NATS_MAX_ACK_PENDING", "must not be negative")
+	c.add(cfg.AckWait >= 3*time.Second, "NATS_ACK_WAIT", "must be at least 3s, got %s", cfg.AckWait)
+	c.positive("NATS_MAX_DELIVER", cfg.MaxDeliver)
+	cfg.Elasticsearch.check(c)
+	c.oneOf("ES_INDEX_INTERVAL", cfg.Index.Interval, "day", "month")
+	c.positive("ES_INDEX_SHARDS", cfg.Index.Shards)
+	c.add(cfg.Index.Replicas >= 0, "ES_INDEX_REPLICAS", "must not be negative")
+	_, err := time.ParseDuration(cfg.Index.RefreshInterval)
+	c.add(err == nil || cfg.Index.RefreshInterval == "-1", "ES_INDEX_REFRESH_INTERVAL", "%q is not a duration like 1s or 30s (or -1 to disable)", cfg.Index.RefreshInterval)
+	c.positive("ES_KEYWORD_IGNORE_ABOVE", cfg.Index.IgnoreAbove)
+	c.add(cfg.TimestampField != "", "TIMESTAMP_FIELD", "must not be empty")
+	cfg.DefaultZone = c.zone("TIMESTAMP_DEFAULT_ZONE", cfg.zone)
+	c.positive("MAX_MESSAGE_BYTES", cfg.MaxMessageBytes)
+	c.positive("BULK_MAX_DOCS", cfg.BulkMaxDocs)
+	c.positive("BULK_MAX_BYTES", cfg.BulkMaxBytes)
+	c.positiveDuration("BULK_MAX_WAIT", cfg.BulkMaxWait)
+	c.positive("BULK_WORKERS", cfg.BulkWorkers)
+	c.positiveDuration("BULK_TIMEOUT", cfg.BulkTimeout)
+	if cfg.MaxAckPending == 0 {
+		// Enough for every worker's batch, the batch being filled and the next fetch:
+		// the consumer never starves the workers, and never hands out more.
+		cfg.MaxAckPending = cfg.BulkMaxDocs * (cfg.BulkWorkers + 2)
+	}
+	c.add(cfg.BulkMaxDocs <= cfg.MaxAckPending, "BULK_MAX_DOCS", "%d must not exceed NATS_MAX_ACK_PENDING (%d), or a batch could never fill", cfg.BulkMaxDocs, cfg.MaxAckPending)
+	c.positiveDuration("PROGRESS_INTERVAL", cfg.ProgressInterval)
+	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
+	cfg.Logging.check(c)
+	return cfg, c.err()
+}

@@ -1,0 +1,111 @@
+package ingest
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/annotated-data/pipeline/internal/document"
+	"github.com/annotated-data/pipeline/internal/store"
+)
+
+// index sends one batch to Elasticsearch and settles every message: ack when its
+// document was created or already existed, dead-letter when it was rejected, and
+// send again (with backoff, keeping the message in progress) when the failure was
+// temporary. If ctx ends first, the messages left are released for redelivery.
+func (in *Ingester) index(ctx context.Context, b *batch) {
+	pending := b
+	for attempt := 0; len(pending.items) > 0; attempt++ {
+		if attempt > 0 && !in.pause(ctx, backoff(attempt), pending.msgs) {
+			break
+		}
+		results, err := in.bulk(ctx, pending)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			in.es.failed(err)
+			in.metrics.countRetried(len(pending.items))
+			continue
+		}
+		in.es.succeeded()
+
+		retry := &batch{}
+		for i, r := range results {
+			m := pending.msgs[i]
+			switch r.Outcome {
+			case store.Created:
+				in.metrics.countIndexed()
+				in.ack(m)
+			case store.Duplicate:
+				in.metrics.countDuplicate()
+				in.ack(m)
+			case store.Retry:
+				retry.add(pending.items[i], m)
+			case store.Rejected:
+				in.deadLetter(ctx, m, &document.RejectError{Reason: document.Reason(r.Type), Detail: r.Reason})
+			}
+		}
+		in.metrics.countRetried(len(retry.items))
+		pending = retry
+	}
+	// Messages are left only when ctx ended (the shutdown timeout passed): hand
+	// them back at once, so another replica need not wait out AckWait.
+	for _, m := range pending.msgs {
+		m.Nak()
+		in.metrics.release()
+	}
+}
+
+func (in *Ingester) ack(m jetstream.Msg) {
+	// A lost ack only means a redelivery, which op_type=create turns into a duplicate
+	// that is acked again: no need to wait for the server's confirmation.
+	m.Ack()
+	in.metrics.release()
+}
+
+// bulk sends one bulk request, keeping the batch's messages in progress while it
+// runs so JetStream does not redeliver them meanwhile.
+func (in *Ingester) bulk(ctx context.Context, b *batch) ([]store.ItemResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.BulkTimeout)
+	defer cancel()
+	stop := keepInProgress(b.msgs, in.cfg.AckWait/3)
+	defer stop()
+	start := time.Now()
+	results, err := in.store.Bulk(ctx, b.items)
+	in.metrics.bulkSeconds.Observe(time.Since(start).Seconds())
+	in.metrics.bulkDocs.Observe(float64(len(b.items)))
+	return results, err
+}
+
+// pause waits d before a retry, keeping msgs in progress. It reports false if ctx
+// ended first.
+func (in *Ingester) pause(ctx context.Context, d time.Duration, msgs []jetstream.Msg) bool {
+	stop := keepInProgress(msgs, in.cfg.AckWait/3)
+	defer stop()
+	return sleep(ctx, d)
+}
+
+// keepInProgress tells JetStream every period that msgs are still being worked on,
+// until the returned function is called.
+func keepInProgress(msgs []jetstream.Msg, period time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					m.InProgress()
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}

@@ -1,0 +1,68 @@
+package ingest
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics counts what the ingester does, for Prometheus and for its progress line.
+type Metrics struct {
+	received     prometheus.Counter
+	indexed      prometheus.Counter
+	duplicates   prometheus.Counter
+	retried      prometheus.Counter
+	deadLettered *prometheus.CounterVec
+	bulkSeconds  prometheus.Histogram
+	bulkDocs     prometheus.Histogram
+	unacked      prometheus.Gauge
+	pending      prometheus.Gauge
+	esUp         prometheus.Gauge
+
+	// The same counts, readable without scraping, for the progress line.
+	nIndexed, nDuplicates, nRetried, nDeadLettered, nUnacked atomic.Int64
+}
+
+// NewMetrics registers the ingester's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		received:   prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_messages_received_total", Help: "Messages fetched from JetStream, redeliveries included."}),
+		indexed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_indexed_total", Help: "Documents Elasticsearch created."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_duplicate_total", Help: "Messages whose document already existed (redeliveries, republished ids); acked without a second copy."}),
+		retried:    prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_retried_total", Help: "Bulk items sent again after a temporary failure (429, 5xx, unreachable cluster)."}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_messages_dead_lettered_total", Help: "Messages moved to the dead-letter stream, by reason."},
+			[]string{"reason"}),
+		bulkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_duration_seconds", Help: "Latency of bulk requests to Elasticsearch.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		bulkDocs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_documents", Help: "Documents per bulk request.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		unacked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_messages_unacked", Help: "Messages this process holds and has not yet acked, termed or released."}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_consumer_pending", Help: "Messages in the stream not yet delivered to the durable consumer."}),
+		esUp:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_up", Help: "1 while bulk requests reach Elasticsearch, 0 while it is unreachable."}),
+	}
+	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
+	m.esUp.Set(1)
+	return m
+}
+
+func (m *Metrics) hold(n int) {
+	m.received.Add(float64(n))
+	m.unacked.Add(float64(n))
+	m.nUnacked.Add(int64(n))
+}
+
+func (m *Metrics) release() {
+	m.unacked.Dec()
+	m.nUnacked.Add(-1)
+}
+
+func (m *Metrics) countIndexed() { m.indexed.Inc(); m.nIndexed.Add(1) }
+
+func (m *Metrics) countDuplicate() { m.duplicates.Inc(); m.nDuplicates.Add(1) }
+
+func (m *Metrics) countRetried(n int) { m.retried.Add(float64(n)); m.nRetried.Add(int64(n)) }
+
+func (m *Metrics) countDeadLettered(reason string) {
+	m.deadLettered.WithLabelValues(reason).Inc()
+	m.nDeadLettered.Add(1)
+}
