@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
-var bins map[string]string
+var binDir string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pipeline-e2e-bin")
@@ -28,14 +29,32 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins, err = testenv.BuildBinaries(dir, "webserver", "backend")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
-		os.Exit(1)
-	}
+	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+var (
+	buildMu sync.Mutex
+	built   = map[string]string{}
+)
+
+// binary returns the path of the named ./cmd binary, building it on first use the
+// way `make build` does.
+func binary(t testing.TB, name string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if path, ok := built[name]; ok {
+		return path
+	}
+	paths, err := testenv.BuildBinaries(binDir, name)
+	if err != nil {
+		t.Fatalf("build %s: %v", name, err)
+	}
+	built[name] = paths[name]
+	return paths[name]
 }
 
 // message is what the test publishes; "id" lets it recognise documents coming back.
@@ -51,7 +70,7 @@ func TestPipelineReturnsExactlyTheDocumentsOfTheRequestedRange(t *testing.T) {
 	prefix := testenv.IndexPrefix(t, esURL)
 
 	adminAddr := testenv.FreeAddr(t)
-	testenv.StartProcess(t, bins["webserver"], map[string]string{
+	testenv.StartProcess(t, binary(t, "webserver"), map[string]string{
 		"NATS_URL":          ns.URL(),
 		"ELASTICSEARCH_URL": esURL,
 		"ES_INDEX_PREFIX":   prefix,
@@ -108,7 +127,7 @@ func TestPipelineReturnsExactlyTheDocumentsOfTheRequestedRange(t *testing.T) {
 	}
 
 	listen := testenv.FreeAddr(t)
-	testenv.StartProcess(t, bins["backend"], map[string]string{
+	testenv.StartProcess(t, binary(t, "backend"), map[string]string{
 		"ELASTICSEARCH_URL": esURL,
 		"ES_INDEX_PREFIX":   prefix,
 		"LISTEN_ADDR":       listen,

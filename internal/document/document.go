@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/annotated-data/pipeline/internal/datetime"
 )
@@ -82,19 +83,30 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	if !json.Valid(raw) {
 		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid JSON"}
 	}
+	if !utf8.Valid(raw) { // encoding/json lets it pass; Elasticsearch would not
+		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid UTF-8"}
+	}
 	if len(raw) == 0 || raw[0] != '{' {
 		return Document{}, &RejectError{Reason: ReasonNotObject, Detail: "message is JSON but not an object"}
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: err.Error()}
-	}
-
-	if _, ok := fields[OriginKey]; ok {
+	var f fields
+	topLevel(raw, func(key, value []byte) bool {
+		f.count++
+		switch string(key) { // compared without allocating
+		case TimestampKey:
+			f.own = value
+		case opts.TimestampField:
+			f.named = value
+		case OriginKey:
+			f.origin = true
+		}
+		return true
+	})
+	if f.origin {
 		return Document{}, &RejectError{Reason: ReasonReserved, Detail: "message has a field " + OriginKey + ", which the pipeline reserves for the document's origin"}
 	}
 
-	ts, own, err := eventTime(fields, opts)
+	ts, own, err := f.eventTime(opts)
 	if err != nil {
 		if opts.Required {
 			return Document{}, &RejectError{Reason: ReasonNoTimestamp, Detail: err.Error()}
@@ -104,7 +116,7 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 
 	body := make([]byte, 0, len(raw)+160)
 	body = append(body, raw[:len(raw)-1]...) // drop the closing brace
-	if len(fields) > 0 {
+	if f.count > 0 {
 		body = append(body, ',')
 	}
 	if !own {
@@ -128,36 +140,53 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 // appendJSONString appends s as a JSON string. (strconv.AppendQuote writes Go escapes
 // such as \x01, which are not JSON.)
 func appendJSONString(dst []byte, s string) []byte {
-	quoted, _ := json.Marshal(s) // a string always encodes
-	return append(dst, quoted...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			quoted, _ := json.Marshal(s) // a string always encodes
+			return append(dst, quoted...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
 
 var errNoTimestamp = errors.New("message has no timestamp field")
+
+// fields are what Build needs to know of a message's top-level members. If a key
+// repeats, the last one counts, as in Elasticsearch.
+type fields struct {
+	count  int
+	own    []byte // the message's own @timestamp
+	named  []byte // the configured timestamp field
+	origin bool   // the message has an @nats field
+}
 
 // eventTime finds the event time: the message's own @timestamp if it has one,
 // else the configured field. own reports that @timestamp was already present; it is
 // then left as the producer wrote it (a second key would make the JSON ambiguous),
 // and if it is unusable Elasticsearch's mapping rejects the document.
-func eventTime(fields map[string]json.RawMessage, opts Options) (t time.Time, own bool, err error) {
-	if v, ok := fields[TimestampKey]; ok {
-		t, err := parseValue(v, opts.DefaultZone)
+func (f fields) eventTime(opts Options) (t time.Time, own bool, err error) {
+	if f.own != nil {
+		t, err := parseValue(f.own, opts.DefaultZone)
 		return t, true, err
 	}
-	v, ok := fields[opts.TimestampField]
-	if !ok {
+	if f.named == nil {
 		return time.Time{}, false, errNoTimestamp
 	}
-	t, err = parseValue(v, opts.DefaultZone)
+	t, err = parseValue(f.named, opts.DefaultZone)
 	return t, false, err
 }
 
 // parseValue reads a JSON string as a date-time, or a JSON number as epoch seconds
 // or milliseconds.
-func parseValue(v json.RawMessage, zone *time.Location) (time.Time, error) {
+func parseValue(v []byte, zone *time.Location) (time.Time, error) {
 	if len(v) > 0 && v[0] == '"' {
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
-			return time.Time{}, err
+		s := string(v[1 : len(v)-1])
+		if bytes.IndexByte(v, '\\') >= 0 {
+			if err := json.Unmarshal(v, &s); err != nil {
+				return time.Time{}, err
+			}
 		}
 		return datetime.Parse(s, zone)
 	}

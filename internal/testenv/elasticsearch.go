@@ -2,10 +2,13 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -121,4 +124,91 @@ func IndexPrefix(t testing.TB, esURL string) string {
 		}
 	})
 	return prefix
+}
+
+// Refresh makes everything indexed so far in the indices matching pattern visible
+// to search.
+func Refresh(t testing.TB, esURL, pattern string) {
+	t.Helper()
+	res, err := http.Post(esURL+"/"+pattern+"/_refresh", "application/json", nil)
+	if err != nil {
+		t.Fatalf("refresh %s: %v", pattern, err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("refresh %s: %s", pattern, res.Status)
+	}
+}
+
+// DocumentIDs returns how many times each document id occurs in the indices
+// matching pattern, reading them all through a point in time.
+func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
+	t.Helper()
+	Refresh(t, esURL, pattern)
+	var pit struct {
+		ID string `json:"id"`
+	}
+	esJSON(t, http.MethodPost, esURL+"/"+pattern+"/_pit?keep_alive=1m", nil, &pit)
+	defer esJSON(t, http.MethodDelete, esURL+"/_pit", map[string]any{"id": pit.ID}, nil)
+
+	ids := map[string]int{}
+	var after []any
+	for {
+		req := map[string]any{
+			"size":    10000,
+			"_source": false,
+			"pit":     map[string]any{"id": pit.ID, "keep_alive": "1m"},
+			"sort":    []any{map[string]any{"_shard_doc": "asc"}},
+		}
+		if after != nil {
+			req["search_after"] = after
+		}
+		var page struct {
+			PITID string `json:"pit_id"`
+			Hits  struct {
+				Hits []struct {
+					ID   string `json:"_id"`
+					Sort []any  `json:"sort"`
+				} `json:"hits"`
+			} `json:"hits"`
+		}
+		esJSON(t, http.MethodPost, esURL+"/_search", req, &page)
+		if len(page.Hits.Hits) == 0 {
+			return ids
+		}
+		for _, h := range page.Hits.Hits {
+			ids[h.ID]++
+		}
+		pit.ID = page.PITID
+		after = page.Hits.Hits[len(page.Hits.Hits)-1].Sort
+	}
+}
+
+// esJSON sends body as JSON and decodes the answer into out (if not nil).
+func esJSON(t testing.TB, method, url string, body, out any) {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, r)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(res.Body)
+		t.Fatalf("%s %s: %s %s", method, url, res.Status, msg)
+	}
+	if out != nil {
+		if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: decode: %v", method, url, err)
+		}
+	}
 }

@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/go-elasticsearch/v8/esutil"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/document"
+	"github.com/annotated-data/pipeline/internal/sample"
+	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/testenv"
+)
+
+// BenchmarkWebserverIngest compares, against the same Elasticsearch in one run:
+//
+//	(a) the webserver draining a backlog of N messages from JetStream, from start
+//	    until every message is acked (so every document is stored), and
+//	(b) the same N documents bulk-loaded straight into a fresh index with
+//	    esutil.BulkIndexer: the ceiling for a Go client.
+//
+// It reports docs/s for both and their ratio (target ≥ 0.9). N is BENCH_DOCS
+// (default 200,000). Run it with `make bench`.
+func BenchmarkWebserverIngest(b *testing.B) {
+	n := envInt(b, "BENCH_DOCS", 200000)
+	esURL := testenv.ElasticsearchURL(b)
+	frames := sampleFrames(b, n)
+
+	// Warm the node's JIT and caches so neither side pays for it alone.
+	ceiling(b, esURL, frames[:min(len(frames), 20000)])
+
+	for b.Loop() {
+		webserverRate, cpu := webserverDrain(b, esURL, frames)
+		ceilingRate := ceiling(b, esURL, frames)
+		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "webserver_cpu_µs/doc")
+		b.ReportMetric(webserverRate, "webserver_docs/s")
+		b.ReportMetric(ceilingRate, "bulkindexer_docs/s")
+		b.ReportMetric(webserverRate/ceilingRate, "ratio")
+	}
+}
+
+// BenchmarkWebserverPeakRSS reports the webserver's peak resident memory while it
+// drains a backlog of BENCH_RSS_DOCS messages (default 1,000,000; target ≤ 150 MB).
+func BenchmarkWebserverPeakRSS(b *testing.B) {
+	n := envInt(b, "BENCH_RSS_DOCS", 1000000)
+	esURL := testenv.ElasticsearchURL(b)
+	frames := sampleFrames(b, n)
+	for b.Loop() {
+		ns := testenv.StartNATS(b)
+		js := connect(b, ns.URL())
+		publishBacklog(b, js, frames)
+		ws, admin := startBenchWebserver(b, ns.URL(), esURL)
+		waitDrained(b, js, uint64(n), admin)
+		rss, err := ws.PeakRSS()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(rss)/(1<<20), "peak_rss_MiB")
+		ws.Stop()
+	}
+}
+
+type frame struct {
+	subject string
+	msgID   string
+	data    []byte
+}
+
+func sampleFrames(b *testing.B, n int) []frame {
+	gen := sample.Generator{Start: time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC), Interval: time.Second, Cameras: 8}
+	out := make([]frame, n)
+	size := 0
+	for i := range out {
+		f := gen.Next()
+		data, err := json.Marshal(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out[i] = frame{subject: f.Subject("annotations"), msgID: f.MsgID(), data: data}
+		size += len(data)
+	}
+	b.Logf("%d frames, %d bytes on average", n, size/n)
+	return out
+}
+
+// webserverDrain returns the webserver's rate and the processor time it used.
+func webserverDrain(b *testing.B, esURL string, frames []frame) (float64, time.Duration) {
+	ns := testenv.StartNATS(b)
+	js := connect(b, ns.URL())
+	publishBacklog(b, js, frames)
+	start := time.Now()
+	ws, admin := startBenchWebserver(b, ns.URL(), esURL)
+	waitDrained(b, js, uint64(len(frames)), admin)
+	elapsed := time.Since(start)
+	cpu, err := ws.CPUTime()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ws.Stop()
+	return float64(len(frames)) / elapsed.Seconds(), cpu
+}
+
+func startBenchWebserver(b *testing.B, natsURL, esURL string) (*testenv.Process, string) {
+	admin := testenv.FreeAddr(b)
+	proc := testenv.StartProcess(b, binary(b, "webserver"), map[string]string{
+		"NATS_URL":          natsURL,
+		"ELASTICSEARCH_URL": esURL,
+		"ES_INDEX_PREFIX":   testenv.IndexPrefix(b, esURL),
+		"ES_INDEX_REPLICAS": "0",
+		"ADMIN_ADDR":        admin,
+		"LOG_LEVEL":         "warn",
+		"BULK_MAX_DOCS":     os.Getenv("XB"),
+	})
+	return proc, "http://" + admin
+}
+
+// ceiling bulk-loads the same documents the webserver would store, built by the
+// same code, with a well-tuned esutil.BulkIndexer into a fresh index.
+func ceiling(b *testing.B, esURL string, frames []frame) float64 {
+	prefix := testenv.IndexPrefix(b, esURL)
+	st, err := store.New(config.Elasticsearch{URLs: []string{esURL}, IndexPrefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := st.EnsureTemplate(ctx, store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "1s", IgnoreAbove: 1024}); err != nil {
+		b.Fatal(err)
+	}
+	docs := make([]document.Document, len(frames))
+	published := time.Now()
+	for i, f := range frames {
+		docs[i], err = document.Build(f.data, document.Source{Subject: f.subject, Stream: "ANNOTATIONS", Sequence: uint64(i + 1), Published: published, MsgID: f.msgID},
+			document.Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{esURL}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var failed int
+	bi, err := esutil.NewBulkIndexer(esutil.BulkIndexerConfig{Client: es, NumWorkers: 2, FlushBytes: 5 << 20, FlushInterval: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for _, d := range docs {
+		err := bi.Add(ctx, esutil.BulkIndexerItem{
+			Action: "create", Index: st.IndexName(d.Timestamp), DocumentID: d.ID, Body: bytes.NewReader(d.Body),
+			OnFailure: func(context.Context, esutil.BulkIndexerItem, esutil.BulkIndexerResponseItem, error) { failed++ },
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := bi.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	if failed > 0 || bi.Stats().NumFlushed != uint64(len(docs)) {
+		b.Fatalf("ceiling run: %d failures, %d of %d stored", failed, bi.Stats().NumFlushed, len(docs))
+	}
+	return float64(len(docs)) / elapsed.Seconds()
+}
+
+func connect(b *testing.B, url string) jetstream.JetStream {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return js
+}
+
+// publishBacklog creates the stream as the webserver would and fills it.
+func publishBacklog(b *testing.B, js jetstream.JetStream, frames []frame) {
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ANNOTATIONS", Subjects: []string{"annotations.>"}, Storage: jetstream.FileStorage}); err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range frames {
+		if _, err := js.PublishAsync(f.subject, f.data, jetstream.WithMsgID(f.msgID)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		b.Fatal("backlog not acknowledged by the stream")
+	}
+}
+
+// waitDrained waits until the durable consumer has acked n messages.
+func waitDrained(b *testing.B, js jetstream.JetStream, n uint64, admin string) {
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Minute)
+	for time.Now().Before(deadline) {
+		if cons, err := js.Consumer(ctx, "ANNOTATIONS", "webserver"); err == nil {
+			if info, err := cons.Info(ctx); err == nil && info.AckFloor.Stream >= n && info.NumAckPending == 0 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatalf("webserver did not drain %d messages (admin %s)", n, admin)
+}
+
+func envInt(b *testing.B, key string, def int) int {
+	if v := os.Getenv(key); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			b.Fatalf("%s=%q is not a positive integer", key, v)
+		}
+		return n
+	}
+	return def
+}
