@@ -55,10 +55,10 @@ func BenchmarkWebserverPeakRSS(b *testing.B) {
 	esURL := testenv.ElasticsearchURL(b)
 	frames := sampleFrames(b, n)
 	for b.Loop() {
-		ns := testenv.StartNATS(b)
-		js := connect(b, ns.URL())
+		natsURL := testenv.StartNATSProcess(b)
+		js := connect(b, natsURL)
 		publishBacklog(b, js, frames)
-		ws, admin := startBenchWebserver(b, ns.URL(), esURL)
+		ws, admin := startBenchWebserver(b, natsURL, esURL)
 		waitDrained(b, js, uint64(n), admin)
 		rss, err := ws.PeakRSS()
 		if err != nil {
@@ -94,11 +94,11 @@ func sampleFrames(b *testing.B, n int) []frame {
 
 // webserverDrain returns the webserver's rate and the processor time it used.
 func webserverDrain(b *testing.B, esURL string, frames []frame) (float64, time.Duration) {
-	ns := testenv.StartNATS(b)
-	js := connect(b, ns.URL())
+	natsURL := testenv.StartNATSProcess(b)
+	js := connect(b, natsURL)
 	publishBacklog(b, js, frames)
 	start := time.Now()
-	ws, admin := startBenchWebserver(b, ns.URL(), esURL)
+	ws, admin := startBenchWebserver(b, natsURL, esURL)
 	waitDrained(b, js, uint64(len(frames)), admin)
 	elapsed := time.Since(start)
 	cpu, err := ws.CPUTime()
@@ -118,7 +118,6 @@ func startBenchWebserver(b *testing.B, natsURL, esURL string) (*testenv.Process,
 		"ES_INDEX_REPLICAS": "0",
 		"ADMIN_ADDR":        admin,
 		"LOG_LEVEL":         "warn",
-		"BULK_MAX_DOCS":     os.Getenv("XB"),
 	})
 	return proc, "http://" + admin
 }

@@ -73,8 +73,8 @@ func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
 		t.Errorf("/readyz never reported not-ready while Elasticsearch was unreachable")
 	}
 	// Fetching pauses while the workers hold their batches: at most every worker's
-	// batch plus the one being handed over (defaults: 2 workers, 2000 documents).
-	if limit := float64(2000 * (2 + 1)); maxUnacked > limit {
+	// batch plus the one being handed over (defaults: 2 workers, 5000 documents).
+	if limit := float64(5000 * (2 + 1)); maxUnacked > limit {
 		t.Errorf("held up to %.0f un-acked messages during the outage, want at most %.0f", maxUnacked, limit)
 	}
 	if limit := float64(64 << 20); maxHeap > limit {

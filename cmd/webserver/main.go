@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("admin listener: %w", err)
 	}
 	adminSrv := &http.Server{
-		Handler: admin.Handler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Handler: admin.Handler(admin.Options{Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Profiling: cfg.AdminProfiling},
 			admin.Check{Name: "nats", Fn: func(context.Context) error {
 				if !nc.IsConnected() {
 					return errors.New("not connected")

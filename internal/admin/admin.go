@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -15,10 +16,25 @@ type Check struct {
 	Fn   func(context.Context) error
 }
 
-// Handler serves /healthz, /readyz (all checks pass) and /metrics.
-func Handler(metrics http.Handler, checks ...Check) http.Handler {
+// Options choose what the admin endpoint serves besides health.
+type Options struct {
+	Metrics http.Handler // served on /metrics
+	// Profiling serves Go's runtime profiles on /debug/pprof/, for diagnosing a
+	// live process. Off by default: profiles reveal internals and cost CPU.
+	Profiling bool
+}
+
+// Handler serves /healthz, /readyz (all checks pass), /metrics and, if enabled,
+// /debug/pprof/.
+func Handler(opts Options, checks ...Check) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics)
+	mux.Handle("GET /metrics", opts.Metrics)
+	if opts.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

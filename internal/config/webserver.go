@@ -38,6 +38,7 @@ type Webserver struct {
 	BulkTimeout  time.Duration
 
 	AdminAddr        string
+	AdminProfiling   bool
 	ProgressInterval time.Duration
 	ShutdownTimeout  time.Duration
 
@@ -80,12 +81,13 @@ func WebserverVars(cfg *Webserver) []Var {
 		Var{Name: "TIMESTAMP_REQUIRED", Default: "false", Usage: "true: dead-letter messages without a usable timestamp; false: use the publish time", target: &cfg.TimestampRequired},
 		Var{Name: "TIMESTAMP_DEFAULT_ZONE", Default: "UTC", Usage: "IANA zone for timestamps written without one", target: &cfg.zone},
 		Var{Name: "MAX_MESSAGE_BYTES", Default: "1048576", Usage: "larger messages are dead-lettered", target: &cfg.MaxMessageBytes},
-		Var{Name: "BULK_MAX_DOCS", Default: "2000", Usage: "documents per bulk request", target: &cfg.BulkMaxDocs},
+		Var{Name: "BULK_MAX_DOCS", Default: "5000", Usage: "documents per bulk request", target: &cfg.BulkMaxDocs},
 		Var{Name: "BULK_MAX_BYTES", Default: "5242880", Usage: "bytes per bulk request", target: &cfg.BulkMaxBytes},
 		Var{Name: "BULK_MAX_WAIT", Default: "1s", Usage: "longest a partly filled batch waits before it is sent", target: &cfg.BulkMaxWait},
 		Var{Name: "BULK_WORKERS", Default: "2", Usage: "bulk requests in flight at once", target: &cfg.BulkWorkers},
 		Var{Name: "BULK_TIMEOUT", Default: "60s", Usage: "a bulk request taking longer is abandoned and retried", target: &cfg.BulkTimeout},
 		Var{Name: "ADMIN_ADDR", Default: ":8081", Usage: "address of /healthz, /readyz and /metrics", target: &cfg.AdminAddr},
+		Var{Name: "ADMIN_PPROF", Default: "false", Usage: "true: serve Go profiles on ADMIN_ADDR/debug/pprof/ (for diagnosis)", target: &cfg.AdminProfiling},
 		Var{Name: "PROGRESS_INTERVAL", Default: "10s", Usage: "how often a progress line is logged while there is work", target: &cfg.ProgressInterval},
 		Var{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Usage: "how long a stop may take to finish in-flight bulks", target: &cfg.ShutdownTimeout},
 	)

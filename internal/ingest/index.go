@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,6 +50,11 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 			}
 		}
 		in.metrics.countRetried(len(retry.items))
+		if attempt == persistentAfter && len(retry.items) > 0 {
+			r := results[slices.IndexFunc(results, func(r store.ItemResult) bool { return r.Outcome == store.Retry })]
+			in.log.Warn("documents keep failing; retrying until they succeed", "documents", len(retry.items),
+				"attempts", attempt+1, "status", r.Status, "error_type", r.Type, "reason", r.Reason)
+		}
 		pending = retry
 	}
 	// Messages are left only when ctx ended (the shutdown timeout passed): hand
@@ -58,6 +64,10 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 		in.metrics.release()
 	}
 }
+
+// persistentAfter is the attempt after which item failures are worth an operator's
+// attention (logged once per batch); a passing 429 resolves well before.
+const persistentAfter = 5
 
 func (in *Ingester) ack(m jetstream.Msg) {
 	// A lost ack only means a redelivery, which op_type=create turns into a duplicate

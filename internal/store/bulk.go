@@ -24,7 +24,7 @@ type Outcome int
 const (
 	Created   Outcome = iota // stored now
 	Duplicate                // already stored under the same index and id: a redelivery
-	Retry                    // not stored, may succeed later (429, 5xx)
+	Retry                    // not stored, may succeed later (429, 5xx, cluster setup)
 	Rejected                 // not stored, never will be (mapping conflicts and the like)
 )
 
@@ -94,9 +94,13 @@ func classify(status int, errType string) Outcome {
 		return Created
 	case status == http.StatusConflict && errType == "version_conflict_engine_exception":
 		return Duplicate
-	case status == http.StatusTooManyRequests || status >= 500:
-		return Retry
-	default:
+	case status == http.StatusBadRequest:
+		// The document itself is at fault: a mapping conflict, unparsable values.
 		return Rejected
+	default:
+		// 429 and 5xx pass; 401, 403 and 404 (no privilege, index creation
+		// disabled) are the cluster's setup, not the message's fault: keep the
+		// message until an operator fixes it rather than dead-letter everything.
+		return Retry
 	}
 }

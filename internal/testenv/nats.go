@@ -5,6 +5,8 @@ package testenv
 
 import (
 	"net"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -66,4 +68,35 @@ func (n *NATS) Restart() {
 	n.t.Helper()
 	n.Stop()
 	n.start()
+}
+
+// StartNATSProcess runs nats-server, built from the version in go.mod, as its own
+// process with JetStream, as in production, and returns its URL. Benchmarks use it
+// so the server's work is not mixed into the benchmark's own process.
+func StartNATSProcess(t testing.TB) string {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	addr := FreeAddr(t)
+	host, port, _ := net.SplitHostPort(addr)
+	StartProcess(t, bin, nil, "-js", "-a", host, "-p", port, "-sd", t.TempDir())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "nats://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server did not listen on %s within 10s", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
