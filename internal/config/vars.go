@@ -176,3 +176,16 @@ func (c *checks) zone(name, value string) *time.Location {
 	}
 	return loc
 }
+
+// WriteMarkdown prints the variables as a Markdown table, for the README.
+func WriteMarkdown(w io.Writer, vars []Var) {
+	fmt.Fprintln(w, "| Variable | Default | Meaning |")
+	fmt.Fprintln(w, "| --- | --- | --- |")
+	for _, v := range vars {
+		def := "`" + v.Default + "`"
+		if v.Default == "" {
+			def = "(none)"
+		}
+		fmt.Fprintf(w, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(v.Usage, "|", `\|`))
+	}
+}
