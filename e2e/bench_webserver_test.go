@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,16 +110,26 @@ func webserverDrain(b *testing.B, esURL string, frames []frame) (float64, time.D
 	return float64(len(frames)) / elapsed.Seconds(), cpu
 }
 
+// startBenchWebserver runs the webserver with its defaults, plus any settings in
+// BENCH_WEBSERVER_ENV (space-separated KEY=value pairs) for tuning experiments.
 func startBenchWebserver(b *testing.B, natsURL, esURL string) (*testenv.Process, string) {
 	admin := testenv.FreeAddr(b)
-	proc := testenv.StartProcess(b, binary(b, "webserver"), map[string]string{
+	env := map[string]string{
 		"NATS_URL":          natsURL,
 		"ELASTICSEARCH_URL": esURL,
 		"ES_INDEX_PREFIX":   testenv.IndexPrefix(b, esURL),
 		"ES_INDEX_REPLICAS": "0",
 		"ADMIN_ADDR":        admin,
 		"LOG_LEVEL":         "warn",
-	})
+	}
+	for _, kv := range strings.Fields(os.Getenv("BENCH_WEBSERVER_ENV")) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			b.Fatalf("BENCH_WEBSERVER_ENV: %q is not KEY=value", kv)
+		}
+		env[k] = v
+	}
+	proc := testenv.StartProcess(b, binary(b, "webserver"), env)
 	return proc, "http://" + admin
 }
 
