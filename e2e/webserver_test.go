@@ -141,11 +141,12 @@ func TestPoisonMessagesGoToTheDeadLetterStreamWithTheirReason(t *testing.T) {
 	for i := range scenarioMessages {
 		if i%100 == 99 { // 1% poison, every kind alike
 			p := poisons[(i/100)%len(poisons)]
-			ack, err := h.js.Publish(h.ctx, "annotations.cam-01", []byte(p.data))
+			id := fmt.Sprintf("poison-%d", i)
+			ack, err := h.js.Publish(h.ctx, "annotations.cam-01", []byte(p.data), jetstream.WithMsgID(id))
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantDLQ[ack.Sequence], wantData[ack.Sequence] = p.reason, p.data
+			wantDLQ[ack.Sequence], wantData[ack.Sequence] = p.reason, id+" "+p.data
 			continue
 		}
 		h.publish(1)
@@ -158,7 +159,7 @@ func TestPoisonMessagesGoToTheDeadLetterStreamWithTheirReason(t *testing.T) {
 		t.Errorf("dead letters (sequence → reason) differ:\n got %v\nwant %v", summarize(got), summarize(wantDLQ))
 	}
 	if !maps.Equal(gotData, wantData) {
-		t.Errorf("dead letters do not carry their original payloads")
+		t.Errorf("dead letters do not carry their original ids and payloads")
 	}
 }
 
@@ -363,7 +364,8 @@ func (h *harness) assertExactlyTheWantedDocuments() {
 	}
 }
 
-// deadLetters reads the dead-letter stream: original sequence → reason and payload.
+// deadLetters reads the dead-letter stream: original sequence → reason, and → the
+// producer's message id and the payload.
 func (h *harness) deadLetters(n int) (map[uint64]string, map[uint64]string) {
 	h.t.Helper()
 	cons, err := h.js.OrderedConsumer(h.ctx, "ANNOTATIONS_DLQ", jetstream.OrderedConsumerConfig{})
@@ -383,7 +385,7 @@ func (h *harness) deadLetters(n int) (map[uint64]string, map[uint64]string) {
 			if !strings.HasPrefix(m.Subject(), "dlq.annotations.") || m.Headers().Get("Dlq-Original-Subject") != strings.TrimPrefix(m.Subject(), "dlq.") {
 				h.t.Errorf("dead letter %d on subject %s, original subject header %q", seq, m.Subject(), m.Headers().Get("Dlq-Original-Subject"))
 			}
-			reasons[seq], data[seq] = m.Headers().Get("Dlq-Reason"), string(m.Data())
+			reasons[seq], data[seq] = m.Headers().Get("Dlq-Reason"), m.Headers().Get("Dlq-Original-Msg-Id")+" "+string(m.Data())
 		}
 		if got == 0 {
 			break

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +23,7 @@ const (
 	HeaderOriginalSubject = "Dlq-Original-Subject"
 	HeaderOriginalStream  = "Dlq-Original-Stream"
 	HeaderOriginalSeq     = "Dlq-Original-Sequence"
+	HeaderOriginalMsgID   = "Dlq-Original-Msg-Id"
 )
 
 // deadLetter publishes m with its reason to the dead-letter stream and only then
@@ -36,18 +38,24 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	dl := nats.NewMsg(dlqPrefix + m.Subject())
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
-		// The original id must not make the dead-letter stream drop a second,
-		// different failure of a republished message as a duplicate.
-		if k != jetstream.MsgIDHeader {
-			dl.Header[k] = v
-		}
+		dl.Header[k] = v
+	}
+	// The dead letter's own id is its stream position: dead-lettering the same
+	// message twice (a crash between publish and terminate) stores it once, while
+	// the producer's id, kept under another name, cannot make the dead-letter
+	// stream drop a different message that reused it.
+	dl.Header.Del(jetstream.MsgIDHeader)
+	if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
+		dl.Header.Set(HeaderOriginalMsgID, id)
 	}
 	dl.Header.Set(HeaderReason, reason)
 	dl.Header.Set(HeaderDetail, truncate(detail, 1024))
 	dl.Header.Set(HeaderOriginalSubject, m.Subject())
 	if meta, err := m.Metadata(); err == nil {
+		seq := strconv.FormatUint(meta.Sequence.Stream, 10)
 		dl.Header.Set(HeaderOriginalStream, meta.Stream)
-		dl.Header.Set(HeaderOriginalSeq, strconv.FormatUint(meta.Sequence.Stream, 10))
+		dl.Header.Set(HeaderOriginalSeq, seq)
+		dl.Header.Set(jetstream.MsgIDHeader, "dlq-"+meta.Stream+"-"+seq)
 	}
 	if _, err := in.js.PublishMsg(ctx, dl); err != nil {
 		in.log.Warn("dead-letter publish failed, message left for redelivery", "subject", m.Subject(), "reason", reason, "err", err)
@@ -61,9 +69,10 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	in.metrics.release()
 }
 
+// truncate shortens s to at most n bytes without splitting a character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	return strings.ToValidUTF8(s[:n], "")
 }
