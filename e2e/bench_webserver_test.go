@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/document"
+	"github.com/annotated-data/pipeline/internal/publish"
 	"github.com/annotated-data/pipeline/internal/sample"
 	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
@@ -202,17 +204,24 @@ func publishBacklog(b *testing.B, js jetstream.JetStream, frames []frame) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ANNOTATIONS", Subjects: []string{"annotations.>"}, Storage: jetstream.FileStorage}); err != nil {
 		b.Fatal(err)
 	}
-	for _, f := range frames {
-		if _, err := js.PublishAsync(f.subject, f.data, jetstream.WithMsgID(f.msgID)); err != nil {
-			b.Fatal(err)
+	i := 0
+	src := sourceFunc(func() (publish.Message, error) {
+		if i == len(frames) {
+			return publish.Message{}, io.EOF
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(5 * time.Minute):
-		b.Fatal("backlog not acknowledged by the stream")
+		f := frames[i]
+		i++
+		return publish.Message{Subject: f.subject, ID: f.msgID, Data: f.data}, nil
+	})
+	stored, _, err := publish.Run(ctx, js, src, publish.Options{Window: 1024}, func() {})
+	if err != nil || stored != len(frames) {
+		b.Fatalf("backlog: %d of %d stored: %v", stored, len(frames), err)
 	}
 }
+
+type sourceFunc func() (publish.Message, error)
+
+func (f sourceFunc) Next() (publish.Message, error) { return f() }
 
 // waitDrained waits until the durable consumer has acked n messages.
 func waitDrained(b *testing.B, js jetstream.JetStream, n uint64, admin string) {

@@ -229,8 +229,8 @@ func (h *harness) startWebserver(env map[string]string) *webserver {
 // which the stream itself drops. The ids the stream kept are the ones wanted.
 func (h *harness) publish(n int) {
 	h.t.Helper()
-	futures := make([]jetstream.PubAckFuture, 0, n)
-	ids := make([]string, 0, n)
+	futures := make([]jetstream.PubAckFuture, 0, 1000)
+	ids := make([]string, 0, 1000)
 	prevID := ""
 	for range n {
 		f := h.gen.Next()
@@ -256,7 +256,19 @@ func (h *harness) publish(n int) {
 			h.t.Fatalf("publish: %v", err)
 		}
 		futures, ids = append(futures, fut), append(ids, id)
+		// Settle acknowledgements in chunks, well inside the client's async window,
+		// so a slow server under a loaded machine never stalls the publisher.
+		if len(futures) == 1000 {
+			h.settle(futures, ids)
+			futures, ids = futures[:0], ids[:0]
+		}
 	}
+	h.settle(futures, ids)
+}
+
+// settle waits for the stream's acknowledgements and records the wanted ids.
+func (h *harness) settle(futures []jetstream.PubAckFuture, ids []string) {
+	h.t.Helper()
 	for i, fut := range futures {
 		select {
 		case ack := <-fut.Ok():
