@@ -37,6 +37,7 @@ func BenchmarkWebserverIngest(b *testing.B) {
 	n := envInt(b, "BENCH_DOCS", 200000)
 	esURL := testenv.ElasticsearchURL(b)
 	frames := sampleFrames(b, n)
+	binary(b, "webserver") // built before any clock starts
 
 	// Warm the node's JIT and caches so neither side pays for it alone.
 	ceiling(b, esURL, frames[:min(len(frames), 20000)])

@@ -86,6 +86,14 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	if !utf8.Valid(raw) { // encoding/json lets it pass; Elasticsearch would not
 		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid UTF-8"}
 	}
+	if bytes.IndexByte(raw, '\n') >= 0 || bytes.IndexByte(raw, '\r') >= 0 {
+		// A bulk request holds one document per line: a pretty-printed message
+		// would break the framing of the whole batch. In valid JSON a line break
+		// can only be whitespace between tokens, so compacting loses nothing.
+		var compact bytes.Buffer
+		json.Compact(&compact, raw) // valid JSON: cannot fail
+		raw = compact.Bytes()
+	}
 	if len(raw) == 0 || raw[0] != '{' {
 		return Document{}, &RejectError{Reason: ReasonNotObject, Detail: "message is JSON but not an object"}
 	}

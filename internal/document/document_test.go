@@ -341,6 +341,9 @@ func FuzzBuild(f *testing.F) {
 		if !json.Valid(doc.Body) {
 			t.Fatalf("Build(%q) body is not valid JSON: %q", raw, doc.Body)
 		}
+		if bytes.ContainsAny(doc.Body, "\r\n") {
+			t.Fatalf("Build(%q) body spans lines, breaking a bulk request: %q", raw, doc.Body)
+		}
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(doc.Body, &m); err != nil {
 			t.Fatalf("Build(%q) body is not a JSON object: %v: %q", raw, err, doc.Body)
@@ -413,5 +416,19 @@ func TestBuildRejectsAMessageWithoutUsableTimestampWhenRequired(t *testing.T) {
 	}
 	if _, err := Build([]byte(`{"timestamp":"2023-03-09T19:40:00Z"}`), testSource(), opts); err != nil {
 		t.Errorf("a message with a timestamp: %v", err)
+	}
+}
+
+func TestBuildPutsAPrettyPrintedMessageOnOneLine(t *testing.T) {
+	raw := "{\r\n  \"timestamp\": \"2023-03-09T19:40:00Z\",\n  \"labels\": [\n    {\"label\": \"a b\"}\n  ]\n}\n"
+	doc, err := Build([]byte(raw), testSource(), Options{TimestampField: "timestamp", DefaultZone: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.ContainsAny(doc.Body, "\r\n") {
+		t.Fatalf("body spans several lines, which breaks a bulk request: %q", doc.Body)
+	}
+	if !json.Valid(doc.Body) || !bytes.Contains(doc.Body, []byte(`"labels":[{"label":"a b"}]`)) {
+		t.Errorf("body = %s", doc.Body)
 	}
 }
