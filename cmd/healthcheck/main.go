@@ -3,7 +3,8 @@
 //
 //	healthcheck http://127.0.0.1:8081/healthz
 //
-// It exits 0 on a 2xx answer within the timeout, 1 otherwise.
+// It exits 0 on a 2xx answer within the timeout, 1 otherwise. An http:// URL whose
+// server turns out to speak TLS is asked again over https://.
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -46,18 +48,34 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fs.Arg(0), nil)
-	if err != nil {
-		return err
-	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}}}
-	res, err := client.Do(req)
+	target := fs.Arg(0)
+	status, body, err := get(ctx, client, target)
+	if err == nil && status == http.StatusBadRequest && strings.Contains(body, "HTTPS server") && strings.HasPrefix(target, "http://") {
+		// The service has TLS turned on (the backend's TLS_MODE): one probe URL
+		// serves both configurations.
+		target = "https://" + strings.TrimPrefix(target, "http://")
+		status, _, err = get(ctx, client, target)
+	}
 	if err != nil {
 		return err
 	}
-	defer res.Body.Close()
-	if res.StatusCode/100 != 2 {
-		return fmt.Errorf("%s answered %s", fs.Arg(0), res.Status)
+	if status/100 != 2 {
+		return fmt.Errorf("%s answered %d", target, status)
 	}
 	return nil
+}
+
+func get(ctx context.Context, client *http.Client, url string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+	return res.StatusCode, string(body), nil
 }
