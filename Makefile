@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)"
 SERVICES := deploy/local/services.sh
 
-.PHONY: help build test run services services-down vet lint docker clean
+.PHONY: help build test bench run services services-down vet lint docker clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,9 @@ build: ## build webserver, backend, publisher and nats-server into bin/
 test: ## go vet, then every test with -race against a real Elasticsearch (started if needed)
 	go vet ./...
 	$(SERVICES) with elasticsearch -- go test -race -count=1 -timeout 30m ./...
+
+bench: ## the benchmarks in e2e/ against a real Elasticsearch (scale with BENCH_DOCS, BENCH_RSS_DOCS)
+	$(SERVICES) with elasticsearch -- go test -run '^$$' -bench . -benchtime 1x -timeout 90m ./e2e/...
 
 run: build ## the whole pipeline with demo data; prints a URL to open; Ctrl-C stops it
 	deploy/local/run.sh

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/api"
+	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/store"
 )
@@ -59,34 +61,92 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
 
-	st, err := store.New(cfg.Elasticsearch)
+	metrics := api.NewMetrics()
+	st, err := store.Connect(ctx, cfg.Elasticsearch, store.Read, log, store.WithQueryObserver(metrics.ObserveQuery))
 	if err != nil {
 		return err
 	}
+	handler, err := api.NewServer(log, cfg, st, metrics)
+	if err != nil {
+		return err
+	}
+	tlsSetup, err := certs.New(cfg.TLS, cfg.ListenAddr, log)
+	if err != nil {
+		return err
+	}
+
+	// Listen before serving anything, so a taken port stops the start with a clear error.
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	srv := &http.Server{
-		Handler:           api.NewServer(log, st, api.Options{PageSize: cfg.PageSize, DefaultZone: cfg.DefaultZone}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+	servers := []*server{{name: "api", ln: ln, srv: newHTTPServer(handler, tlsSetup.TLSConfig, log)}}
+	if tlsSetup.HTTPHandler != nil {
+		httpLn, err := net.Listen("tcp", cfg.TLS.ACMEHTTPAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (ACME_HTTP_ADDR): %w", cfg.TLS.ACMEHTTPAddr, err)
+		}
+		servers = append(servers, &server{name: "acme-http", ln: httpLn, srv: newHTTPServer(tlsSetup.HTTPHandler, nil, log)})
 	}
-	log.Info("backend listening", "version", version, "addr", ln.Addr().String(), "tls", cfg.TLSMode)
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	served := make(chan error, len(servers))
+	for _, s := range servers {
+		log.Info("backend listening", "version", version, "server", s.name, "addr", s.ln.Addr().String(), "tls", s.srv.TLSConfig != nil)
+		go func() {
+			if s.srv.TLSConfig != nil {
+				served <- fmt.Errorf("serve %s: %w", s.name, s.srv.ServeTLS(s.ln, "", ""))
+			} else {
+				served <- fmt.Errorf("serve %s: %w", s.name, s.srv.Serve(s.ln))
+			}
+		}()
+	}
+	var failed error
 	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+	case failed = <-served:
 	case <-ctx.Done():
 	}
+
+	// Stop accepting; let running streams finish, up to SHUTDOWN_TIMEOUT; then cut
+	// the rest, whose handlers see their contexts end and close their points in time.
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	for _, s := range servers {
+		if err := s.srv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("streams still running at the shutdown timeout were cut", "server", s.name, "err", err)
+			s.srv.Close()
+		}
 	}
-	return nil
+	for range servers {
+		// Each Serve returns http.ErrServerClosed once shut down.
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) && failed == nil {
+			failed = err
+		}
+	}
+	return failed
+}
+
+type server struct {
+	name string
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// newHTTPServer bounds what a slow or idle client can hold: the time to send its
+// headers, their size, and an idle keep-alive connection. There is deliberately no
+// ReadTimeout or WriteTimeout: either would cut a long stream (net/http applies
+// ReadTimeout's deadline to the whole connection, and its expiry cancels the
+// request). A stream instead ends when its client disconnects or stops reading
+// (STREAM_STALL_TIMEOUT).
+func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		// TLS handshake failures from scanners and the like: noise unless debugging.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }

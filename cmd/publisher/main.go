@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/progress"
 	"github.com/annotated-data/pipeline/internal/publish"
 	"github.com/annotated-data/pipeline/internal/sample"
@@ -37,7 +40,7 @@ func main() {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	natsURL := fs.String("nats-url", envOr(getenv, "NATS_URL", "nats://127.0.0.1:4222"), "NATS server (env NATS_URL)")
+	natsURL := fs.String("nats-url", "", "NATS server(s), comma-separated; overrides NATS_URL")
 	prefix := fs.String("subject-prefix", "annotations", "generated frames go to <prefix>.<camera id>")
 	count := fs.Int("count", 100, "number of frames to generate")
 	cameras := fs.Int("cameras", 4, "number of cameras the frames come from")
@@ -63,6 +66,8 @@ frames twice stores them once.
 
 `, version)
 		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "\nIt connects to NATS as the webserver does, configured by environment variables:\n\n")
+		config.WriteUsage(fs.Output(), config.NATSVars(&config.NATS{}))
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -96,9 +101,22 @@ frames twice stores them once.
 		src, total = publish.Frames(&sample.Generator{Start: start, Interval: *interval, Cameras: *cameras}, *prefix, *count), int64(*count)
 	}
 
-	nc, err := nats.Connect(*natsURL, nats.Name("publisher"))
+	env := getenv
+	if *natsURL != "" {
+		env = func(name string) string {
+			if name == "NATS_URL" {
+				return *natsURL
+			}
+			return getenv(name)
+		}
+	}
+	natsCfg, err := config.LoadNATS(env)
 	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w", *natsURL, err)
+		return fmt.Errorf("configuration (see --help):\n%w", err)
+	}
+	nc, err := natsconn.Connect(ctx, natsCfg, "publisher", slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(*window))
@@ -153,11 +171,4 @@ func openNDJSON(path string) (*os.File, int64, error) {
 		return nil, 0, fmt.Errorf("--file %s: %w", path, err)
 	}
 	return f, lines, nil
-}
-
-func envOr(getenv func(string) string, key, def string) string {
-	if v := getenv(key); v != "" {
-		return v
-	}
-	return def
 }

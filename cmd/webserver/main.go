@@ -14,11 +14,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,6 +25,7 @@ import (
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/ingest"
+	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -68,15 +67,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
 
-	nc, err := nats.Connect(strings.Join(cfg.NATSURLs, ","),
-		nats.Name("webserver"),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(false),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected; reconnecting", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
-	)
+	nc, err := natsconn.Connect(ctx, cfg.NATS, "webserver", log)
 	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w", strings.Join(cfg.NATSURLs, ","), err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -84,7 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
-	st, err := store.New(cfg.Elasticsearch, store.WithInterval(store.Interval(cfg.Index.Interval)))
+	st, err := store.Connect(ctx, cfg.Elasticsearch, store.Write, log, store.WithInterval(store.Interval(cfg.Index.Interval)))
 	if err != nil {
 		return err
 	}

@@ -5,20 +5,35 @@ import (
 	"net/http"
 )
 
-// apiError is the body of every error response: {"error":{...}}.
+// apiError is the body of every error response: {"error":{...}}. Param names the
+// query parameter at fault, when one is.
 type apiError struct {
 	Code    string `json:"code"`
 	Param   string `json:"param,omitempty"`
 	Message string `json:"message"`
 }
 
+// errorBody is how an apiError is written: in a response of its own, and as the last
+// record of an NDJSON or SSE stream that failed.
+type errorBody struct {
+	Error apiError `json:"error"`
+}
+
 func writeError(w http.ResponseWriter, status int, e apiError) {
-	writeJSON(w, status, map[string]apiError{"error": e})
+	writeJSON(w, status, errorBody{Error: e})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	// The status line is already out; a client that left is all an error could mean.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// unavailable is the answer while Elasticsearch cannot be reached, or the backend is
+// too busy: the client should come back shortly.
+func unavailable(w http.ResponseWriter, e apiError) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, e)
 }

@@ -1,16 +1,19 @@
-// Package api is the backend's HTTP surface: routes, request parsing, and the
-// encoders that stream documents out of the store.
+// Package api is the backend's HTTP surface: routes, request parsing, the encoders
+// that stream documents out of the store, and the protections in front of them.
 package api
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
+	"github.com/klauspost/compress/gzhttp"
+	"github.com/klauspost/compress/gzip"
 
+	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -20,28 +23,44 @@ type Exporter interface {
 	Check(ctx context.Context) error
 }
 
-// Options tune the API.
-type Options struct {
-	PageSize    int
-	DefaultZone *time.Location
-}
+// NewServer returns the whole API. Every route is listed here, with what guards it.
+func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (http.Handler, error) {
+	// BestSpeed: a JSON stream still shrinks several times over, and the CPU it
+	// saves goes to Elasticsearch and to other streams.
+	gzipped, err := gzhttp.NewWrapper(gzhttp.CompressionLevel(gzip.BestSpeed), gzhttp.EnableZstd(false))
+	if err != nil {
+		return nil, fmt.Errorf("gzip middleware: %w", err)
+	}
+	compress := func(next http.Handler) http.Handler { return gzipped(next) }
+	limited := rateLimit(cfg.RateLimit, cfg.RateWindow)
+	keyed := requireAPIKey(cfg.APIKeys)
+	streams := limitStreams(cfg.MaxStreams, m)
+	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
-// NewServer returns the whole API. Every route is listed here.
-func NewServer(log *slog.Logger, st Exporter, opts Options) http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer)
+	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), securityHeaders(cfg.TLS.Mode != config.TLSOff), allowOrigins(cfg.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + r.URL.Path})
+		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + r.URL.Path + "; see /openapi.json"})
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path + "; use GET"})
 	})
 
 	r.Get("/healthz", healthz)
 	r.Get("/readyz", readyz(st))
-	r.Get("/getJsonStream", streamDocuments(log, st, opts, jsonArray))
-	r.Get("/getStream", streamDocuments(log, st, opts, ndjson))
-	return r
+	r.With(limited).Get("/openapi.json", openAPI)
+	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
+	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
+		streamDocuments(rules, cfg.StallTimeout, st, m, func(*http.Request) format { return jsonArray }))
+	r.With(limited, keyed, compress, streams).Get("/getStream",
+		streamDocuments(rules, cfg.StallTimeout, st, m, func(r *http.Request) format {
+			if wantsEventStream(r) {
+				return serverSentEvents
+			}
+			return ndjson
+		}))
+	return r, nil
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -53,8 +72,8 @@ func readyz(st Exporter) http.HandlerFunc {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := st.Check(ctx); err != nil {
-			w.Header().Set("Retry-After", "5")
-			writeError(w, http.StatusServiceUnavailable, apiError{Code: "elasticsearch_unavailable", Message: err.Error()})
+			requestInfoFrom(r.Context()).err = err
+			unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not reachable"})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -23,7 +23,7 @@ func TestDefaultsAreValid(t *testing.T) {
 			what      string
 			got, want any
 		}{
-			{"NATSURLs", cfg.NATSURLs, []string{"nats://127.0.0.1:4222"}},
+			{"NATS.URLs", cfg.NATS.URLs, []string{"nats://127.0.0.1:4222"}},
 			{"Stream", cfg.Stream, "ANNOTATIONS"},
 			{"Subjects", cfg.Subjects, []string{"annotations.>"}},
 			{"Durable", cfg.Durable, "webserver"},
@@ -57,11 +57,22 @@ func TestDefaultsAreValid(t *testing.T) {
 			got, want any
 		}{
 			{"ListenAddr", cfg.ListenAddr, ":5000"},
-			{"TLSMode", cfg.TLSMode, "off"},
+			{"TLS.Mode", cfg.TLS.Mode, "off"},
+			{"TLS.CacheDir", cfg.TLS.CacheDir, "/var/lib/backend/autocert"},
+			{"TLS.ACMEDirectoryURL", cfg.TLS.ACMEDirectoryURL, "https://acme-v02.api.letsencrypt.org/directory"},
+			{"TLS.ACMEHTTPAddr", cfg.TLS.ACMEHTTPAddr, ":80"},
 			{"Elasticsearch.URLs", cfg.Elasticsearch.URLs, []string{"http://127.0.0.1:9200"}},
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
 			{"PageSize", cfg.PageSize, 1000},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
+			{"MaxRange", cfg.MaxRange, time.Duration(0)},
+			{"MaxStreams", cfg.MaxStreams, 32},
+			{"StallTimeout", cfg.StallTimeout, 30 * time.Second},
+			{"APIKeys", cfg.APIKeys, []string(nil)},
+			{"CORSOrigins", cfg.CORSOrigins, []string(nil)},
+			{"RateLimit", cfg.RateLimit, 120},
+			{"RateWindow", cfg.RateWindow, time.Minute},
+			{"TrustedProxies", cfg.TrustedProxies, []string(nil)},
 			{"ShutdownTimeout", cfg.ShutdownTimeout, 30 * time.Second},
 			{"Logging.Level", cfg.Logging.Level.String(), "INFO"},
 		}

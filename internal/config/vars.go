@@ -77,9 +77,10 @@ func splitList(raw string) []string {
 // checks hold the variables that did not parse; validation adds to them, so an
 // operator sees every problem at once, and each only once.
 func load(getenv func(string) string, vars []Var) *checks {
-	c := &checks{failed: map[string]bool{}}
+	c := &checks{failed: map[string]bool{}, set: map[string]bool{}}
 	for _, v := range vars {
 		raw := getenv(v.Name)
+		c.set[v.Name] = raw != ""
 		if raw == "" {
 			raw = v.Default
 		}
@@ -125,6 +126,7 @@ func WriteUsage(w io.Writer, vars []Var) {
 type checks struct {
 	errs   []error
 	failed map[string]bool // variables that did not parse; their checks would only repeat that
+	set    map[string]bool // variables given in the environment, as opposed to left at their default
 }
 
 func (c *checks) add(cond bool, name, format string, args ...any) {

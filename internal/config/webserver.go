@@ -6,7 +6,7 @@ import (
 
 // Webserver is the ingester's configuration.
 type Webserver struct {
-	NATSURLs []string
+	NATS     NATS
 	Stream   string
 	Subjects []string
 	Durable  string
@@ -56,8 +56,8 @@ type Index struct {
 
 // WebserverVars declares every variable the webserver reads; cfg receives the values.
 func WebserverVars(cfg *Webserver) []Var {
-	vars := []Var{
-		{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Usage: "NATS server address; a comma-separated list for a cluster", target: &cfg.NATSURLs},
+	vars := cfg.NATS.vars()
+	vars = append(vars, []Var{
 		{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "JetStream stream to consume; created if missing", target: &cfg.Stream},
 		{Name: "NATS_SUBJECTS", Default: "annotations.>", Usage: "subjects of the stream when it is created (comma-separated)", target: &cfg.Subjects},
 		{Name: "NATS_STREAM_MAX_AGE", Default: "0s", Usage: "when creating the stream: drop messages older than this (0s: keep)", target: &cfg.StreamMaxAge},
@@ -69,7 +69,7 @@ func WebserverVars(cfg *Webserver) []Var {
 		{Name: "NATS_MAX_ACK_PENDING", Default: "0", Usage: "most messages un-acked at once across all replicas (0: BULK_MAX_DOCS × (BULK_WORKERS + 2))", target: &cfg.MaxAckPending},
 		{Name: "NATS_ACK_WAIT", Default: "30s", Usage: "how long NATS waits for an ack before redelivering; long bulks extend it", target: &cfg.AckWait},
 		{Name: "NATS_MAX_DELIVER", Default: "5", Usage: "a message delivered more often than this (crash loops) is dead-lettered", target: &cfg.MaxDeliver},
-	}
+	}...)
 	vars = append(vars, cfg.Elasticsearch.vars()...)
 	vars = append(vars,
 		Var{Name: "ES_INDEX_INTERVAL", Default: "day", Usage: "one index per day (<prefix>-YYYY.MM.DD) or month (<prefix>-YYYY.MM)", target: &cfg.Index.Interval},
@@ -98,7 +98,7 @@ func WebserverVars(cfg *Webserver) []Var {
 func LoadWebserver(getenv func(string) string) (Webserver, error) {
 	var cfg Webserver
 	c := load(getenv, WebserverVars(&cfg))
-	c.urls("NATS_URL", cfg.NATSURLs, "nats", "tls", "ws", "wss")
+	cfg.NATS.check(c)
 	c.add(cfg.Stream != "", "NATS_STREAM", "must not be empty")
 	c.add(len(cfg.Subjects) > 0, "NATS_SUBJECTS", "must name at least one subject")
 	c.add(cfg.StreamMaxAge >= 0, "NATS_STREAM_MAX_AGE", "must not be negative")

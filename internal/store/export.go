@@ -8,50 +8,125 @@ import (
 	"time"
 )
 
+// Order is the direction an export walks through time.
+type Order int
+
+// Export orders.
+const (
+	Ascending  Order = iota // oldest first
+	Descending              // newest first
+)
+
 // Range selects documents by @timestamp: From inclusive, To exclusive, so adjacent
 // ranges never return a document twice.
 type Range struct {
 	From, To time.Time
 	PageSize int
+	Order    Order
+	// Limit is the most documents to return; 0 returns them all.
+	Limit int
+	// Fields restricts each document to these _source fields (Elasticsearch source
+	// filtering, wildcards allowed); nil returns whole documents.
+	Fields []string
 }
 
 // Page is one page of documents, as the raw _source bytes Elasticsearch returned.
 type Page [][]byte
 
+// QueryObserver is told the outcome of every Elasticsearch request an export makes:
+// op is "open_pit", "search" or "close_pit".
+type QueryObserver func(op string, took time.Duration, err error)
+
+// WithQueryObserver has every export report its requests to observe, for metrics.
+func WithQueryObserver(observe QueryObserver) Option {
+	return func(s *Store) { s.observe = observe }
+}
+
+// pitKeepAlive is how long Elasticsearch keeps a point in time after each request
+// that names it: the longest an export may pause between two pages.
 const pitKeepAlive = "1m"
 
-// Export calls fn with each page of documents in the range, oldest first. It pages
-// through a point in time with search_after, so a range of any size is read with
-// memory bounded by one page, and documents indexed meanwhile do not shift pages.
-// The point in time is closed when Export returns, however it returns.
+// fetched is one page on its way from the fetching goroutine to the caller.
+type fetched struct {
+	page Page
+	pit  string // the point in time id as of this page
+	err  error
+}
+
+// Export calls fn with each page of documents in the range, in r.Order. It pages
+// through a point in time with search_after (sorted by @timestamp, tie-broken by
+// _shard_doc), so a range of any size is read with memory bounded by two pages,
+// and documents indexed meanwhile do not shift pages.
+//
+// The next page is fetched while fn handles the current one, so Elasticsearch and
+// the consumer (usually a network client) work at the same time instead of taking
+// turns. The point in time is closed when Export returns, however it returns.
 func (s *Store) Export(ctx context.Context, r Range, fn func(Page) error) error {
+	if r.PageSize <= 0 {
+		return fmt.Errorf("export: page size must be positive, got %d", r.PageSize)
+	}
 	pit, err := s.openPIT(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// The caller's context may already be cancelled (a client that went away):
-		// the point in time must still be released.
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		s.closePIT(closeCtx, pit)
-	}()
+	fetchCtx, stopFetching := context.WithCancel(ctx)
+	defer stopFetching()
+	// Unbuffered: the fetcher holds the next page until the consumer is done with
+	// the current one, so an export holds two pages at most.
+	pages := make(chan fetched)
+	go s.fetchPages(fetchCtx, r, pit, pages)
 
+	var exportErr error
+	for f := range pages { // the fetcher always closes pages, so this loop also waits for it
+		if f.pit != "" {
+			pit = f.pit
+		}
+		switch {
+		case exportErr != nil: // draining after a failure
+		case f.err != nil:
+			exportErr = f.err
+		case len(f.page) > 0:
+			if err := fn(f.page); err != nil {
+				exportErr = err
+				stopFetching()
+			}
+		}
+	}
+
+	// The caller's context may already be cancelled (a client that went away): the
+	// point in time must still be released.
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	s.closePIT(closeCtx, pit)
+	return exportErr
+}
+
+// fetchPages sends the pages of r to out, one ahead of the consumer, and closes out
+// when the range is exhausted, the limit reached, a request failed or ctx ended.
+func (s *Store) fetchPages(ctx context.Context, r Range, pit string, out chan<- fetched) {
+	defer close(out)
 	var after json.RawMessage
+	remaining := r.Limit
 	for {
-		page, last, nextPIT, err := s.searchPage(ctx, r, pit, after)
+		size := r.PageSize
+		if r.Limit > 0 && remaining < size {
+			size = remaining
+		}
+		page, last, nextPIT, err := s.searchPage(ctx, r, size, pit, after)
 		if err != nil {
-			return err
+			out <- fetched{err: err}
+			return
 		}
 		pit = nextPIT
-		if len(page) == 0 {
-			return nil
+		select {
+		case out <- fetched{page: page, pit: pit}:
+		case <-ctx.Done():
+			return
 		}
-		if err := fn(page); err != nil {
-			return err
-		}
-		if len(page) < r.PageSize {
-			return nil
+		remaining -= len(page)
+		// A short page is the last one: no need for one more empty search.
+		if len(page) < size || r.Limit > 0 && remaining <= 0 {
+			return
 		}
 		after = last
 	}
@@ -61,6 +136,7 @@ type searchRequest struct {
 	Size           int             `json:"size"`
 	Query          any             `json:"query"`
 	Sort           []any           `json:"sort"`
+	Source         any             `json:"_source,omitempty"`
 	PIT            pitRef          `json:"pit"`
 	SearchAfter    json.RawMessage `json:"search_after,omitempty"`
 	TrackTotalHits bool            `json:"track_total_hits"`
@@ -71,24 +147,46 @@ type pitRef struct {
 	KeepAlive string `json:"keep_alive"`
 }
 
-func (s *Store) searchPage(ctx context.Context, r Range, pit string, after json.RawMessage) (Page, json.RawMessage, string, error) {
+// searchRequest builds the body of one page's search. Every value from the caller
+// travels as a typed JSON value, never as query text.
+func (r Range) searchRequest(size int, pit string, after json.RawMessage) searchRequest {
+	dir := "asc"
+	if r.Order == Descending {
+		dir = "desc"
+	}
 	req := searchRequest{
-		Size: r.PageSize,
+		Size: size,
 		Query: object{"range": object{"@timestamp": object{
 			"gte":    r.From.UTC().Format(time.RFC3339Nano),
 			"lt":     r.To.UTC().Format(time.RFC3339Nano),
 			"format": "strict_date_optional_time_nanos",
 		}}},
-		Sort:           []any{object{"@timestamp": "asc"}, object{"_shard_doc": "asc"}},
+		Sort:           []any{object{"@timestamp": dir}, object{"_shard_doc": dir}},
 		PIT:            pitRef{ID: pit, KeepAlive: pitKeepAlive},
 		SearchAfter:    after,
 		TrackTotalHits: false,
 	}
-	body, err := json.Marshal(req)
+	if len(r.Fields) > 0 {
+		req.Source = object{"includes": r.Fields}
+	}
+	return req
+}
+
+func (s *Store) searchPage(ctx context.Context, r Range, size int, pit string, after json.RawMessage) (page Page, last json.RawMessage, nextPIT string, err error) {
+	body, err := json.Marshal(r.searchRequest(size, pit, after))
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("encode search: %w", err)
 	}
-	res, err := s.es.Search(s.es.Search.WithContext(ctx), s.es.Search.WithBody(bytes.NewReader(body)))
+	start := time.Now()
+	defer func() { s.observed("search", start, err) }()
+	res, err := s.es.Search(
+		s.es.Search.WithContext(ctx),
+		s.es.Search.WithBody(bytes.NewReader(body)),
+		// A page with a shard missing would silently drop documents: fail instead.
+		s.es.Search.WithAllowPartialSearchResults(false),
+		// Only what the export uses: drops _index, _id and _score from every hit.
+		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"),
+	)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("search %s: %w", s.pattern(), err)
 	}
@@ -109,11 +207,10 @@ func (s *Store) searchPage(ctx context.Context, r Range, pit string, after json.
 		return nil, nil, "", fmt.Errorf("decode search response: %w", err)
 	}
 	hits := parsed.Hits.Hits
-	page := make(Page, len(hits))
+	page = make(Page, len(hits))
 	for i, h := range hits {
 		page[i] = h.Source
 	}
-	var last json.RawMessage
 	if len(hits) > 0 {
 		last = hits[len(hits)-1].Sort
 	}
@@ -123,7 +220,9 @@ func (s *Store) searchPage(ctx context.Context, r Range, pit string, after json.
 	return page, last, parsed.PITID, nil
 }
 
-func (s *Store) openPIT(ctx context.Context) (string, error) {
+func (s *Store) openPIT(ctx context.Context) (id string, err error) {
+	start := time.Now()
+	defer func() { s.observed("open_pit", start, err) }()
 	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx))
 	if err != nil {
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
@@ -141,11 +240,23 @@ func (s *Store) openPIT(ctx context.Context) (string, error) {
 	return parsed.ID, nil
 }
 
+// closePIT releases a point in time. One that could not be closed expires after its
+// keep-alive, so a failure here is only reported to the observer.
 func (s *Store) closePIT(ctx context.Context, id string) {
+	start := time.Now()
 	body, _ := json.Marshal(object{"id": id})
 	res, err := s.es.ClosePointInTime(s.es.ClosePointInTime.WithContext(ctx), s.es.ClosePointInTime.WithBody(bytes.NewReader(body)))
 	if err == nil {
+		if res.IsError() {
+			err = responseError(res)
+		}
 		drain(res)
 	}
-	// A point in time that could not be closed expires after its keep-alive.
+	s.observed("close_pit", start, err)
+}
+
+func (s *Store) observed(op string, start time.Time, err error) {
+	if s.observe != nil {
+		s.observe(op, time.Since(start), err)
+	}
 }

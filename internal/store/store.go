@@ -22,6 +22,7 @@ type Store struct {
 	es       *elasticsearch.Client
 	prefix   string
 	interval Interval
+	observe  QueryObserver // may be nil; see WithQueryObserver
 }
 
 // Interval is the time span one index covers.
@@ -41,13 +42,7 @@ func WithInterval(i Interval) Option { return func(s *Store) { s.interval = i } 
 
 // New builds a client for cfg. It does not contact the cluster; see Check.
 func New(cfg config.Elasticsearch, opts ...Option) (*Store, error) {
-	es, err := elasticsearch.NewClient(elasticsearch.Config{
-		Addresses: cfg.URLs,
-		// Bulk bodies are rebuilt from the pipeline's own buffers on retry, and search
-		// bodies are small; the client's own retry on 502/503/504 is what we want.
-		RetryOnStatus: []int{502, 503, 504},
-		MaxRetries:    3,
-	})
+	es, err := newClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)
 	}

@@ -1,0 +1,290 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+
+	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/testenv"
+)
+
+// BenchmarkBackendExport measures, against the same Elasticsearch in one run, with
+// max(BENCH_DOCS, BENCH_RSS_DOCS) documents indexed (defaults 200,000 and 1,000,000):
+//
+//	(a) the backend binary streaming the BENCH_DOCS documents of one range through
+//	    /getJsonStream to a client that reads as fast as it can, and
+//	(b) the same range exported straight from Elasticsearch with the Go client,
+//	    point in time + search_after, the same query and page size: the ceiling;
+//
+// and reports docs/s for both and their ratio (target ≥ 0.9); the time to the first
+// byte of /getJsonStream for a 5-minute window (target ≤ 50 ms); and the backend's
+// peak resident memory (VmHWM) after streaming all BENCH_RSS_DOCS documents
+// (target ≤ 64 MB). Run it with `make bench`; it is meant for -benchtime 1x.
+func BenchmarkBackendExport(b *testing.B) {
+	n := benchSize(b, "BENCH_DOCS", 200000)
+	rssN := benchSize(b, "BENCH_RSS_DOCS", 1000000)
+	const pageSize = 1000
+	esURL := testenv.ElasticsearchURL(b)
+	prefix := testenv.IndexPrefix(b, esURL)
+
+	// One frame every 20 ms: a million frames fill 5.6 hours of one day.
+	start := time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC)
+	const every = 20 * time.Millisecond
+	total := max(n, rssN)
+	loadStart := time.Now()
+	testenv.IndexDocuments(b, esURL, prefix, total, func(i int) store.Item {
+		ts := start.Add(time.Duration(i) * every)
+		id := fmt.Sprintf("frame-%07d", i)
+		return store.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-"+strconv.Itoa(i%8))}
+	})
+	b.Logf("indexed %d documents in %s", total, time.Since(loadStart).Round(time.Second))
+
+	throughputRange := [2]time.Time{start, start.Add(time.Duration(n) * every)}
+	rssRange := [2]time.Time{start, start.Add(time.Duration(rssN) * every)}
+	window := [2]time.Time{start.Add(time.Hour), start.Add(time.Hour + 5*time.Minute)}
+	env := map[string]string{
+		"ES_INDEX_PREFIX":     prefix,
+		"API_PAGE_SIZE":       strconv.Itoa(pageSize),
+		"RATE_LIMIT_REQUESTS": "0",
+		"LOG_LEVEL":           "warn",
+	}
+	backend := startBenchBackend(b, esURL, env)
+
+	// Warm Elasticsearch's caches and JIT so that neither side pays for it alone.
+	exportCeiling(b, esURL, prefix, throughputRange, pageSize)
+
+	for b.Loop() {
+		// Best of two for each side: the machine is shared with Elasticsearch.
+		var backendRate, ceilingRate float64
+		for range 2 {
+			ceilingRate = max(ceilingRate, float64(n)/exportCeiling(b, esURL, prefix, throughputRange, pageSize).Seconds())
+			backendRate = max(backendRate, float64(n)/backend.stream(b, throughputRange, n).Seconds())
+		}
+		b.ReportMetric(backendRate, "backend_docs/s")
+		b.ReportMetric(ceilingRate, "es_client_docs/s")
+		b.ReportMetric(backendRate/ceilingRate, "ratio")
+
+		p50, worst := backend.timeToFirstByte(b, window, 21)
+		b.ReportMetric(float64(p50.Microseconds())/1000, "ttfb_p50_ms")
+		b.ReportMetric(float64(worst.Microseconds())/1000, "ttfb_max_ms")
+
+		// A fresh process, so that its peak is this stream's alone.
+		rssBackend := startBenchBackend(b, esURL, env)
+		took := rssBackend.stream(b, rssRange, rssN)
+		peak, err := rssBackend.proc.PeakRSS()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(peak)/(1<<20), "peak_rss_MB")
+		b.Logf("streamed %d documents in %s (%.0f docs/s) with a peak RSS of %.1f MiB",
+			rssN, took.Round(time.Millisecond), float64(rssN)/took.Seconds(), float64(peak)/(1<<20))
+	}
+}
+
+func benchSize(b *testing.B, name string, def int) int {
+	b.Helper()
+	raw := os.Getenv(name)
+	if raw == "" {
+		return def
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q is not a positive whole number", name, raw)
+	}
+	return n
+}
+
+type benchBackend struct {
+	proc   *testenv.Process
+	url    string
+	client *http.Client
+}
+
+func startBenchBackend(b *testing.B, esURL string, env map[string]string) *benchBackend {
+	b.Helper()
+	listen := testenv.FreeAddr(b)
+	full := map[string]string{"ELASTICSEARCH_URL": esURL, "LISTEN_ADDR": listen}
+	for k, v := range env {
+		full[k] = v
+	}
+	proc := testenv.StartProcess(b, binary(b, "backend"), full)
+	testenv.WaitHTTP(b, "http://"+listen+"/readyz", 30*time.Second)
+	// No gzip: the client reads what a browser would have to decompress anyway, and
+	// the comparison is with the raw export.
+	return &benchBackend{proc: proc, url: "http://" + listen, client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
+}
+
+func rangeQuery(r [2]time.Time) string {
+	return "?start_date=" + r[0].Format(time.RFC3339Nano) + "&end_date=" + r[1].Format(time.RFC3339Nano)
+}
+
+// stream reads the whole range through /getJsonStream and returns how long it took,
+// checking that want documents were sent and that the array was closed.
+func (bb *benchBackend) stream(b *testing.B, r [2]time.Time, want int) time.Duration {
+	b.Helper()
+	before := bb.documentsStreamed(b)
+	start := time.Now()
+	res, err := bb.client.Get(bb.url + "/getJsonStream" + rangeQuery(r))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tail := &lastBytes{}
+	_, err = io.Copy(tail, res.Body)
+	res.Body.Close()
+	took := time.Since(start)
+	if err != nil || res.StatusCode != http.StatusOK || !bytes.HasSuffix(tail.b, []byte("}]\n")) {
+		b.Fatalf("getJsonStream: %s, %v, ending %q", res.Status, err, tail.b)
+	}
+	if got := bb.documentsStreamed(b) - before; got != want {
+		b.Fatalf("the backend streamed %d documents, want %d", got, want)
+	}
+	return took
+}
+
+// lastBytes keeps the end of what is written to it: enough to see that a JSON
+// array was closed, without the client spending time parsing it.
+type lastBytes struct{ b []byte }
+
+func (l *lastBytes) Write(p []byte) (int, error) {
+	l.b = append(l.b, p...)
+	if len(l.b) > 64 {
+		l.b = l.b[len(l.b)-64:]
+	}
+	return len(p), nil
+}
+
+// documentsStreamed reads the backend's own count of documents sent.
+func (bb *benchBackend) documentsStreamed(b *testing.B) int {
+	b.Helper()
+	res, err := bb.client.Get(bb.url + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, `backend_documents_streamed_total{route="/getJsonStream"} `); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return int(f)
+		}
+	}
+	return 0
+}
+
+// timeToFirstByte requests the window count times and returns the median and the
+// slowest time from sending the request to the first byte of the answer.
+func (bb *benchBackend) timeToFirstByte(b *testing.B, window [2]time.Time, count int) (median, worst time.Duration) {
+	b.Helper()
+	var times []time.Duration
+	for range count {
+		var sent, first time.Time
+		trace := &httptrace.ClientTrace{
+			WroteRequest:         func(httptrace.WroteRequestInfo) { sent = time.Now() },
+			GotFirstResponseByte: func() { first = time.Now() },
+		}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, bb.url+"/getJsonStream"+rangeQuery(window), nil)
+		res, err := bb.client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			b.Fatalf("getJsonStream for the window: %s", res.Status)
+		}
+		times = append(times, first.Sub(sent))
+	}
+	slices.Sort(times)
+	return times[len(times)/2], times[len(times)-1]
+}
+
+// exportCeiling exports the range straight from Elasticsearch with the official Go
+// client, the way the backend does but with nothing in between: point in time,
+// search_after on @timestamp and _shard_doc, the same page size and filter_path,
+// hits decoded to their raw _source. It returns how long that took.
+func exportCeiling(b *testing.B, esURL, prefix string, r [2]time.Time, pageSize int) time.Duration {
+	b.Helper()
+	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{esURL}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	res, err := es.OpenPointInTime([]string{prefix + "-*"}, "1m", es.OpenPointInTime.WithContext(ctx))
+	if err != nil || res.IsError() {
+		b.Fatalf("open point in time: %v %v", err, res)
+	}
+	var pit struct {
+		ID string `json:"id"`
+	}
+	json.NewDecoder(res.Body).Decode(&pit)
+	res.Body.Close()
+
+	count := 0
+	var after json.RawMessage
+	for {
+		query := map[string]any{
+			"size": pageSize,
+			"query": map[string]any{"range": map[string]any{"@timestamp": map[string]any{
+				"gte": r[0].Format(time.RFC3339Nano), "lt": r[1].Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}},
+			"sort":             []any{map[string]any{"@timestamp": "asc"}, map[string]any{"_shard_doc": "asc"}},
+			"pit":              map[string]any{"id": pit.ID, "keep_alive": "1m"},
+			"track_total_hits": false,
+		}
+		if after != nil {
+			query["search_after"] = after
+		}
+		body, _ := json.Marshal(query)
+		res, err := es.Search(es.Search.WithContext(ctx), es.Search.WithBody(bytes.NewReader(body)),
+			es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"))
+		if err != nil || res.IsError() {
+			b.Fatalf("search: %v %v", err, res)
+		}
+		var page struct {
+			PITID string `json:"pit_id"`
+			Hits  struct {
+				Hits []struct {
+					Source json.RawMessage `json:"_source"`
+					Sort   json.RawMessage `json:"sort"`
+				} `json:"hits"`
+			} `json:"hits"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&page)
+		res.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		count += len(page.Hits.Hits)
+		if len(page.Hits.Hits) < pageSize {
+			break
+		}
+		pit.ID = page.PITID
+		after = page.Hits.Hits[len(page.Hits.Hits)-1].Sort
+	}
+	took := time.Since(start)
+
+	closeBody, _ := json.Marshal(map[string]string{"id": pit.ID})
+	if res, err := es.ClosePointInTime(es.ClosePointInTime.WithBody(bytes.NewReader(closeBody))); err == nil {
+		res.Body.Close()
+	}
+	if want := int(r[1].Sub(r[0]) / (20 * time.Millisecond)); count != want {
+		b.Fatalf("the ceiling exported %d documents, want %d", count, want)
+	}
+	return took
+}

@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"cmp"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/testenv"
+)
+
+// The test node has no security module; testenv.SecureElasticsearch puts TLS and
+// authentication in front of it, as a production cluster has them.
+
+func TestBothBinariesWorkThroughASecuredElasticsearch(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	secured := testenv.StartSecureElasticsearch(t, esURL)
+	tests := []struct {
+		name               string
+		webserver, backend map[string]string
+	}{
+		{"CA file, username and password",
+			map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile, "ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD_FILE": writeSecret(t, secured.Password)},
+			map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile, "ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password}},
+		{"CA fingerprint and API key, compressed bulks",
+			map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": secured.CA.Fingerprint(), "ELASTICSEARCH_API_KEY": secured.APIKey, "ELASTICSEARCH_COMPRESS": "true"},
+			map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": secured.CA.Fingerprint(), "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prefix := testenv.IndexPrefix(t, esURL)
+			common := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": prefix}
+			outputs := runPipelineThrough(t, esURL, withEnv(common, tt.webserver), withEnv(common, tt.backend), secureFrames{count: 200})
+			assertNoSecrets(t, outputs, secured.Password, secured.APIKey)
+		})
+	}
+}
+
+func TestSeveralElasticsearchAddressesWithOneDeadKeepBothBinariesWorking(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	secured := testenv.StartSecureElasticsearch(t, esURL)
+	dead := "https://" + testenv.FreeAddr(t) // nothing listens there
+	env := map[string]string{
+		"ELASTICSEARCH_URL":      dead + "," + secured.URL,
+		"ELASTICSEARCH_CA_CERT":  secured.CA.CertFile,
+		"ELASTICSEARCH_USERNAME": secured.Username,
+		"ELASTICSEARCH_PASSWORD": secured.Password,
+		"ES_INDEX_PREFIX":        testenv.IndexPrefix(t, esURL),
+	}
+	runPipelineThrough(t, esURL, env, env, secureFrames{count: 500})
+}
+
+// runPipelineThrough runs the webserver with webserverEnv against a fresh NATS,
+// publishes frames, checks the documents stored, then has the backend with
+// backendEnv stream them back. It returns both binaries' output.
+func runPipelineThrough(t *testing.T, esURL string, webserverEnv, backendEnv map[string]string, frames secureFrames) map[string]string {
+	t.Helper()
+	ns := testenv.StartNATS(t)
+	ws := startSecureWebserver(t, withEnv(webserverEnv, map[string]string{"NATS_URL": ns.URL()}))
+	publishFrames(t, map[string]string{"NATS_URL": ns.URL()}, frames)
+	want := frames.ids()
+	waitForDocuments(t, esURL, webserverEnv["ES_INDEX_PREFIX"], want, 2*time.Minute)
+
+	listen := testenv.FreeAddr(t)
+	backend := testenv.StartProcess(t, binary(t, "backend"), withEnv(backendEnv, map[string]string{"LISTEN_ADDR": listen}))
+	waitReady(t, backend, "backend", "http://"+listen+"/readyz")
+	res, err := http.Get("http://" + listen + "/getJsonStream?start_date=2023-03-09T19:40:00Z&end_date=2023-03-10T00:00:00Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var docs []struct {
+		Camera string `json:"camera_id"`
+		Frame  uint64 `json:"frame"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&docs); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("backend: %s, decode: %v", res.Status, err)
+	}
+	got := map[string]int{}
+	for _, d := range docs {
+		got[fmt.Sprintf("%s-%d", d.Camera, d.Frame)]++
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("the backend streamed other documents than were published: %s", idDiff(got, want))
+	}
+	return map[string]string{"webserver": ws.Output(), "backend": backend.Output()}
+}
+
+func TestElasticsearchRefusalsStopBothBinariesAtOnceWithAMessageNamingTheProblem(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	secured := testenv.StartSecureElasticsearch(t, esURL)
+	other := testenv.NewCA(t, "some other CA")
+	ns := testenv.StartNATS(t) // the webserver connects to NATS first
+	wrongPassword := randomSecret(t, "wrong-pw-")
+	wrongKey := base64.StdEncoding.EncodeToString([]byte(randomSecret(t, "id") + ":" + randomSecret(t, "key")))
+	dead := "https://" + testenv.FreeAddr(t)
+	base := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": "secured", "NATS_URL": ns.URL()}
+	trusted := withEnv(base, map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile})
+	user := map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password}
+	at := "elasticsearch at " + secured.URL
+
+	tests := []struct {
+		name      string
+		env       map[string]string
+		want      map[string]string // binary → what it must say
+		patience  time.Duration
+		mustRetry bool
+	}{
+		{name: "wrong password",
+			env:  withEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": wrongPassword}),
+			want: both(at + ` rejected the credentials of user "pipeline": check ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (401 Unauthorized)`)},
+		{name: "wrong API key",
+			env:  withEnv(trusted, map[string]string{"ELASTICSEARCH_API_KEY": wrongKey}),
+			want: both(at + " rejected the API key in ELASTICSEARCH_API_KEY: it is wrong, expired or invalidated (401 Unauthorized)")},
+		{name: "no credentials",
+			env:  trusted,
+			want: both(at + " requires credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, or ELASTICSEARCH_API_KEY (401 Unauthorized)")},
+		{name: "a user without privileges",
+			env: withEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.LimitedUsername, "ELASTICSEARCH_PASSWORD": secured.LimitedPassword}),
+			want: map[string]string{
+				"webserver": "this binary needs the cluster privileges monitor and manage_index_templates, and index privileges create_doc and create_index on secured-*",
+				"backend":   "this binary needs the cluster privilege monitor, and index privilege read (which covers points in time) on secured-*",
+			}},
+		{name: "wrong fingerprint",
+			env:  withEnv(base, withEnv(user, map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": other.Fingerprint()})),
+			want: both(at + " is not trusted: no certificate it presented has the SHA-256 fingerprint in ELASTICSEARCH_CA_FINGERPRINT")},
+		{name: "a CA that did not sign the certificate",
+			env:  withEnv(base, withEnv(user, map[string]string{"ELASTICSEARCH_CA_CERT": other.CertFile})),
+			want: both(at + ` is not trusted: its TLS certificate is signed by an unknown authority ("CN=secure elasticsearch test CA,O=pipeline tests"); the CA in ELASTICSEARCH_CA_CERT (` + other.CertFile + ") did not sign it")},
+		{name: "no CA for a private certificate",
+			env:  withEnv(base, user),
+			want: both(at + " is not trusted: its TLS certificate is signed by an unknown authority (\"CN=secure elasticsearch test CA,O=pipeline tests\"); set ELASTICSEARCH_CA_CERT")},
+		{name: "unreachable beyond the start-up timeout",
+			env: withEnv(trusted, withEnv(user, map[string]string{"ELASTICSEARCH_URL": dead, "ELASTICSEARCH_STARTUP_TIMEOUT": "3s"})),
+			want: map[string]string{
+				"webserver": "webserver: elasticsearch unreachable at " + dead + ": ",
+				"backend":   "backend: elasticsearch unreachable at " + dead + ": ",
+			},
+			patience:  15 * time.Second,
+			mustRetry: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, bin := range []string{"webserver", "backend"} {
+				env := withEnv(tt.env, map[string]string{"ADMIN_ADDR": testenv.FreeAddr(t), "LISTEN_ADDR": testenv.FreeAddr(t)})
+				if bin == "backend" {
+					delete(env, "ADMIN_ADDR") // each binary is given only what it reads
+					delete(env, "NATS_URL")
+				} else {
+					delete(env, "LISTEN_ADDR")
+				}
+				out, took, err := runToExit(t, binary(t, bin), env, time.Minute)
+				patience := cmp.Or(tt.patience, 10*time.Second)
+				assertFailsFast(t, bin, out, err, took, patience, tt.want[bin])
+				if retried := strings.Contains(out, "elasticsearch not reachable yet; retrying"); retried != tt.mustRetry {
+					t.Errorf("%s: logged waiting for an unreachable cluster: %v, want %v\n%s", bin, retried, tt.mustRetry, out)
+				}
+				assertNoSecrets(t, map[string]string{bin: out}, secured.Password, secured.LimitedPassword, secured.APIKey, wrongPassword, wrongKey)
+			}
+		})
+	}
+}
+
+// both is the same expected message for the webserver and the backend.
+func both(msg string) map[string]string { return map[string]string{"webserver": msg, "backend": msg} }
+
+func TestSkippingCertificateVerificationIsAnExplicitOptInLoggedAsAWarning(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	secured := testenv.StartSecureElasticsearch(t, esURL)
+	listen := testenv.FreeAddr(t)
+	backend := testenv.StartProcess(t, binary(t, "backend"), map[string]string{
+		"ELASTICSEARCH_URL": secured.URL, "ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password,
+		"ELASTICSEARCH_INSECURE_SKIP_VERIFY": "true", "ES_INDEX_PREFIX": testenv.IndexPrefix(t, esURL), "LISTEN_ADDR": listen,
+	})
+	waitReady(t, backend, "backend", "http://"+listen+"/readyz")
+	out := backend.Output()
+	if !strings.Contains(out, `"level":"WARN","msg":"ELASTICSEARCH_INSECURE_SKIP_VERIFY=true: the Elasticsearch certificate is NOT verified`) {
+		t.Errorf("connecting without verification was not logged as a warning:\n%s", out)
+	}
+	if !strings.Contains(out, `"tls":"NOT VERIFIED (ELASTICSEARCH_INSECURE_SKIP_VERIFY)"`) {
+		t.Errorf("the connection line does not say the certificate is not verified:\n%s", out)
+	}
+}

@@ -1,0 +1,286 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/cors"
+	"github.com/go-chi/httprate"
+)
+
+// requestInfo is what a handler tells the access log about its request.
+type requestInfo struct {
+	documents int
+	err       error
+}
+
+type requestInfoKey struct{}
+
+// requestInfoFrom returns the request's requestInfo; outside observe (in a unit
+// test of one handler) a throwaway one.
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	if info, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		return info
+	}
+	return &requestInfo{}
+}
+
+// routeOf is the route pattern that matched r, the label of its metrics; never the
+// raw path, which would give every mistyped URL a time series of its own.
+func routeOf(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		if p := rc.RoutePattern(); p != "" {
+			return p
+		}
+	}
+	return "unmatched"
+}
+
+// recorder remembers the status and size of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (rec *recorder) WriteHeader(status int) {
+	if rec.status == 0 {
+		rec.status = status
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *recorder) Write(p []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	n, err := rec.ResponseWriter.Write(p)
+	rec.bytes += int64(n)
+	return n, err
+}
+
+// FlushError is what http.ResponseController.Flush calls: it reports failures.
+func (rec *recorder) FlushError() error {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return http.NewResponseController(rec.ResponseWriter).Flush()
+}
+
+// Flush is for wrappers that look for http.Flusher (the gzip writer does).
+func (rec *recorder) Flush() { _ = rec.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection (flush, deadlines).
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+// observe writes one access log line and the request metrics for every request,
+// and turns a panic into a 500 (or, once the response has begun, an aborted one).
+// Headers are never logged, so API keys cannot leak into the log, and of the query
+// only the API's own parameters are, with any other value redacted.
+func observe(log *slog.Logger, m *Metrics) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			info := &requestInfo{}
+			rec := &recorder{ResponseWriter: w}
+			r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+
+			defer func() {
+				p := recover()
+				aborted := p != nil
+				if p != nil && p != http.ErrAbortHandler {
+					log.Error("handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+					if rec.status == 0 {
+						writeError(rec, http.StatusInternalServerError, apiError{Code: "internal_error", Message: "the backend failed to handle the request"})
+						p, aborted = nil, false
+					} else {
+						p = http.ErrAbortHandler
+					}
+				}
+				status := rec.status
+				if status == 0 {
+					status = http.StatusOK // nothing written: net/http sends 200
+				}
+				route, took := routeOf(r), time.Since(start)
+				m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+				m.duration.WithLabelValues(route).Observe(took.Seconds())
+
+				attrs := []slog.Attr{
+					slog.String("method", r.Method),
+					slog.String("path", r.URL.Path),
+					slog.String("query", loggableQuery(r.URL.Query())),
+					slog.String("route", route),
+					slog.Int("status", status),
+					slog.Int64("bytes", rec.bytes),
+					slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+					slog.String("client", middleware.GetClientIP(r.Context())),
+					slog.String("user_agent", r.UserAgent()),
+				}
+				if info.documents > 0 {
+					attrs = append(attrs, slog.Int("documents", info.documents))
+				}
+				if aborted {
+					attrs = append(attrs, slog.Bool("aborted", true))
+				}
+				level := slog.LevelInfo
+				if info.err != nil {
+					level = slog.LevelWarn
+					attrs = append(attrs, slog.String("err", info.err.Error()))
+				}
+				log.LogAttrs(r.Context(), level, "request", attrs...)
+				if p != nil {
+					panic(p) // net/http then drops the connection without ending the body
+				}
+			}()
+			next.ServeHTTP(rec, r)
+		})
+	}
+}
+
+// loggableQuery is the query string with the values of unknown parameters replaced,
+// in case someone puts a key or other secret where it does not belong.
+func loggableQuery(q url.Values) string {
+	safe := url.Values{}
+	for name, values := range q {
+		if slices.Contains(queryParams, name) {
+			safe[name] = values
+		} else {
+			safe[name] = []string{"REDACTED"}
+		}
+	}
+	return safe.Encode()
+}
+
+// securityHeaders sets the headers OWASP recommends for a JSON API on every
+// response, errors included; and HSTS when the backend itself serves TLS.
+func securityHeaders(hsts bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h.Set("X-Content-Type-Options", "nosniff")
+			h.Set("X-Frame-Options", "DENY")
+			h.Set("Content-Security-Policy", "frame-ancestors 'none'")
+			h.Set("Referrer-Policy", "no-referrer")
+			if hsts {
+				h.Set("Strict-Transport-Security", "max-age=31536000")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// clientIP records the client's address for the rate limit and the access log:
+// the peer's, or with trusted proxies, the first untrusted hop of X-Forwarded-For.
+func clientIP(trustedProxies []string) func(http.Handler) http.Handler {
+	if len(trustedProxies) == 0 {
+		return middleware.ClientIPFromRemoteAddr
+	}
+	return middleware.ClientIPFromXFF(trustedProxies...)
+}
+
+// allowOrigins lets the pages of the given origins call the API from a browser.
+func allowOrigins(origins []string) func(http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return passThrough
+	}
+	return cors.Handler(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet},
+		AllowedHeaders: []string{"Accept", "Authorization", "X-API-Key", "Last-Event-ID"},
+		ExposedHeaders: []string{"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
+		MaxAge:         600,
+	})
+}
+
+// rateLimit allows each client limit requests per window; 0 turns it off.
+func rateLimit(limit int, window time.Duration) func(http.Handler) http.Handler {
+	if limit == 0 {
+		return passThrough
+	}
+	byClient := func(r *http.Request) (string, error) {
+		return httprate.CanonicalizeIP(middleware.GetClientIP(r.Context())), nil
+	}
+	return httprate.LimitBy(limit, window, byClient, httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
+		// httprate has set Retry-After.
+		writeError(w, http.StatusTooManyRequests, apiError{Code: "rate_limited",
+			Message: fmt.Sprintf("more than %d requests in %s from this client; retry after the seconds in Retry-After", limit, window)})
+	}))
+}
+
+// requireAPIKey admits requests that present one of keys, as "Authorization: Bearer
+// <key>" or "X-API-Key: <key>". With no keys configured, it admits everything.
+func requireAPIKey(keys []string) func(http.Handler) http.Handler {
+	if len(keys) == 0 {
+		return passThrough
+	}
+	// Comparing digests makes every comparison the same length, so neither a key's
+	// length nor how much of it matched shows in the time an answer takes.
+	digests := make([][sha256.Size]byte, len(keys))
+	for i, k := range keys {
+		digests[i] = sha256.Sum256([]byte(k))
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			presented := sha256.Sum256([]byte(presentedKey(r)))
+			match := 0
+			for _, d := range digests { // no early exit: which key matched must not show either
+				match |= subtle.ConstantTimeCompare(presented[:], d[:])
+			}
+			if match != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="annotations"`)
+				writeError(w, http.StatusUnauthorized, apiError{Code: "unauthorized",
+					Message: "a valid API key is required: send Authorization: Bearer <key> or X-API-Key: <key>"})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func presentedKey(r *http.Request) string {
+	if k := r.Header.Get("X-API-Key"); k != "" {
+		return k
+	}
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(token)
+	}
+	return ""
+}
+
+// limitStreams serves at most n streams at once and answers 503 beyond that: every
+// stream holds an Elasticsearch point in time and a share of its search threads.
+func limitStreams(n int, m *Metrics) func(http.Handler) http.Handler {
+	slots := make(chan struct{}, n)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case slots <- struct{}{}:
+			default:
+				unavailable(w, apiError{Code: "too_many_streams",
+					Message: fmt.Sprintf("the backend is already serving %d streams; try again shortly", n)})
+				return
+			}
+			m.streams.Inc()
+			defer func() {
+				m.streams.Dec()
+				<-slots
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func passThrough(next http.Handler) http.Handler { return next }

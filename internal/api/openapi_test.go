@@ -1,0 +1,172 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+)
+
+// specValidator checks real responses against the served /openapi.json.
+type specValidator struct {
+	doc    *openapi3.T
+	router routers.Router
+}
+
+func newSpecValidator(t *testing.T) *specValidator {
+	t.Helper()
+	doc, err := openapi3.NewLoader().LoadFromData(openAPIDocument)
+	if err != nil {
+		t.Fatalf("load openapi.json: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.json is not a valid OpenAPI document: %v", err)
+	}
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The description gives a sequential body as the array of its records; these
+	// decoders read them that way.
+	openapi3filter.RegisterBodyDecoder("application/x-ndjson", decodeNDJSON)
+	openapi3filter.RegisterBodyDecoder("text/event-stream", decodeSSE)
+	return &specValidator{doc: doc, router: router}
+}
+
+// check fails the test unless the response to req, whose body was body, is one
+// the description allows. A route the description lacks must answer an Error.
+func (v *specValidator) check(t *testing.T, req *http.Request, res *http.Response, body []byte) {
+	t.Helper()
+	route, pathParams, err := v.router.FindRoute(req)
+	if err != nil {
+		var doc any
+		if err := json.Unmarshal(body, &doc); err != nil {
+			t.Fatalf("%s %s: %d body is not JSON: %q", req.Method, req.URL, res.StatusCode, body)
+		}
+		schema := v.doc.Components.Schemas["Error"].Value
+		if err := schema.VisitJSON(doc, openapi3.EnableJSONSchema2020()); err != nil {
+			t.Errorf("%s %s: %d body is not an Error: %v", req.Method, req.URL, res.StatusCode, err)
+		}
+		return
+	}
+	opts := &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: pathParams, Route: route, Options: opts}
+	if res.StatusCode == http.StatusOK {
+		// What the backend accepts, the description must accept too.
+		if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
+			t.Errorf("%s %s was served, but the description rejects the request: %v", req.Method, req.URL, err)
+		}
+	}
+	err = openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in,
+		Status:                 res.StatusCode,
+		Header:                 res.Header,
+		Body:                   io.NopCloser(bytes.NewReader(body)),
+		Options:                opts,
+	})
+	if err != nil {
+		t.Errorf("%s %s: the %d response does not match the description: %v", req.Method, req.URL, res.StatusCode, err)
+	}
+}
+
+func decodeNDJSON(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	records := []any{}
+	sc := bufio.NewScanner(body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var v any
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			return nil, fmt.Errorf("NDJSON line %q: %w", sc.Text(), err)
+		}
+		records = append(records, v)
+	}
+	return records, sc.Err()
+}
+
+func decodeSSE(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+	events, err := parseSSE(body)
+	if err != nil {
+		return nil, err
+	}
+	records := make([]any, len(events))
+	for i, e := range events {
+		var data any
+		if err := json.Unmarshal([]byte(e.data), &data); err != nil {
+			return nil, fmt.Errorf("SSE data %q: %w", e.data, err)
+		}
+		records[i] = map[string]any{"event": e.event, "data": data}
+	}
+	return records, nil
+}
+
+type sseEvent struct{ event, data string }
+
+// parseSSE reads the events of a text/event-stream body; an event without a name
+// is a "message", as EventSource has it.
+func parseSSE(body io.Reader) ([]sseEvent, error) {
+	var events []sseEvent
+	cur := sseEvent{event: "message"}
+	sc := bufio.NewScanner(body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			events = append(events, cur)
+			cur = sseEvent{event: "message"}
+		case strings.HasPrefix(line, "event: "):
+			cur.event = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			cur.data += strings.TrimPrefix(line, "data: ")
+		default:
+			return nil, fmt.Errorf("unexpected SSE line %q", line)
+		}
+	}
+	return events, sc.Err()
+}
+
+func TestTheOpenAPIDocumentIsServedAndValid(t *testing.T) {
+	v := newSpecValidator(t)
+	srv, _ := serve(t, &fakeExporter{}, nil)
+	res := get(t, srv.URL+"/openapi.json")
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" || !bytes.Equal(body, openAPIDocument) {
+		t.Fatalf("/openapi.json: %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	if v.doc.OpenAPI != "3.1.0" {
+		t.Errorf("openapi = %q, want 3.1.0", v.doc.OpenAPI)
+	}
+	// Every route NewServer serves is described, and nothing else.
+	want := []string{"/getJsonStream", "/getStream", "/healthz", "/metrics", "/openapi.json", "/readyz"}
+	if got := v.doc.Paths.InMatchingOrder(); len(got) != len(want) {
+		t.Errorf("described paths = %v, want %v", got, want)
+	}
+	for _, p := range want {
+		if v.doc.Paths.Find(p) == nil {
+			t.Errorf("%s is not described", p)
+		}
+	}
+	// Every error code the code can produce is in the Error schema.
+	codes := v.doc.Components.Schemas["Error"].Value.Properties["error"].Value.Properties["code"].Value.Enum
+	for _, code := range []string{"missing_parameter", "unknown_parameter", "invalid_parameter", "invalid_range", "range_too_long",
+		"unauthorized", "rate_limited", "not_found", "method_not_allowed", "elasticsearch_error", "elasticsearch_unavailable",
+		"too_many_streams", "stream_interrupted", "internal_error"} {
+		found := false
+		for _, c := range codes {
+			found = found || c == code
+		}
+		if !found {
+			t.Errorf("error code %s is not in the description", code)
+		}
+	}
+}

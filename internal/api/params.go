@@ -1,0 +1,169 @@
+package api
+
+import (
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/datetime"
+	"github.com/annotated-data/pipeline/internal/store"
+)
+
+// queryParams are the parameters the document endpoints accept; anything else is
+// an error, so that a misspelt "limt" is not silently ignored.
+var queryParams = []string{"start_date", "end_date", "limit", "order", "fields"}
+
+// Bounds of the optional parameters.
+const (
+	maxLimit       = 1_000_000_000
+	maxFields      = 64
+	maxFieldLength = 256
+)
+
+// rangeRules are the settings that shape what a request may ask for.
+type rangeRules struct {
+	defaultZone *time.Location
+	maxRange    time.Duration // 0: unlimited
+	pageSize    int
+}
+
+// parseQuery turns the query string of a document request into a store.Range, or
+// into the error that names the first parameter at fault. Nothing from the request
+// is ever placed into query text: dates become times, the rest typed values.
+func parseQuery(q url.Values, rules rangeRules) (store.Range, *apiError) {
+	rng := store.Range{PageSize: rules.pageSize}
+	// In name order, so that a request with several problems always gets the same answer.
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		values := q[name]
+		if !slices.Contains(queryParams, name) {
+			return rng, &apiError{Code: "unknown_parameter", Param: name,
+				Message: fmt.Sprintf("unknown parameter %q; the parameters are %s", name, strings.Join(queryParams, ", "))}
+		}
+		if len(values) > 1 {
+			return rng, &apiError{Code: "invalid_parameter", Param: name, Message: name + " is given more than once"}
+		}
+	}
+
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"start_date", &rng.From}, {"end_date", &rng.To}} {
+		raw := q.Get(p.name)
+		if raw == "" {
+			return rng, &apiError{Code: "missing_parameter", Param: p.name, Message: p.name + " is required, e.g. 2023-03-09T19:40:00"}
+		}
+		t, err := parseDate(raw, rules.defaultZone)
+		if err != nil {
+			return rng, &apiError{Code: "invalid_parameter", Param: p.name, Message: err.Error()}
+		}
+		*p.dst = t
+	}
+	if rng.From.After(rng.To) {
+		return rng, &apiError{Code: "invalid_range", Param: "start_date", Message: "start_date is after end_date"}
+	}
+	if length := rng.To.Sub(rng.From); rules.maxRange > 0 && length > rules.maxRange {
+		return rng, &apiError{Code: "range_too_long", Param: "end_date",
+			Message: fmt.Sprintf("the range is %s long; at most %s may be asked for at once", length, rules.maxRange)}
+	}
+
+	if raw, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(raw[0])
+		if err != nil || n < 1 || n > maxLimit || !allDigits(raw[0]) {
+			return rng, &apiError{Code: "invalid_parameter", Param: "limit",
+				Message: fmt.Sprintf("limit must be a whole number from 1 to %d, got %q", maxLimit, raw[0])}
+		}
+		rng.Limit = n
+	}
+	if raw, ok := q["order"]; ok {
+		switch raw[0] {
+		case "asc":
+			rng.Order = store.Ascending
+		case "desc":
+			rng.Order = store.Descending
+		default:
+			return rng, &apiError{Code: "invalid_parameter", Param: "order", Message: fmt.Sprintf("order must be asc or desc, got %q", raw[0])}
+		}
+	}
+	if raw, ok := q["fields"]; ok {
+		fields, err := parseFields(raw[0])
+		if err != nil {
+			return rng, &apiError{Code: "invalid_parameter", Param: "fields", Message: err.Error()}
+		}
+		rng.Fields = fields
+	}
+	return rng, nil
+}
+
+// parseDate reads a range bound: every form datetime.Parse accepts, plus one repair.
+// A '+' in a query string means a space, so "…T20:40:00+01:00" pasted unencoded into
+// a browser arrives as "…T20:40:00 01:00". A space is never part of a valid date, and
+// the repaired text must still pass the strict parser, so nothing that was an error
+// before can turn into a different date.
+func parseDate(raw string, loc *time.Location) (time.Time, error) {
+	t, err := datetime.Parse(raw, loc)
+	if err == nil {
+		return t, nil
+	}
+	if fixed, ok := restorePlus(raw); ok {
+		if t, fixedErr := datetime.Parse(fixed, loc); fixedErr == nil {
+			return t, nil
+		}
+	}
+	if strings.Contains(raw, " ") {
+		return time.Time{}, fmt.Errorf("%w (write a '+' in a URL as %%2B)", err)
+	}
+	return time.Time{}, err
+}
+
+// restorePlus turns "<date>T<time> HH:MM" back into "<date>T<time>+HH:MM".
+func restorePlus(s string) (string, bool) {
+	i := strings.IndexByte(s, ' ')
+	if i < 0 || strings.Count(s, " ") != 1 || !strings.Contains(s[:i], "T") {
+		return "", false
+	}
+	off := s[i+1:]
+	if len(off) != 5 || off[2] != ':' || !allDigits(off[:2]) || !allDigits(off[3:]) {
+		return "", false
+	}
+	return s[:i] + "+" + off, true
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseFields reads a comma-separated list of _source field names. Names are
+// limited to the characters field names in this pipeline use, and '*' for
+// Elasticsearch's source-filtering wildcards; they travel as JSON strings.
+func parseFields(raw string) ([]string, error) {
+	fields := strings.Split(raw, ",")
+	if len(fields) > maxFields {
+		return nil, fmt.Errorf("fields names %d fields; at most %d may be asked for", len(fields), maxFields)
+	}
+	for _, f := range fields {
+		if f == "" {
+			return nil, fmt.Errorf("fields must be a comma-separated list of field names such as @timestamp,camera_id; got %q", raw)
+		}
+		if len(f) > maxFieldLength {
+			return nil, fmt.Errorf("field name %.20q… is longer than %d characters", f, maxFieldLength)
+		}
+		for _, r := range f {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_@.-*:", r)) {
+				return nil, fmt.Errorf("field name %q may hold only letters, digits and _ @ . - : * (a wildcard)", f)
+			}
+		}
+	}
+	return fields, nil
+}

@@ -1,0 +1,561 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/store"
+)
+
+// These tests put a scripted Exporter behind the real handler stack, to make
+// failures happen exactly where a test wants them. What crosses into Elasticsearch
+// is tested against a real node in integration_test.go.
+
+// fakeExporter serves pages, then fails with err (if set). When gate is set, it waits
+// for a value on it before each page after the first.
+type fakeExporter struct {
+	pages    []store.Page
+	err      error
+	checkErr error
+	gate     chan struct{}
+
+	mu     sync.Mutex
+	ranges []store.Range
+}
+
+func (f *fakeExporter) Export(ctx context.Context, r store.Range, fn func(store.Page) error) error {
+	f.mu.Lock()
+	f.ranges = append(f.ranges, r)
+	f.mu.Unlock()
+	for i, p := range f.pages {
+		if i > 0 && f.gate != nil {
+			select {
+			case <-f.gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+	return f.err
+}
+
+func (f *fakeExporter) Check(context.Context) error { return f.checkErr }
+
+func page(docs ...string) store.Page {
+	p := make(store.Page, len(docs))
+	for i, d := range docs {
+		p[i] = []byte(d)
+	}
+	return p
+}
+
+// testConfig is the backend's configuration from its defaults and vars.
+func testConfig(t *testing.T, vars map[string]string) config.Backend {
+	t.Helper()
+	cfg, err := config.LoadBackend(func(name string) string { return vars[name] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// serve starts the API with st and the configuration vars; the returned buffer
+// collects its log.
+func serve(t *testing.T, st Exporter, vars map[string]string) (*httptest.Server, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	h, err := NewServer(slog.New(slog.NewJSONHandler(logs, nil)), testConfig(t, vars), st, NewMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, logs
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+const someRange = "?start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00"
+
+func get(t *testing.T, url string, header ...string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	// No transparent gzip: tests that want it ask for it and check it.
+	res, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
+func readAll(t *testing.T, res *http.Response) (string, error) {
+	t.Helper()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+func errorOf(t *testing.T, body string) apiError {
+	t.Helper()
+	var e errorBody
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("body %q is not an error: %v", body, err)
+	}
+	return e.Error
+}
+
+var errStoreDown = errors.New("elasticsearch: connection refused")
+
+func TestAStreamThatFailsMidwayIsVisiblyIncomplete(t *testing.T) {
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`, `{"id":"b"}`)}, err: errStoreDown}
+	srv, _ := serve(t, st, nil)
+
+	t.Run("a JSON array is left unclosed", func(t *testing.T) {
+		res := get(t, srv.URL+"/getJsonStream"+someRange)
+		body, err := readAll(t, res)
+		if res.StatusCode != http.StatusOK || body != `[{"id":"a"},{"id":"b"}` {
+			t.Errorf("got %d %q, want 200 and the documents without the closing bracket", res.StatusCode, body)
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("reading the body: %v, want io.ErrUnexpectedEOF (the chunked body is cut short)", err)
+		}
+		var v any
+		if json.Unmarshal([]byte(body), &v) == nil {
+			t.Errorf("the truncated body parses as JSON")
+		}
+	})
+	t.Run("NDJSON ends with an error record", func(t *testing.T) {
+		res := get(t, srv.URL+"/getStream"+someRange)
+		body, err := readAll(t, res)
+		lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+		if len(lines) != 3 || lines[0] != `{"id":"a"}` || lines[1] != `{"id":"b"}` {
+			t.Fatalf("body = %q, want two documents and an error record", body)
+		}
+		if e := errorOf(t, lines[2]); e.Code != "stream_interrupted" || !strings.Contains(e.Message, "after 2 documents") {
+			t.Errorf("last record = %+v, want stream_interrupted after 2 documents", e)
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("reading the body: %v, want io.ErrUnexpectedEOF", err)
+		}
+	})
+	t.Run("SSE ends with an error event", func(t *testing.T) {
+		res := get(t, srv.URL+"/getStream"+someRange, "Accept", "text/event-stream")
+		body, err := readAll(t, res)
+		want := "data: {\"id\":\"a\"}\n\ndata: {\"id\":\"b\"}\n\nevent: error\ndata: "
+		if !strings.HasPrefix(body, want) || !strings.HasSuffix(body, "\n\n") || strings.Contains(body, "event: end") {
+			t.Fatalf("body = %q, want two events and an error event", body)
+		}
+		if e := errorOf(t, strings.TrimSpace(strings.TrimPrefix(body, want))); e.Code != "stream_interrupted" {
+			t.Errorf("error event = %+v, want stream_interrupted", e)
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("reading the body: %v, want io.ErrUnexpectedEOF", err)
+		}
+	})
+}
+
+func TestACompleteStreamEndsWellFormed(t *testing.T) {
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`), page(`{"id":"b"}`, `{"id":"c"}`)}}
+	srv, _ := serve(t, st, nil)
+	for _, tt := range []struct {
+		name, path, accept, contentType, body string
+	}{
+		{"JSON array", "/getJsonStream", "", "application/json", `[{"id":"a"},{"id":"b"},{"id":"c"}]` + "\n"},
+		{"NDJSON", "/getStream", "", "application/x-ndjson", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}\n"},
+		{"NDJSON for a browser's Accept", "/getStream", "text/html,application/xhtml+xml,*/*;q=0.8", "application/x-ndjson", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}\n"},
+		{"SSE", "/getStream", "text/event-stream", "text/event-stream",
+			"data: {\"id\":\"a\"}\n\ndata: {\"id\":\"b\"}\n\ndata: {\"id\":\"c\"}\n\nevent: end\ndata: {\"documents\":3}\n\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			res := get(t, srv.URL+tt.path+someRange, "Accept", tt.accept)
+			body, err := readAll(t, res)
+			if err != nil || res.StatusCode != http.StatusOK || body != tt.body {
+				t.Errorf("got %d %q (%v), want 200 %q", res.StatusCode, body, err, tt.body)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != tt.contentType {
+				t.Errorf("Content-Type = %q, want %q", ct, tt.contentType)
+			}
+		})
+	}
+	t.Run("an empty range", func(t *testing.T) {
+		srv, _ := serve(t, &fakeExporter{}, nil)
+		for path, want := range map[string]string{"/getJsonStream": "[]\n", "/getStream": ""} {
+			res := get(t, srv.URL+path+someRange)
+			if body, err := readAll(t, res); err != nil || res.StatusCode != http.StatusOK || body != want {
+				t.Errorf("%s: got %d %q (%v), want 200 %q", path, res.StatusCode, body, err, want)
+			}
+		}
+	})
+}
+
+func TestAPrettyPrintedDocumentStaysOnOneLine(t *testing.T) {
+	pretty := "{\n  \"id\": \"a\",\n  \"note\": \"two\\nlines\"\r\n}"
+	srv, _ := serve(t, &fakeExporter{pages: []store.Page{page(pretty)}}, nil)
+	res := get(t, srv.URL+"/getStream"+someRange)
+	if body, _ := readAll(t, res); body != "{\"id\":\"a\",\"note\":\"two\\nlines\"}\n" {
+		t.Errorf("NDJSON body = %q, want the document compacted onto one line", body)
+	}
+	res = get(t, srv.URL+"/getJsonStream"+someRange)
+	if body, _ := readAll(t, res); body != "["+pretty+"]\n" {
+		t.Errorf("JSON body = %q, want the document as stored", body)
+	}
+}
+
+func TestStoreFailureBeforeTheFirstDocumentIsA503WithRetryAfter(t *testing.T) {
+	srv, _ := serve(t, &fakeExporter{err: errStoreDown}, nil)
+	res := get(t, srv.URL+"/getJsonStream"+someRange)
+	body, _ := readAll(t, res)
+	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") != "5" {
+		t.Errorf("got %d with Retry-After %q, want 503 with Retry-After 5", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+	if e := errorOf(t, body); e.Code != "elasticsearch_unavailable" {
+		t.Errorf("error = %+v, want elasticsearch_unavailable", e)
+	}
+
+	t.Run("a query Elasticsearch rejects is a 502", func(t *testing.T) {
+		srv, _ := serve(t, &fakeExporter{err: &store.ResponseError{Status: 400, Type: "search_phase_execution_exception"}}, nil)
+		res := get(t, srv.URL+"/getJsonStream"+someRange)
+		body, _ := readAll(t, res)
+		if res.StatusCode != http.StatusBadGateway || errorOf(t, body).Code != "elasticsearch_error" {
+			t.Errorf("got %d %s, want 502 elasticsearch_error", res.StatusCode, body)
+		}
+	})
+}
+
+func TestGzipResponsesStillArrivePageByPage(t *testing.T) {
+	// The second page is held back until the client has seen the first: only a
+	// flush that reaches through the compressor lets the test go on.
+	gate := make(chan struct{})
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
+	srv, _ := serve(t, st, nil)
+	res := get(t, srv.URL+"/getStream"+someRange, "Accept-Encoding", "gzip")
+	if ce := res.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Fatalf("Content-Encoding = %q, want gzip", ce)
+	}
+	zr, err := gzip.NewReader(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewReader(zr)
+	first := make(chan string)
+	go func() {
+		line, _ := lines.ReadString('\n')
+		first <- line
+	}()
+	select {
+	case line := <-first:
+		if line != "{\"id\":\"a\"}\n" {
+			t.Fatalf("first line = %q", line)
+		}
+	case <-time.After(10 * time.Second):
+		close(gate)
+		t.Fatal("the first page did not arrive before the second was released: gzip held it back")
+	}
+	close(gate)
+	rest, err := io.ReadAll(lines)
+	if err != nil || string(rest) != "{\"id\":\"b\"}\n" {
+		t.Errorf("rest = %q, %v", rest, err)
+	}
+}
+
+func TestAPIKeysGuardTheDataAndMetricsButNotTheProbes(t *testing.T) {
+	const key, other = "k-0123456789abcdef", "k2-0123456789abcdef"
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`)}}
+	srv, logs := serve(t, st, map[string]string{"API_KEYS": key + "," + other})
+	tests := []struct {
+		name   string
+		path   string
+		header []string
+		want   int
+	}{
+		{"no key", "/getJsonStream" + someRange, nil, http.StatusUnauthorized},
+		{"a wrong key", "/getJsonStream" + someRange, []string{"X-API-Key", key + "x"}, http.StatusUnauthorized},
+		{"a prefix of a key", "/getJsonStream" + someRange, []string{"Authorization", "Bearer " + key[:10]}, http.StatusUnauthorized},
+		{"a key in the wrong scheme", "/getJsonStream" + someRange, []string{"Authorization", "Basic " + key}, http.StatusUnauthorized},
+		{"Bearer", "/getJsonStream" + someRange, []string{"Authorization", "Bearer " + key}, http.StatusOK},
+		{"bearer in lower case", "/getStream" + someRange, []string{"Authorization", "bearer " + other}, http.StatusOK},
+		{"X-API-Key", "/getStream" + someRange, []string{"X-API-Key", other}, http.StatusOK},
+		{"metrics without a key", "/metrics", nil, http.StatusUnauthorized},
+		{"metrics with a key", "/metrics", []string{"X-API-Key", key}, http.StatusOK},
+		{"healthz needs none", "/healthz", nil, http.StatusOK},
+		{"readyz needs none", "/readyz", nil, http.StatusOK},
+		{"openapi.json needs none", "/openapi.json", nil, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := get(t, srv.URL+tt.path, tt.header...)
+			body, _ := readAll(t, res)
+			if res.StatusCode != tt.want {
+				t.Fatalf("got %d %s, want %d", res.StatusCode, body, tt.want)
+			}
+			if tt.want == http.StatusUnauthorized {
+				if e := errorOf(t, body); e.Code != "unauthorized" {
+					t.Errorf("error = %+v, want unauthorized", e)
+				}
+				if res.Header.Get("WWW-Authenticate") == "" {
+					t.Errorf("401 without WWW-Authenticate")
+				}
+			}
+		})
+	}
+	if strings.Contains(logs.String(), key[2:]) || strings.Contains(logs.String(), other[3:]) {
+		t.Errorf("the log contains an API key:\n%s", logs.String())
+	}
+}
+
+func TestEachClientIsRateLimitedWithA429(t *testing.T) {
+	st := &fakeExporter{}
+	srv, _ := serve(t, st, map[string]string{"RATE_LIMIT_REQUESTS": "3", "RATE_LIMIT_WINDOW": "1h"})
+	for i := range 3 {
+		if res := get(t, srv.URL+"/getJsonStream"+someRange); res.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %d, want 200", i+1, res.StatusCode)
+		}
+	}
+	res := get(t, srv.URL+"/getJsonStream"+someRange)
+	body, _ := readAll(t, res)
+	if res.StatusCode != http.StatusTooManyRequests || errorOf(t, body).Code != "rate_limited" {
+		t.Fatalf("4th request: %d %s, want 429 rate_limited", res.StatusCode, body)
+	}
+	if ra := res.Header.Get("Retry-After"); ra != "3600" {
+		t.Errorf("Retry-After = %q, want 3600", ra)
+	}
+	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q, want application/json", ct)
+	}
+	// Probes are not counted: a load balancer must always reach them.
+	if res := get(t, srv.URL+"/healthz"); res.StatusCode != http.StatusOK {
+		t.Errorf("/healthz after the limit: %d, want 200", res.StatusCode)
+	}
+
+	t.Run("behind a trusted proxy, each forwarded client has its own budget", func(t *testing.T) {
+		srv, _ := serve(t, st, map[string]string{"RATE_LIMIT_REQUESTS": "1", "RATE_LIMIT_WINDOW": "1h", "TRUSTED_PROXIES": "127.0.0.0/8"})
+		for _, tt := range []struct {
+			client string
+			want   int
+		}{{"192.0.2.1", 200}, {"192.0.2.2", 200}, {"192.0.2.1", 429}} {
+			if res := get(t, srv.URL+"/getJsonStream"+someRange, "X-Forwarded-For", tt.client); res.StatusCode != tt.want {
+				t.Errorf("request for %s: %d, want %d", tt.client, res.StatusCode, tt.want)
+			}
+		}
+	})
+}
+
+func TestCORSAllowsOnlyTheConfiguredOrigins(t *testing.T) {
+	srv, _ := serve(t, &fakeExporter{}, map[string]string{"CORS_ALLOWED_ORIGINS": "https://app.example.com"})
+	res := get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://app.example.com")
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example.com" {
+		t.Errorf("allowed origin: Access-Control-Allow-Origin = %q", got)
+	}
+	res = get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://evil.example")
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Errorf("other origin: Access-Control-Allow-Origin = %q, want none", got)
+	}
+
+	req, _ := http.NewRequest(http.MethodOptions, srv.URL+"/getJsonStream", nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	req.Header.Set("Access-Control-Request-Method", "GET")
+	req.Header.Set("Access-Control-Request-Headers", "authorization")
+	pre, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre.Body.Close()
+	if pre.StatusCode != http.StatusOK || pre.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		pre.Header.Get("Access-Control-Allow-Headers") != "Authorization" {
+		t.Errorf("preflight: %d %v", pre.StatusCode, pre.Header)
+	}
+
+	t.Run("without CORS_ALLOWED_ORIGINS no origin is allowed", func(t *testing.T) {
+		srv, _ := serve(t, &fakeExporter{}, nil)
+		res := get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://app.example.com")
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("Access-Control-Allow-Origin = %q, want none", got)
+		}
+	})
+}
+
+func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
+	want := map[string]string{
+		"X-Content-Type-Options":  "nosniff",
+		"X-Frame-Options":         "DENY",
+		"Content-Security-Policy": "frame-ancestors 'none'",
+		"Referrer-Policy":         "no-referrer",
+	}
+	for _, mode := range []string{"off", "file"} {
+		t.Run("TLS "+mode, func(t *testing.T) {
+			cfg := testConfig(t, nil)
+			cfg.TLS.Mode = mode // the certificate files are not needed to build the handler
+			h, err := NewServer(slog.New(slog.DiscardHandler), cfg, &fakeExporter{err: errStoreDown}, NewMetrics())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, path := range []string{"/healthz", "/getJsonStream" + someRange, "/getJsonStream", "/nowhere"} {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+				for name, value := range want {
+					if got := rec.Header().Get(name); got != value {
+						t.Errorf("%s (%d): %s = %q, want %q", path, rec.Code, name, got, value)
+					}
+				}
+				hsts := rec.Header().Get("Strict-Transport-Security")
+				if mode == "off" && hsts != "" || mode != "off" && hsts != "max-age=31536000" {
+					t.Errorf("%s: Strict-Transport-Security = %q with TLS %s", path, hsts, mode)
+				}
+			}
+		})
+	}
+}
+
+func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
+	srv, _ := serve(t, &fakeExporter{}, nil)
+	res := get(t, srv.URL+"/getJSONStream"+someRange)
+	body, _ := readAll(t, res)
+	if res.StatusCode != http.StatusNotFound || errorOf(t, body).Code != "not_found" {
+		t.Errorf("unknown path: %d %s, want 404 not_found", res.StatusCode, body)
+	}
+	for _, method := range []string{http.MethodPost, http.MethodDelete, http.MethodPut} {
+		req, _ := http.NewRequest(method, srv.URL+"/getJsonStream"+someRange, strings.NewReader("{}"))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := readAll(t, res)
+		res.Body.Close()
+		if res.StatusCode != http.StatusMethodNotAllowed || errorOf(t, body).Code != "method_not_allowed" || res.Header.Get("Allow") != "GET" {
+			t.Errorf("%s: %d %s Allow=%q, want 405 method_not_allowed with Allow: GET", method, res.StatusCode, body, res.Header.Get("Allow"))
+		}
+	}
+}
+
+func TestStreamsBeyondTheLimitAreTurnedAway(t *testing.T) {
+	gate := make(chan struct{})
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
+	srv, _ := serve(t, st, map[string]string{"API_MAX_STREAMS": "1"})
+	first := get(t, srv.URL+"/getStream"+someRange) // holds the only slot until the gate opens
+	line, _ := bufio.NewReader(first.Body).ReadString('\n')
+	if line != "{\"id\":\"a\"}\n" {
+		t.Fatalf("first stream: %q", line)
+	}
+	res := get(t, srv.URL+"/getStream"+someRange)
+	body, _ := readAll(t, res)
+	if res.StatusCode != http.StatusServiceUnavailable || errorOf(t, body).Code != "too_many_streams" || res.Header.Get("Retry-After") == "" {
+		t.Errorf("second stream: %d %s, want 503 too_many_streams with Retry-After", res.StatusCode, body)
+	}
+	close(gate)
+	io.ReadAll(first.Body)
+	if res := get(t, srv.URL+"/getStream"+someRange); res.StatusCode != http.StatusOK {
+		t.Errorf("after the first stream ended: %d, want 200", res.StatusCode)
+	}
+}
+
+func TestMetricsCountRequestsDocumentsAndQueries(t *testing.T) {
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`, `{"id":"b"}`), page(`{"id":"c"}`)}}
+	m := NewMetrics()
+	m.ObserveQuery("search", 30*time.Millisecond, nil)
+	m.ObserveQuery("open_pit", time.Millisecond, errStoreDown)
+	h, err := NewServer(slog.New(slog.DiscardHandler), testConfig(t, nil), st, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	readAll(t, get(t, srv.URL+"/getJsonStream"+someRange))
+	readAll(t, get(t, srv.URL+"/getJsonStream?start_date=x"))
+	readAll(t, get(t, srv.URL+"/nowhere/42"))
+
+	body, _ := readAll(t, get(t, srv.URL+"/metrics"))
+	for _, want := range []string{
+		`backend_http_requests_total{code="200",route="/getJsonStream"} 1`,
+		`backend_http_requests_total{code="400",route="/getJsonStream"} 1`,
+		`backend_http_requests_total{code="404",route="unmatched"} 1`,
+		`backend_http_request_duration_seconds_count{route="/getJsonStream"} 2`,
+		`backend_documents_streamed_total{route="/getJsonStream"} 3`,
+		`backend_elasticsearch_request_duration_seconds_count{operation="search"} 1`,
+		`backend_elasticsearch_request_failures_total{operation="open_pit"} 1`,
+		`backend_streams_in_flight 0`,
+		`process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestTheAccessLogIsJSONWithoutSecrets(t *testing.T) {
+	const key = "k-0123456789abcdef"
+	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`, `{"id":"b"}`)}}
+	srv, logs := serve(t, st, map[string]string{"API_KEYS": key})
+	readAll(t, get(t, srv.URL+"/getStream"+someRange+"&order=desc", "Authorization", "Bearer "+key, "User-Agent", "test-agent"))
+	readAll(t, get(t, srv.URL+"/getStream"+someRange+"&token=hunter2secret", "X-API-Key", key))
+
+	var entries []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) != 2 {
+		t.Fatalf("%d log lines, want 2:\n%s", len(entries), logs.String())
+	}
+	first := entries[0]
+	for field, want := range map[string]any{
+		"msg": "request", "method": "GET", "path": "/getStream", "route": "/getStream", "status": float64(200),
+		"documents": float64(2), "user_agent": "test-agent", "client": "127.0.0.1",
+		"query": "end_date=2023-03-09T19%3A45%3A00&order=desc&start_date=2023-03-09T19%3A40%3A00",
+	} {
+		if first[field] != want {
+			t.Errorf("log field %s = %v, want %v", field, first[field], want)
+		}
+	}
+	if _, ok := first["duration_ms"]; !ok {
+		t.Errorf("log line lacks duration_ms: %v", first)
+	}
+	if entries[1]["status"] != float64(400) || !strings.Contains(fmt.Sprint(entries[1]["query"]), "token=REDACTED") {
+		t.Errorf("second line = %v, want a 400 with the unknown parameter's value redacted", entries[1])
+	}
+	for _, secret := range []string{key, "hunter2secret"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("the log contains %q:\n%s", secret, logs.String())
+		}
+	}
+}

@@ -1,0 +1,150 @@
+// Package certs gives the backend its TLS: certificates obtained and renewed over
+// ACME (autocert), a certificate read from files and read again when they change,
+// or none at all.
+package certs
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/annotated-data/pipeline/internal/config"
+)
+
+// Setup is what a TLS mode adds to the backend's servers.
+type Setup struct {
+	// TLSConfig is for the API's listener; nil when TLS is off.
+	TLSConfig *tls.Config
+	// HTTPHandler is for the plain-HTTP listener on ACME_HTTP_ADDR: ACME HTTP-01
+	// challenges, and a redirect to HTTPS for everything else. nil unless autocert.
+	HTTPHandler http.Handler
+}
+
+// New prepares the TLS mode of cfg. listenAddr is the API's address, which the
+// HTTP-to-HTTPS redirect points to.
+func New(cfg config.TLS, listenAddr string, log *slog.Logger) (*Setup, error) {
+	switch cfg.Mode {
+	case config.TLSOff:
+		return &Setup{}, nil
+	case config.TLSFile:
+		fc, err := newFileCert(cfg.CertFile, cfg.KeyFile, log)
+		if err != nil {
+			return nil, err
+		}
+		return &Setup{TLSConfig: &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: fc.GetCertificate,
+			NextProtos:     []string{"h2", "http/1.1"},
+		}}, nil
+	case config.TLSAutocert:
+		return newAutocert(cfg, listenAddr, log)
+	default:
+		return nil, fmt.Errorf("unknown TLS mode %q", cfg.Mode)
+	}
+}
+
+func newAutocert(cfg config.TLS, listenAddr string, log *slog.Logger) (*Setup, error) {
+	client := &acme.Client{DirectoryURL: cfg.ACMEDirectoryURL}
+	if cfg.ACMECARoots != "" {
+		hc, err := clientTrusting(cfg.ACMECARoots)
+		if err != nil {
+			return nil, err
+		}
+		client.HTTPClient = hc
+	}
+	m := &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		HostPolicy: autocert.HostWhitelist(cfg.Domains...),
+		Cache:      autocert.DirCache(cfg.CacheDir),
+		Email:      cfg.ACMEEmail,
+		Client:     client,
+	}
+
+	tlsConfig := m.TLSConfig() // also answers TLS-ALPN-01 challenges on the API's port
+	tlsConfig.MinVersion = tls.VersionTLS12
+	getCertificate := tlsConfig.GetCertificate
+	tlsConfig.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, err := getCertificate(hello)
+		if err != nil {
+			// Failures for our own names are what an operator must hear about (the CA
+			// cannot reach port 80, rate limits); other names are scanners' guesses.
+			level := slog.LevelDebug
+			if slices.Contains(cfg.Domains, strings.ToLower(hello.ServerName)) {
+				level = slog.LevelWarn
+			}
+			log.Log(hello.Context(), level, "no certificate for TLS handshake", "server_name", hello.ServerName, "err", err)
+		}
+		return cert, err
+	}
+
+	_, httpsPort, err := net.SplitHostPort(listenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", listenAddr, err)
+	}
+	return &Setup{
+		TLSConfig:   tlsConfig,
+		HTTPHandler: withoutPort(m.HTTPHandler(redirectToHTTPS(cfg.Domains, httpsPort))),
+	}, nil
+}
+
+// withoutPort removes the port from the request's Host before autocert sees it.
+// autocert checks Host against its host policy, and a CA validating on any port
+// but 80 sends one ("api.example.com:5002"), which the policy would refuse. The CA
+// of a real deployment connects to port 80 and sends none, so this changes nothing
+// there.
+func withoutPort(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.Host); err == nil {
+			r = r.Clone(r.Context())
+			r.Host = host
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// redirectToHTTPS sends plain-HTTP requests for our domains to the same URL over
+// HTTPS, on the API's port. Other hosts get no redirect: it would make this server
+// an open redirector for whatever Host a client makes up.
+func redirectToHTTPS(domains []string, httpsPort string) http.Handler {
+	suffix := ":" + httpsPort
+	if httpsPort == "443" {
+		suffix = ""
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := strings.ToLower(r.Host)
+		if !slices.Contains(domains, host) {
+			http.Error(w, "unknown host", http.StatusMisdirectedRequest)
+			return
+		}
+		// 308 keeps the method, and browsers remember it like a 301.
+		http.Redirect(w, r, "https://"+host+suffix+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}
+
+// clientTrusting returns an HTTP client for the ACME directory that trusts the
+// system's roots and those in the PEM file rootsFile: a private ACME CA's.
+func clientTrusting(rootsFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(rootsFile)
+	if err != nil {
+		return nil, fmt.Errorf("read ACME CA roots: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ACME CA roots %s: no PEM certificate in the file", rootsFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}

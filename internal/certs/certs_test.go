@@ -1,0 +1,169 @@
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/config"
+)
+
+func TestPlainHTTPIsRedirectedToHTTPSOnlyForOurDomains(t *testing.T) {
+	tests := []struct {
+		name, httpsPort, host, target string
+		status                        int
+		location                      string
+	}{
+		{"our domain, API on 443", "443", "api.example.com", "/getJsonStream?start_date=2023-03-09&end_date=2023-03-10",
+			http.StatusPermanentRedirect, "https://api.example.com/getJsonStream?start_date=2023-03-09&end_date=2023-03-10"},
+		{"our domain, API on another port", "5000", "api.example.com", "/healthz", http.StatusPermanentRedirect, "https://api.example.com:5000/healthz"},
+		{"our domain in capitals", "443", "API.example.com", "/", http.StatusPermanentRedirect, "https://api.example.com/"},
+		{"another host", "443", "evil.example", "/", http.StatusMisdirectedRequest, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, tt.target, nil)
+			req.Host = tt.host
+			redirectToHTTPS([]string{"api.example.com"}, tt.httpsPort).ServeHTTP(rec, req)
+			if rec.Code != tt.status || rec.Header().Get("Location") != tt.location {
+				t.Errorf("got %d to %q, want %d to %q", rec.Code, rec.Header().Get("Location"), tt.status, tt.location)
+			}
+		})
+	}
+}
+
+func TestTheChallengeHandlerSeesTheHostWithoutItsPort(t *testing.T) {
+	var seen string
+	h := withoutPort(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { seen = r.Host }))
+	for host, want := range map[string]string{"test.example:5002": "test.example", "test.example": "test.example", "[::1]:80": "::1"} {
+		req := httptest.NewRequest(http.MethodGet, "/.well-known/acme-challenge/x", nil)
+		req.Host = host
+		h.ServeHTTP(httptest.NewRecorder(), req)
+		if seen != want {
+			t.Errorf("Host %q reached the handler as %q, want %q", host, seen, want)
+		}
+	}
+}
+
+// writePair writes a self-signed certificate with the given serial and its key.
+func writePair(t *testing.T, certFile, keyFile string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	if certFile != "" {
+		replace(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	if keyFile != "" {
+		replace(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	}
+}
+
+func replace(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func servedSerial(t *testing.T, fc *fileCert) int64 {
+	t.Helper()
+	cert, err := fc.GetCertificate(&tls.ClientHelloInfo{ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.Leaf.SerialNumber.Int64()
+}
+
+func TestFileModeKeepsTheLastGoodCertificateUntilANewPairLoads(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePair(t, certFile, keyFile, 1)
+	fc, err := newFileCert(certFile, keyFile, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := servedSerial(t, fc); got != 1 {
+		t.Fatalf("serving %d, want 1", got)
+	}
+
+	writePair(t, certFile, "", 2) // the certificate, not yet its key
+	if got := servedSerial(t, fc); got != 1 {
+		t.Errorf("with a mismatched pair: serving %d, want still 1", got)
+	}
+	os.Remove(keyFile) // a moment with no key at all
+	if got := servedSerial(t, fc); got != 1 {
+		t.Errorf("with the key missing: serving %d, want still 1", got)
+	}
+	writePair(t, certFile, keyFile, 3)
+	if got := servedSerial(t, fc); got != 3 {
+		t.Errorf("after a complete renewal: serving %d, want 3", got)
+	}
+}
+
+func TestFileModeRefusesToStartWithoutAUsablePair(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	_, err := New(config.TLS{Mode: config.TLSFile, CertFile: certFile, KeyFile: keyFile}, ":443", slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "cert.pem") {
+		t.Errorf("New with no files: %v, want an error naming cert.pem", err)
+	}
+	writePair(t, certFile, "", 1)
+	writePair(t, "", keyFile, 2)
+	if _, err := New(config.TLS{Mode: config.TLSFile, CertFile: certFile, KeyFile: keyFile}, ":443", slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("New with a mismatched pair succeeded")
+	}
+}
+
+func TestTLSModesSetTheirServers(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	off, err := New(config.TLS{Mode: config.TLSOff}, ":5000", log)
+	if err != nil || off.TLSConfig != nil || off.HTTPHandler != nil {
+		t.Errorf("off: %+v, %v; want neither TLS nor an HTTP side", off, err)
+	}
+
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePair(t, certFile, keyFile, 1)
+	file, err := New(config.TLS{Mode: config.TLSFile, CertFile: certFile, KeyFile: keyFile}, ":443", log)
+	if err != nil || file.TLSConfig == nil || file.TLSConfig.MinVersion != tls.VersionTLS12 || file.HTTPHandler != nil {
+		t.Errorf("file: %+v, %v; want TLS 1.2 and up, no HTTP side", file, err)
+	}
+
+	auto, err := New(config.TLS{Mode: config.TLSAutocert, Domains: []string{"api.example.com"}, CacheDir: dir,
+		ACMEDirectoryURL: config.LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: certFile}, ":443", log)
+	if err != nil || auto.TLSConfig == nil || auto.TLSConfig.MinVersion != tls.VersionTLS12 || auto.HTTPHandler == nil {
+		t.Errorf("autocert: %+v, %v; want TLS 1.2 and up and an HTTP side", auto, err)
+	}
+
+	_, err = New(config.TLS{Mode: config.TLSAutocert, Domains: []string{"api.example.com"}, CacheDir: dir,
+		ACMEDirectoryURL: config.LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: keyFile}, ":443", log)
+	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("autocert with a key as ACME_CA_ROOTS: %v, want an error", err)
+	}
+}

@@ -1,0 +1,182 @@
+package config
+
+import (
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// TLS modes of the backend.
+const (
+	TLSOff      = "off"      // plain HTTP: local runs, or behind a TLS-terminating proxy
+	TLSFile     = "file"     // a certificate and key from files, reloaded when they change
+	TLSAutocert = "autocert" // certificates obtained and renewed over ACME
+)
+
+// LetsEncryptDirectory is the ACME directory of Let's Encrypt's production CA.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// Backend is the REST API's configuration.
+type Backend struct {
+	ListenAddr    string
+	TLS           TLS
+	Elasticsearch Elasticsearch
+
+	PageSize     int
+	DefaultZone  *time.Location
+	zone         string
+	MaxRange     time.Duration // 0: unlimited
+	MaxStreams   int
+	StallTimeout time.Duration
+
+	APIKeys        []string
+	CORSOrigins    []string
+	RateLimit      int // requests per RateWindow and client; 0: no limit
+	RateWindow     time.Duration
+	TrustedProxies []string
+
+	ShutdownTimeout time.Duration
+	Logging         Logging
+}
+
+// TLS is how the backend serves HTTPS.
+type TLS struct {
+	Mode string // TLSOff, TLSFile or TLSAutocert
+
+	// TLSFile
+	CertFile, KeyFile string
+
+	// TLSAutocert
+	Domains          []string
+	CacheDir         string
+	ACMEEmail        string
+	ACMEDirectoryURL string
+	ACMEHTTPAddr     string
+	ACMECARoots      string // PEM file of extra roots trusted for the ACME directory
+}
+
+// maxStallTimeout keeps a stalled client from outliving the point in time its
+// export holds open: the store renews that point in time for one minute at each
+// page, and a page waits at most this long for the client.
+const maxStallTimeout = 45 * time.Second
+
+// minAPIKeyLength rejects keys short enough to guess.
+const minAPIKeyLength = 16
+
+// BackendVars declares every variable the backend reads; cfg receives the values.
+func BackendVars(cfg *Backend) []Var {
+	vars := []Var{
+		{Name: "LISTEN_ADDR", Default: ":5000", Usage: "address the API listens on (HTTPS unless TLS_MODE=off)", target: &cfg.ListenAddr},
+		{Name: "TLS_MODE", Default: TLSOff, Usage: "off: plain HTTP (local runs, or behind a TLS-terminating proxy); file: TLS_CERT_FILE/TLS_KEY_FILE; autocert: certificates from an ACME CA", target: &cfg.TLS.Mode},
+		{Name: "TLS_CERT_FILE", Usage: "file mode: PEM certificate chain; read again when it changes", target: &cfg.TLS.CertFile},
+		{Name: "TLS_KEY_FILE", Usage: "file mode: PEM private key; read again when it changes", target: &cfg.TLS.KeyFile},
+		{Name: "TLS_DOMAINS", Usage: "autocert mode: the host names to obtain certificates for (comma-separated)", target: &cfg.TLS.Domains},
+		{Name: "TLS_CACHE_DIR", Default: "/var/lib/backend/autocert", Usage: "autocert mode: where the ACME account key and certificates are kept across restarts", target: &cfg.TLS.CacheDir},
+		{Name: "ACME_EMAIL", Usage: "autocert mode: contact address for the CA's expiry and problem notices (optional)", target: &cfg.TLS.ACMEEmail},
+		{Name: "ACME_DIRECTORY_URL", Default: LetsEncryptDirectory, Usage: "autocert mode: the CA's ACME directory (Let's Encrypt staging, or any ACME CA)", target: &cfg.TLS.ACMEDirectoryURL},
+		{Name: "ACME_HTTP_ADDR", Default: ":80", Usage: "autocert mode: address of the HTTP-01 challenges and the HTTP-to-HTTPS redirect; the CA connects to port 80", target: &cfg.TLS.ACMEHTTPAddr},
+		{Name: "ACME_CA_ROOTS", Usage: "autocert mode: PEM file of extra root certificates to trust for the ACME directory (a private CA)", target: &cfg.TLS.ACMECARoots},
+	}
+	vars = append(vars, cfg.Elasticsearch.vars()...)
+	vars = append(vars,
+		Var{Name: "API_PAGE_SIZE", Default: "1000", Usage: "documents fetched from Elasticsearch per page while streaming", target: &cfg.PageSize},
+		Var{Name: "API_DEFAULT_TIMEZONE", Default: "UTC", Usage: "IANA zone for start_date/end_date written without one", target: &cfg.zone},
+		Var{Name: "API_MAX_RANGE", Default: "0s", Usage: "longest end_date - start_date a request may ask for, e.g. 168h (0s: unlimited)", target: &cfg.MaxRange},
+		Var{Name: "API_MAX_STREAMS", Default: "32", Usage: "streams served at once; more are answered 503 (each holds an Elasticsearch point in time)", target: &cfg.MaxStreams},
+		Var{Name: "STREAM_STALL_TIMEOUT", Default: "30s", Usage: "a stream whose client accepts no data for this long is ended (at most 45s)", target: &cfg.StallTimeout},
+		Var{Name: "API_KEYS", Secret: true, Usage: "comma-separated keys, at least 16 characters each; when set, the data endpoints and /metrics need one (Authorization: Bearer or X-API-Key)", target: &cfg.APIKeys},
+		Var{Name: "CORS_ALLOWED_ORIGINS", Usage: "origins whose pages may call the API, e.g. https://app.example.com (comma-separated; * for any)", target: &cfg.CORSOrigins},
+		Var{Name: "RATE_LIMIT_REQUESTS", Default: "120", Usage: "requests a client may make per RATE_LIMIT_WINDOW (0: no limit)", target: &cfg.RateLimit},
+		Var{Name: "RATE_LIMIT_WINDOW", Default: "1m", Usage: "the window of RATE_LIMIT_REQUESTS", target: &cfg.RateWindow},
+		Var{Name: "TRUSTED_PROXIES", Usage: "CIDRs of reverse proxies whose X-Forwarded-For names the client (comma-separated); empty: the peer address is the client", target: &cfg.TrustedProxies},
+		Var{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Usage: "how long running streams may finish after a stop signal", target: &cfg.ShutdownTimeout},
+	)
+	return append(vars, cfg.Logging.vars()...)
+}
+
+// LoadBackend reads and validates the backend's configuration.
+func LoadBackend(getenv func(string) string) (Backend, error) {
+	var cfg Backend
+	c := load(getenv, BackendVars(&cfg))
+	c.hostPort("LISTEN_ADDR", cfg.ListenAddr)
+	cfg.TLS.check(c)
+	cfg.Elasticsearch.check(c)
+	c.add(cfg.PageSize > 0 && cfg.PageSize <= 10000, "API_PAGE_SIZE", "must be between 1 and 10000, got %d", cfg.PageSize)
+	cfg.DefaultZone = c.zone("API_DEFAULT_TIMEZONE", cfg.zone)
+	c.add(cfg.MaxRange >= 0, "API_MAX_RANGE", "must not be negative, got %s", cfg.MaxRange)
+	c.positive("API_MAX_STREAMS", cfg.MaxStreams)
+	c.add(cfg.StallTimeout >= time.Second && cfg.StallTimeout <= maxStallTimeout, "STREAM_STALL_TIMEOUT",
+		"must be between 1s and %s (the point in time of a stream lives 1m past each page), got %s", maxStallTimeout, cfg.StallTimeout)
+	for i, k := range cfg.APIKeys {
+		// Secret: name the key by position, never by value.
+		c.add(len(k) >= minAPIKeyLength, "API_KEYS", "key #%d is shorter than %d characters", i+1, minAPIKeyLength)
+		c.add(!strings.ContainsAny(k, " \t\r\n"), "API_KEYS", "key #%d contains white space", i+1)
+	}
+	for _, o := range cfg.CORSOrigins {
+		c.add(validOrigin(o), "CORS_ALLOWED_ORIGINS", "%q is not an origin like https://app.example.com (scheme and host, no path), nor *", o)
+	}
+	c.add(cfg.RateLimit >= 0, "RATE_LIMIT_REQUESTS", "must not be negative, got %d", cfg.RateLimit)
+	c.positiveDuration("RATE_LIMIT_WINDOW", cfg.RateWindow)
+	for _, p := range cfg.TrustedProxies {
+		_, err := netip.ParsePrefix(p)
+		c.add(err == nil, "TRUSTED_PROXIES", "%q is not a CIDR like 10.0.0.0/8 or 192.0.2.7/32", p)
+	}
+	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
+	cfg.Logging.check(c)
+	return cfg, c.err()
+}
+
+func (t *TLS) check(c *checks) {
+	c.oneOf("TLS_MODE", t.Mode, TLSOff, TLSFile, TLSAutocert)
+	switch t.Mode {
+	case TLSFile:
+		c.add(t.CertFile != "", "TLS_CERT_FILE", "is required with TLS_MODE=file")
+		c.add(t.KeyFile != "", "TLS_KEY_FILE", "is required with TLS_MODE=file")
+	case TLSAutocert:
+		c.add(len(t.Domains) > 0, "TLS_DOMAINS", "is required with TLS_MODE=autocert")
+		for _, d := range t.Domains {
+			c.add(validHostName(d), "TLS_DOMAINS", "%q is not a host name like api.example.com (no scheme, port or wildcard)", d)
+		}
+		c.add(t.CacheDir != "", "TLS_CACHE_DIR", "is required with TLS_MODE=autocert: without it every restart asks the CA for new certificates")
+		c.add(t.ACMEEmail == "" || strings.Contains(t.ACMEEmail, "@"), "ACME_EMAIL", "%q is not an e-mail address", t.ACMEEmail)
+		u, err := url.Parse(t.ACMEDirectoryURL)
+		c.add(err == nil && u.Scheme == "https" && u.Host != "", "ACME_DIRECTORY_URL", "%q is not an https:// URL", t.ACMEDirectoryURL)
+		c.hostPort("ACME_HTTP_ADDR", t.ACMEHTTPAddr)
+	}
+}
+
+func (c *checks) hostPort(name, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	c.add(err == nil && port != "", name, "%q is not an address like :5000 or 127.0.0.1:5000", addr)
+}
+
+// validOrigin accepts what a browser sends in Origin (scheme://host[:port]), with
+// the wildcards github.com/go-chi/cors understands: "*" alone, or one "*" in the host.
+func validOrigin(o string) bool {
+	if o == "*" {
+		return true
+	}
+	u, err := url.Parse(strings.Replace(o, "*", "wildcard", 1))
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.User == nil && u.Fragment == "" && strings.Count(o, "*") <= 1
+}
+
+// validHostName accepts a DNS name a CA can issue a certificate for over HTTP-01.
+func validHostName(h string) bool {
+	if h == "" || len(h) > 253 || strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

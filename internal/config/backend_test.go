@@ -1,0 +1,106 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestBackendTLSModesRequireTheirSettings(t *testing.T) {
+	tests := []struct {
+		name      string
+		vars      map[string]string
+		wantNamed []string // variables the error must name; none means valid
+	}{
+		{"off needs nothing", map[string]string{"TLS_MODE": "off"}, nil},
+		{"file needs both files", map[string]string{"TLS_MODE": "file"}, []string{"TLS_CERT_FILE", "TLS_KEY_FILE"}},
+		{"file with both files", map[string]string{"TLS_MODE": "file", "TLS_CERT_FILE": "/c.pem", "TLS_KEY_FILE": "/k.pem"}, nil},
+		{"autocert needs domains", map[string]string{"TLS_MODE": "autocert"}, []string{"TLS_DOMAINS"}},
+		{"autocert with a domain", map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "api.example.com"}, nil},
+		{"autocert rejects a URL as a domain", map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "https://api.example.com"}, []string{"TLS_DOMAINS"}},
+		{"autocert rejects a wildcard domain", map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "*.example.com"}, []string{"TLS_DOMAINS"}},
+		{"autocert rejects a plain-HTTP directory", map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "a.example", "ACME_DIRECTORY_URL": "http://ca.example/dir"}, []string{"ACME_DIRECTORY_URL"}},
+		{"autocert rejects a bad challenge address", map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "a.example", "ACME_HTTP_ADDR": "80"}, []string{"ACME_HTTP_ADDR"}},
+		{"autocert rejects a bad e-mail", map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "a.example", "ACME_EMAIL": "ops"}, []string{"ACME_EMAIL"}},
+		// Settings of another mode are ignored, so one env file can be switched by TLS_MODE alone.
+		{"off ignores autocert settings", map[string]string{"TLS_MODE": "off", "ACME_HTTP_ADDR": "80"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadBackend(env(tt.vars))
+			if len(tt.wantNamed) == 0 {
+				if err != nil {
+					t.Fatalf("LoadBackend(%v): %v", tt.vars, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("LoadBackend(%v) accepted it, want an error naming %v", tt.vars, tt.wantNamed)
+			}
+			for _, name := range tt.wantNamed {
+				if !strings.Contains(err.Error(), name) {
+					t.Errorf("error does not name %s:\n%v", name, err)
+				}
+			}
+		})
+	}
+}
+
+func TestBackendProtectionSettingsAreValidatedTogether(t *testing.T) {
+	_, err := LoadBackend(env(map[string]string{
+		"API_KEYS":             "too-short,a-long-enough-key-0123",
+		"CORS_ALLOWED_ORIGINS": "https://app.example.com,https://app.example.com/path",
+		"RATE_LIMIT_REQUESTS":  "-1",
+		"RATE_LIMIT_WINDOW":    "0s",
+		"TRUSTED_PROXIES":      "10.0.0.0/8,10.0.0.1",
+		"API_MAX_RANGE":        "-1h",
+		"API_MAX_STREAMS":      "0",
+		"STREAM_STALL_TIMEOUT": "2m",
+		"LISTEN_ADDR":          "5000",
+	}))
+	if err == nil {
+		t.Fatal("LoadBackend accepted nine bad variables")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"API_KEYS: key #1 is shorter than 16 characters",
+		`CORS_ALLOWED_ORIGINS: "https://app.example.com/path"`,
+		"RATE_LIMIT_REQUESTS",
+		"RATE_LIMIT_WINDOW",
+		`TRUSTED_PROXIES: "10.0.0.1"`,
+		"API_MAX_RANGE",
+		"API_MAX_STREAMS",
+		"STREAM_STALL_TIMEOUT",
+		"LISTEN_ADDR",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "too-short") || strings.Contains(msg, "a-long-enough-key-0123") {
+		t.Errorf("error echoes an API key:\n%s", msg)
+	}
+	if strings.Contains(msg, "key #2") {
+		t.Errorf("error complains about the valid second key:\n%s", msg)
+	}
+}
+
+func TestBackendAcceptsTheOriginFormsCORSUnderstands(t *testing.T) {
+	for _, o := range []string{"*", "https://app.example.com", "http://localhost:3000", "https://*.example.com"} {
+		if !validOrigin(o) {
+			t.Errorf("validOrigin(%q) = false, want true", o)
+		}
+	}
+	for _, o := range []string{"app.example.com", "https://app.example.com/", "ftp://x", "https://*.*.example.com", "https://u@x.example"} {
+		if validOrigin(o) {
+			t.Errorf("validOrigin(%q) = true, want false", o)
+		}
+	}
+}
+
+func TestAPIKeysAreSecret(t *testing.T) {
+	for _, v := range BackendVars(&Backend{}) {
+		if v.Name == "API_KEYS" && !v.Secret {
+			t.Fatal("API_KEYS is not marked Secret")
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/testenv"
+)
+
+// exportFixture indexes 30 documents, three per timestamp one second apart from
+// 2023-03-09T12:00:00Z, so that ties straddle small pages.
+func exportFixture(t *testing.T, opts ...store.Option) (*store.Store, store.Range) {
+	t.Helper()
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	start := time.Date(2023, 3, 9, 12, 0, 0, 0, time.UTC)
+	testenv.IndexDocuments(t, esURL, prefix, 30, func(i int) store.Item {
+		ts := start.Add(time.Duration(i/3) * time.Second)
+		id := fmt.Sprintf("d%02d", i)
+		return store.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-1")}
+	})
+	st, err := store.New(config.Elasticsearch{URLs: []string{esURL}, IndexPrefix: prefix}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, store.Range{From: start, To: start.Add(time.Hour), PageSize: 4}
+}
+
+type exported struct {
+	ID        string    `json:"id"`
+	Timestamp time.Time `json:"@timestamp"`
+}
+
+// export runs an export and returns its documents and the size of each page.
+func export(t *testing.T, st *store.Store, r store.Range) ([]exported, []int) {
+	t.Helper()
+	var docs []exported
+	var sizes []int
+	err := st.Export(context.Background(), r, func(p store.Page) error {
+		sizes = append(sizes, len(p))
+		for _, raw := range p {
+			var d exported
+			if err := json.Unmarshal(raw, &d); err != nil {
+				return err
+			}
+			docs = append(docs, d)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return docs, sizes
+}
+
+func checkOrder(t *testing.T, docs []exported, desc bool) {
+	t.Helper()
+	seen := map[string]bool{}
+	for i, d := range docs {
+		if seen[d.ID] {
+			t.Fatalf("%s came twice", d.ID)
+		}
+		seen[d.ID] = true
+		if i > 0 && (!desc && d.Timestamp.Before(docs[i-1].Timestamp) || desc && d.Timestamp.After(docs[i-1].Timestamp)) {
+			t.Fatalf("%s at %s is out of order after %s at %s", d.ID, d.Timestamp, docs[i-1].ID, docs[i-1].Timestamp)
+		}
+	}
+}
+
+func TestExportWalksPagesInOrderThroughTies(t *testing.T) {
+	st, r := exportFixture(t)
+	for _, order := range []store.Order{store.Ascending, store.Descending} {
+		r.Order = order
+		docs, sizes := export(t, st, r)
+		if len(docs) != 30 {
+			t.Fatalf("order %d: %d documents, want 30", order, len(docs))
+		}
+		checkOrder(t, docs, order == store.Descending)
+		// Seven full pages and a short last one: no empty search at the end.
+		if want := []int{4, 4, 4, 4, 4, 4, 4, 2}; !slices.Equal(sizes, want) {
+			t.Errorf("order %d: page sizes %v, want %v", order, sizes, want)
+		}
+	}
+}
+
+func TestExportStopsAtTheLimitEvenMidPage(t *testing.T) {
+	st, r := exportFixture(t)
+	r.Limit, r.Order = 10, store.Descending
+	docs, sizes := export(t, st, r)
+	if !slices.Equal(sizes, []int{4, 4, 2}) {
+		t.Errorf("page sizes %v, want [4 4 2]", sizes)
+	}
+	checkOrder(t, docs, true)
+	// The newest ten: the last three timestamps whole, and one of the fourth-last.
+	newest := time.Date(2023, 3, 9, 12, 0, 9, 0, time.UTC)
+	for i, d := range docs {
+		if want := newest.Add(-time.Duration(i/3) * time.Second); !d.Timestamp.Equal(want) {
+			t.Errorf("document %d at %s, want %s", i, d.Timestamp, want)
+		}
+	}
+}
+
+func TestExportReturnsOnlyTheRequestedFields(t *testing.T) {
+	st, r := exportFixture(t)
+	r.Limit, r.Fields = 1, []string{"id", "objects.label"}
+	err := st.Export(context.Background(), r, func(p store.Page) error {
+		if got, want := string(p[0]), `{"objects":[{"label":"person"},{"label":"car"}],"id":"d00"}`; got != want {
+			var a, b any
+			json.Unmarshal([]byte(got), &a)
+			json.Unmarshal([]byte(want), &b)
+			if fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Errorf("document = %s, want %s", got, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExportStopsWhenTheConsumerFailsAndStillClosesItsPointInTime(t *testing.T) {
+	var mu sync.Mutex
+	var ops []string
+	st, r := exportFixture(t, store.WithQueryObserver(func(op string, _ time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			op += " failed"
+		}
+		ops = append(ops, op)
+	}))
+	errClientGone := errors.New("client gone")
+	pages := 0
+	err := st.Export(context.Background(), r, func(store.Page) error {
+		pages++
+		if pages == 2 {
+			return errClientGone
+		}
+		return nil
+	})
+	if !errors.Is(err, errClientGone) || pages != 2 {
+		t.Errorf("Export = %v after %d pages, want the consumer's error after 2", err, pages)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ops) < 3 || ops[0] != "open_pit" || ops[len(ops)-1] != "close_pit" {
+		t.Errorf("requests %v, want open_pit, searches, close_pit", ops)
+	}
+	// One page ahead at most: the third page may have been fetched, not more.
+	searches := 0
+	for _, op := range ops {
+		if op == "search" || op == "search failed" {
+			searches++
+		}
+	}
+	if searches > 3 {
+		t.Errorf("%d searches for a consumer that stopped at the second page, want at most 3", searches)
+	}
+}
