@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,23 +35,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "backend %s: the REST API over the stored annotated documents.\n\n", version)
-		fmt.Fprintf(fs.Output(), "Usage: backend [--version]\n\nConfigured by environment variables:\n\n")
-		config.WriteUsage(fs.Output(), config.BackendVars(&config.Backend{}))
-	}
-	fs.SetOutput(stdout)
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	program := config.Program{Name: "backend", Summary: "the REST API over the stored annotated documents.", Version: version, Commit: commit}
+	if run, err := config.ParseFlags(args, stdout, program, config.BackendVars(&config.Backend{})); !run {
 		return err
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "backend", version, commit)
-		return nil
 	}
 
 	cfg, err := config.LoadBackend(getenv)

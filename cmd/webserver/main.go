@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,23 +41,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "webserver %s: ingests annotated messages from NATS JetStream into Elasticsearch.\n\n", version)
-		fmt.Fprintf(fs.Output(), "Usage: webserver [--version]\n\nConfigured by environment variables:\n\n")
-		config.WriteUsage(fs.Output(), config.WebserverVars(&config.Webserver{}))
-	}
-	fs.SetOutput(stdout)
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	program := config.Program{Name: "webserver", Summary: "ingests annotated messages from NATS JetStream into Elasticsearch.", Version: version, Commit: commit}
+	if run, err := config.ParseFlags(args, stdout, program, config.WebserverVars(&config.Webserver{})); !run {
 		return err
-	}
-	if *showVersion {
-		fmt.Fprintln(stdout, "webserver", version, commit)
-		return nil
 	}
 
 	cfg, err := config.LoadWebserver(getenv)
