@@ -40,11 +40,17 @@ func BenchmarkWebserverIngest(b *testing.B) {
 	binary(b, "webserver") // built before any clock starts
 
 	// Warm the node's JIT and caches so neither side pays for it alone.
-	ceiling(b, esURL, frames[:min(len(frames), 20000)])
+	ceiling(b, esURL, frames[:min(len(frames), 20000)], bulkTuning{workers: 2, flushBytes: 5 << 20})
 
 	for b.Loop() {
 		webserverRate, cpu := webserverDrain(b, esURL, frames)
-		ceilingRate := ceiling(b, esURL, frames)
+		// The ceiling is the best of a few tunings of the BulkIndexer, not one guess.
+		var ceilingRate float64
+		for _, tuning := range []bulkTuning{{2, 5 << 20}, {2, 2 << 20}, {4, 2 << 20}} {
+			rate := ceiling(b, esURL, frames, tuning)
+			b.Logf("BulkIndexer with %d workers flushing at %d MiB: %.0f docs/s", tuning.workers, tuning.flushBytes>>20, rate)
+			ceilingRate = max(ceilingRate, rate)
+		}
 		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "webserver_cpu_µs/doc")
 		b.ReportMetric(webserverRate, "webserver_docs/s")
 		b.ReportMetric(ceilingRate, "bulkindexer_docs/s")
@@ -136,9 +142,14 @@ func startBenchWebserver(b *testing.B, natsURL, esURL string) (*testenv.Process,
 	return proc, "http://" + admin
 }
 
+type bulkTuning struct {
+	workers    int
+	flushBytes int
+}
+
 // ceiling bulk-loads the same documents the webserver would store, built by the
-// same code, with a well-tuned esutil.BulkIndexer into a fresh index.
-func ceiling(b *testing.B, esURL string, frames []frame) float64 {
+// same code, with an esutil.BulkIndexer into a fresh index.
+func ceiling(b *testing.B, esURL string, frames []frame, tuning bulkTuning) float64 {
 	prefix := testenv.IndexPrefix(b, esURL)
 	st, err := store.New(config.Elasticsearch{URLs: []string{esURL}, IndexPrefix: prefix})
 	if err != nil {
@@ -162,7 +173,7 @@ func ceiling(b *testing.B, esURL string, frames []frame) float64 {
 		b.Fatal(err)
 	}
 	var failed int
-	bi, err := esutil.NewBulkIndexer(esutil.BulkIndexerConfig{Client: es, NumWorkers: 2, FlushBytes: 5 << 20, FlushInterval: time.Second})
+	bi, err := esutil.NewBulkIndexer(esutil.BulkIndexerConfig{Client: es, NumWorkers: tuning.workers, FlushBytes: tuning.flushBytes, FlushInterval: time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
