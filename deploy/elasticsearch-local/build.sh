@@ -8,4 +8,6 @@ if [ -f "$stamp" ] && [ -z "$(find "$dir/pom.xml" "$dir/src" -newer "$stamp" -pr
   exit 0
 fi
 echo "services: building the Elasticsearch launcher (the first build downloads Elasticsearch's jars from Maven Central)" >&2
-mvn -q -B --no-transfer-progress -Dstyle.color=never -f "$dir/pom.xml" package
+# Debian's Maven writes colour resets even when quiet and not on a terminal.
+mvn -q -B --no-transfer-progress -f "$dir/pom.xml" package 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+
