@@ -2,7 +2,6 @@ package api
 
 import (
 	"bufio"
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
 // These tests put a scripted Exporter behind the real handler stack, to make
@@ -78,9 +78,9 @@ func testConfig(t *testing.T, vars map[string]string) config.Backend {
 
 // serve starts the API with st and the configuration vars; the returned buffer
 // collects its log.
-func serve(t *testing.T, st Exporter, vars map[string]string) (*httptest.Server, *syncBuffer) {
+func serve(t *testing.T, st Exporter, vars map[string]string) (*httptest.Server, *testenv.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	h, err := NewServer(slog.New(slog.NewJSONHandler(logs, nil)), testConfig(t, vars), st, NewMetrics())
 	if err != nil {
 		t.Fatal(err)
@@ -88,23 +88,6 @@ func serve(t *testing.T, st Exporter, vars map[string]string) (*httptest.Server,
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, logs
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 const someRange = "?start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00"

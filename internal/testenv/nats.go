@@ -24,19 +24,7 @@ type NATS struct {
 // in a temporary directory. It is shut down when the test ends.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
-	n := &NATS{t: t, opts: &server.Options{
-		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	}}
-	n.start()
-	// Later restarts keep the port, so clients reconnect to the same URL.
-	n.opts.Port = n.srv.Addr().(*net.TCPAddr).Port
-	t.Cleanup(n.Stop)
-	return n
+	return StartNATSWith(t, func(*server.Options) {})
 }
 
 func (n *NATS) start() {
