@@ -138,6 +138,9 @@ func TestBackendObtainsACertificateOverACMEAndServesHTTPS(t *testing.T) {
 		if res.StatusCode != http.StatusPermanentRedirect || res.Header.Get("Location") != want {
 			t.Errorf("got %s to %q, want 308 to %q", res.Status, res.Header.Get("Location"), want)
 		}
+		if got := res.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("the redirect lacks the security headers (X-Content-Type-Options %q)", got)
+		}
 	})
 	t.Run("plain HTTP for another host is not redirected", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+challengeAddr+"/", nil)

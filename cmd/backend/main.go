@@ -72,7 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			ln.Close()
 			return fmt.Errorf("listen on %s (ACME_HTTP_ADDR): %w", cfg.TLS.ACMEHTTPAddr, err)
 		}
-		servers = append(servers, &server{name: "acme-http", ln: httpLn, srv: newHTTPServer(tlsSetup.HTTPHandler, nil, log)})
+		// Redirects and challenge answers carry the same headers as the API; HSTS
+		// means nothing over plain HTTP.
+		acme := api.SecurityHeaders(false)(tlsSetup.HTTPHandler)
+		servers = append(servers, &server{name: "acme-http", ln: httpLn, srv: newHTTPServer(acme, nil, log)})
 	}
 
 	served := make(chan error, len(servers))

@@ -163,9 +163,10 @@ func loggableQuery(q url.Values) string {
 	return safe.Encode()
 }
 
-// securityHeaders sets the headers OWASP recommends for a JSON API on every
-// response, errors included; and HSTS when the backend itself serves TLS.
-func securityHeaders(hsts bool) func(http.Handler) http.Handler {
+// SecurityHeaders sets the headers OWASP recommends for a JSON API on every
+// response, errors included; and HSTS when the backend itself serves TLS. The API
+// applies it to its routes; the backend also wraps its plain-HTTP ACME listener.
+func SecurityHeaders(hsts bool) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			h := w.Header()
