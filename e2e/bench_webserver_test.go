@@ -13,7 +13,6 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esutil"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/config"
@@ -66,7 +65,7 @@ func BenchmarkWebserverPeakRSS(b *testing.B) {
 	frames := sampleFrames(b, n)
 	for b.Loop() {
 		natsURL := testenv.StartNATSProcess(b)
-		js := connect(b, natsURL)
+		js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 		publishBacklog(b, js, frames)
 		ws, admin := startBenchWebserver(b, natsURL, esURL)
 		waitDrained(b, js, uint64(n), admin)
@@ -105,7 +104,7 @@ func sampleFrames(b *testing.B, n int) []frame {
 // webserverDrain returns the webserver's rate and the processor time it used.
 func webserverDrain(b *testing.B, esURL string, frames []frame) (float64, time.Duration) {
 	natsURL := testenv.StartNATSProcess(b)
-	js := connect(b, natsURL)
+	js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 	publishBacklog(b, js, frames)
 	start := time.Now()
 	ws, admin := startBenchWebserver(b, natsURL, esURL)
@@ -195,19 +194,6 @@ func ceiling(b *testing.B, esURL string, frames []frame, tuning bulkTuning) floa
 		b.Fatalf("ceiling run: %d failures, %d of %d stored", failed, bi.Stats().NumFlushed, len(docs))
 	}
 	return float64(len(docs)) / elapsed.Seconds()
-}
-
-func connect(b *testing.B, url string) jetstream.JetStream {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return js
 }
 
 // publishBacklog creates the stream as the webserver would and fills it.

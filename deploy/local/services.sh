@@ -37,8 +37,8 @@ nats_ready() { curl -sf -m 3 "http://127.0.0.1:$1/healthz?js-enabled-only=true" 
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_until() { # wait_until SECONDS WHAT CMD...
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
+wait_until() { # wait_until SECONDS CMD...
+  local deadline=$((SECONDS + $1)); shift
   until "$@"; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 1
@@ -51,6 +51,20 @@ write_env() {
   { [ -n "${es_url:-}" ] && echo "ELASTICSEARCH_URL=$es_url"
     [ -n "${nats_url:-}" ] && echo "NATS_URL=$nats_url"; } >"$tmp" || true
   mv "$tmp" "$state/env"
+}
+
+# launched NAME LABEL URL SECONDS CHECK...: called right after starting NAME in the
+# background; records its pid, counts it as started (so a failed start is stopped
+# too), and waits until CHECK passes, showing its log if it never does.
+launched() {
+  local name=$1 label=$2 url=$3 secs=$4; shift 4
+  echo $! >"$state/$name.pid"
+  started+=("$name")
+  if ! wait_until "$secs" "$@"; then
+    tail -n 30 "$state/$name.log" >&2 || true
+    die "$label did not become ready within ${secs}s (log above)"
+  fi
+  say "$label ready at $url"
 }
 
 start_elasticsearch() {
@@ -71,13 +85,7 @@ start_elasticsearch() {
   nohup java "-Xms$es_heap" "-Xmx$es_heap" -Djava.awt.headless=true \
     -cp "$cp" pipeline.eslocal.Launcher --port "$es_port" --home "$state/elasticsearch" \
     >"$state/elasticsearch.log" 2>&1 &
-  echo $! >"$state/elasticsearch.pid"
-  if ! wait_until 180 Elasticsearch es_ready "$es_url"; then
-    tail -n 30 "$state/elasticsearch.log" >&2 || true
-    die "Elasticsearch did not become ready within 180s (log above)"
-  fi
-  started+=(elasticsearch)
-  say "Elasticsearch ready at $es_url"
+  launched elasticsearch Elasticsearch "$es_url" 180 es_ready "$es_url"
 }
 
 start_nats() {
@@ -94,13 +102,7 @@ start_nats() {
   say "starting NATS JetStream on $nats_url (log .services/nats.log)"
   nohup "$root/bin/nats-server" -js -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor_port" \
     -sd "$state/nats" >"$state/nats.log" 2>&1 &
-  echo $! >"$state/nats.pid"
-  if ! wait_until 30 NATS nats_ready "$nats_monitor_port"; then
-    tail -n 30 "$state/nats.log" >&2 || true
-    die "NATS did not become ready within 30s (log above)"
-  fi
-  started+=(nats)
-  say "NATS ready at $nats_url"
+  launched nats NATS "$nats_url" 30 nats_ready "$nats_monitor_port"
 }
 
 stop_one() {

@@ -24,10 +24,11 @@ import (
 
 // backend is the API in front of a real store.
 type backend struct {
-	t     *testing.T
-	url   string
-	spec  *specValidator
-	esURL string
+	t       *testing.T
+	url     string
+	spec    *specValidator
+	esURL   string
+	metrics *Metrics
 }
 
 func startBackend(t *testing.T, esURL, prefix string, vars map[string]string) *backend {
@@ -48,7 +49,7 @@ func startBackend(t *testing.T, esURL, prefix string, vars map[string]string) *b
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &backend{t: t, url: srv.URL, spec: newSpecValidator(t), esURL: esURL}
+	return &backend{t: t, url: srv.URL, spec: newSpecValidator(t), esURL: esURL, metrics: m}
 }
 
 // get sends a GET with the given headers, reads the whole body and checks the
@@ -405,20 +406,10 @@ func TestAClientThatGoesAwayReleasesItsPointInTime(t *testing.T) {
 		ts := start.Add(time.Duration(i) * time.Second)
 		return store.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
 	})
-	m := NewMetrics()
-	cfg := testConfig(t, map[string]string{"ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix, "API_PAGE_SIZE": "100"})
-	st, err := store.New(cfg.Elasticsearch, store.WithQueryObserver(m.ObserveQuery))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := NewServer(slog.New(slog.DiscardHandler), cfg, st, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(h)
-	defer srv.Close()
+	b := startBackend(t, esURL, prefix, map[string]string{"API_PAGE_SIZE": "100"})
+	m := b.metrics
 
-	res := get(t, srv.URL+"/getStream?start_date=2023-03-09&end_date=2023-03-10")
+	res := get(t, b.url+"/getStream?start_date=2023-03-09&end_date=2023-03-10")
 	if line, err := bufio.NewReader(res.Body).ReadString('\n'); err != nil || !strings.Contains(line, `"id":"0"`) {
 		t.Fatalf("first line %q, %v", line, err)
 	}

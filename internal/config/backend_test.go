@@ -27,20 +27,7 @@ func TestBackendTLSModesRequireTheirSettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := LoadBackend(env(tt.vars))
-			if len(tt.wantNamed) == 0 {
-				if err != nil {
-					t.Fatalf("LoadBackend(%v): %v", tt.vars, err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("LoadBackend(%v) accepted it, want an error naming %v", tt.vars, tt.wantNamed)
-			}
-			for _, name := range tt.wantNamed {
-				if !strings.Contains(err.Error(), name) {
-					t.Errorf("error does not name %s:\n%v", name, err)
-				}
-			}
+			checkNamed(t, "LoadBackend", tt.vars, err, tt.wantNamed)
 		})
 	}
 }
@@ -101,6 +88,26 @@ func TestAPIKeysAreSecret(t *testing.T) {
 	for _, v := range BackendVars(&Backend{}) {
 		if v.Name == "API_KEYS" && !v.Secret {
 			t.Fatal("API_KEYS is not marked Secret")
+		}
+	}
+}
+
+// checkNamed asserts what a load of vars returned: no error when wantNamed is empty,
+// else an error naming each variable in it (as "NAME: …" or "NAME=…: …").
+func checkNamed(t *testing.T, load string, vars map[string]string, err error, wantNamed []string) {
+	t.Helper()
+	if len(wantNamed) == 0 {
+		if err != nil {
+			t.Fatalf("%s(%v): %v", load, vars, err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("%s(%v) accepted it, want an error naming %v", load, vars, wantNamed)
+	}
+	for _, name := range wantNamed {
+		if !strings.Contains(err.Error(), name+":") && !strings.Contains(err.Error(), name+"=") {
+			t.Errorf("error does not name %s:\n%v", name, err)
 		}
 	}
 }

@@ -143,20 +143,7 @@ func TestElasticsearchConnectionSettingsAreValidatedTogether(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := LoadBackend(env(tt.vars))
-			if len(tt.wantNamed) == 0 {
-				if err != nil {
-					t.Fatalf("LoadBackend(%v): %v", tt.vars, err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("LoadBackend(%v) accepted it, want an error naming %v", tt.vars, tt.wantNamed)
-			}
-			for _, name := range tt.wantNamed {
-				if !strings.Contains(err.Error(), name+":") && !strings.Contains(err.Error(), name+"=") {
-					t.Errorf("error does not name %s:\n%v", name, err)
-				}
-			}
+			checkNamed(t, "LoadBackend", tt.vars, err, tt.wantNamed)
 		})
 	}
 }

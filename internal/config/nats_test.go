@@ -3,7 +3,6 @@ package config
 import (
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 )
 
@@ -55,20 +54,7 @@ func TestNATSConnectionSettingsAreValidatedTogether(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := LoadNATS(env(tt.vars))
-			if len(tt.wantNamed) == 0 {
-				if err != nil {
-					t.Fatalf("LoadNATS(%v): %v", tt.vars, err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("LoadNATS(%v) accepted it, want an error naming %v", tt.vars, tt.wantNamed)
-			}
-			for _, name := range tt.wantNamed {
-				if !strings.Contains(err.Error(), name+":") {
-					t.Errorf("error does not name %s:\n%v", name, err)
-				}
-			}
+			checkNamed(t, "LoadNATS", tt.vars, err, tt.wantNamed)
 		})
 	}
 }

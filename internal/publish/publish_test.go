@@ -16,15 +16,7 @@ import (
 
 func jetStream(t *testing.T, withStream bool) jetstream.JetStream {
 	ns := testenv.StartNATS(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(64))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, ns.URL(), jetstream.WithPublishAsyncMaxPending(64))
 	if withStream {
 		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "ANNOTATIONS", Subjects: []string{"annotations.>"}}); err != nil {
 			t.Fatal(err)
