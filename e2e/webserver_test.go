@@ -128,19 +128,23 @@ func TestPoisonMessagesGoToTheDeadLetterStreamWithTheirReason(t *testing.T) {
 	poisons := []struct {
 		reason string
 		data   string
+		id     string // Nats-Msg-Id prefix; a numbered "poison-" one when empty
 	}{
-		{"invalid_json", `{"camera_id":"cam-01","frame":`},
-		{"not_an_object", `[1,2,3]`},
-		{"document_parsing_exception", `{"camera_id":"cam-01","frame":"not-a-number","timestamp":"2023-03-09T19:40:00Z"}`},
-		{"too_large", `{"timestamp":"2023-03-09T19:40:00Z","blob":"` + strings.Repeat("x", 5000) + `"}`},
-		{"missing_timestamp", `{"camera_id":"cam-01","frame":7}`},
+		{"invalid_json", `{"camera_id":"cam-01","frame":`, ""},
+		{"not_an_object", `[1,2,3]`, ""},
+		{"document_parsing_exception", `{"camera_id":"cam-01","frame":"not-a-number","timestamp":"2023-03-09T19:40:00Z"}`, ""},
+		{"too_large", `{"timestamp":"2023-03-09T19:40:00Z","blob":"` + strings.Repeat("x", 5000) + `"}`, ""},
+		{"missing_timestamp", `{"camera_id":"cam-01","frame":7}`, ""},
+		// A good message whose id Elasticsearch cannot take: alone in a bulk
+		// request it would fail the whole request.
+		{"invalid_msg_id", `{"camera_id":"cam-01","frame":8,"timestamp":"2023-03-09T19:40:00Z"}`, strings.Repeat("x", 600)},
 	}
 	wantDLQ := map[uint64]string{} // original stream sequence → reason
 	wantData := map[uint64]string{}
 	for i := range scenarioMessages {
 		if i%100 == 99 { // 1% poison, every kind alike
 			p := poisons[(i/100)%len(poisons)]
-			id := fmt.Sprintf("poison-%d", i)
+			id := p.id + fmt.Sprintf("poison-%d", i)
 			ack, err := h.js.Publish(h.ctx, "annotations.cam-01", []byte(p.data), jetstream.WithMsgID(id))
 			if err != nil {
 				t.Fatal(err)

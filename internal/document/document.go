@@ -53,7 +53,12 @@ const (
 	ReasonNotObject   Reason = "not_an_object"
 	ReasonReserved    Reason = "reserved_field"
 	ReasonNoTimestamp Reason = "missing_timestamp"
+	ReasonBadMsgID    Reason = "invalid_msg_id"
 )
+
+// maxIDBytes is Elasticsearch's limit on a document id. A longer one fails the
+// validation of the whole bulk request, not just its own item.
+const maxIDBytes = 512
 
 // OriginKey is the field that records where a document came from.
 const OriginKey = "@nats"
@@ -82,6 +87,10 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, and only that
 	if !json.Valid(raw) {
 		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid JSON"}
+	}
+	if n := len(src.MsgID); n > maxIDBytes || !utf8.ValidString(src.MsgID) {
+		return Document{}, &RejectError{Reason: ReasonBadMsgID,
+			Detail: fmt.Sprintf("Nats-Msg-Id of %d bytes cannot be a document id: Elasticsearch takes valid UTF-8 of at most %d bytes", n, maxIDBytes)}
 	}
 	if !utf8.Valid(raw) { // encoding/json lets it pass; Elasticsearch would not
 		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid UTF-8"}

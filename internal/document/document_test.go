@@ -432,3 +432,24 @@ func TestBuildPutsAPrettyPrintedMessageOnOneLine(t *testing.T) {
 		t.Errorf("body = %s", doc.Body)
 	}
 }
+
+func TestBuildRejectsAMsgIDElasticsearchCannotTakeAsAnID(t *testing.T) {
+	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC}
+	for name, id := range map[string]string{
+		"over 512 bytes": strings.Repeat("x", 513),
+		"invalid UTF-8":  "cam-\xff-1",
+	} {
+		src := testSource()
+		src.MsgID = id
+		_, err := Build([]byte(`{"a":1}`), src, opts)
+		var rej *RejectError
+		if !errors.As(err, &rej) || rej.Reason != ReasonBadMsgID {
+			t.Errorf("%s: err = %v, want a %s rejection", name, err, ReasonBadMsgID)
+		}
+	}
+	src := testSource()
+	src.MsgID = strings.Repeat("x", 512) // exactly the limit is fine
+	if _, err := Build([]byte(`{"a":1}`), src, opts); err != nil {
+		t.Errorf("a 512-byte id: %v", err)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -49,7 +48,8 @@ func (s *Store) Bulk(ctx context.Context, items []Item) ([]ItemResult, error) {
 		body.WriteString(`{"create":{"_index":"`)
 		body.WriteString(s.IndexName(it.Timestamp))
 		body.WriteString(`","_id":`)
-		body.Write(strconv.AppendQuote(nil, it.ID))
+		id, _ := json.Marshal(it.ID) // JSON's escapes, not Go's (strconv.Quote writes \x01)
+		body.Write(id)
 		body.WriteString("}}\n")
 		body.Write(it.Body)
 		body.WriteByte('\n')
