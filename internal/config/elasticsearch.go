@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -46,7 +45,7 @@ func (e *Elasticsearch) check(c *checks) {
 		c.add(!c.set["ELASTICSEARCH_URL"], "ELASTICSEARCH_URL", "is set, and so is ELASTIC_CLOUD_ID: set one of them")
 		e.Addresses = nil
 	} else {
-		e.checkURLs(c)
+		c.urls("ELASTICSEARCH_URL", e.Addresses, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (or ELASTICSEARCH_API_KEY)", "http", "https")
 	}
 	c.add(validIndexPrefix(e.IndexPrefix), "ES_INDEX_PREFIX", "%q must be lowercase letters, digits, '-' or '_', not starting with '-' or '_'", e.IndexPrefix)
 
@@ -79,22 +78,6 @@ func (e *Elasticsearch) check(c *checks) {
 		c.add(https, "ELASTICSEARCH_URL", "no address uses https://, so the certificate settings would never be used")
 	}
 	c.add(e.StartupTimeout >= 0, "ELASTICSEARCH_STARTUP_TIMEOUT", "must not be negative, got %s", e.StartupTimeout)
-}
-
-func (e *Elasticsearch) checkURLs(c *checks) {
-	var plain []string
-	for _, raw := range e.Addresses {
-		// Credentials in an address end up in process lists and error messages;
-		// they have variables of their own.
-		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			c.add(false, "ELASTICSEARCH_URL", "%s holds credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (or ELASTICSEARCH_API_KEY) instead", u.Redacted())
-			continue
-		}
-		plain = append(plain, raw)
-	}
-	if len(plain) > 0 || len(e.Addresses) == 0 {
-		c.urls("ELASTICSEARCH_URL", plain, "http", "https")
-	}
 }
 
 func validIndexPrefix(p string) bool {

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -40,19 +39,7 @@ func (n *NATS) vars() []Var {
 }
 
 func (n *NATS) check(c *checks) {
-	var plain []string
-	for _, raw := range n.URLs {
-		// Credentials in an address end up in process lists and error messages;
-		// they have variables of their own.
-		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			c.add(false, "NATS_URL", "%s holds credentials: set NATS_USER and NATS_PASSWORD, or NATS_TOKEN, instead", u.Redacted())
-			continue
-		}
-		plain = append(plain, raw)
-	}
-	if len(plain) > 0 || len(n.URLs) == 0 {
-		c.urls("NATS_URL", plain, natsSchemes...)
-	}
+	c.urls("NATS_URL", n.URLs, "NATS_USER and NATS_PASSWORD, or NATS_TOKEN,", natsSchemes...)
 
 	c.secretFromFile("NATS_PASSWORD", &n.Password, n.passwordFile)
 	c.secretFromFile("NATS_TOKEN", &n.Token, n.tokenFile)

@@ -145,12 +145,19 @@ func (c *checks) positiveDuration(name string, d time.Duration) {
 	c.add(d > 0, name, "must be greater than 0, got %s", d)
 }
 
-func (c *checks) urls(name string, list []string, schemes ...string) {
+// urls checks a list of server addresses: at least one, each a URL with one of
+// schemes and without credentials. Credentials in an address end up in process
+// lists and error messages; they have variables of their own, which instead names.
+func (c *checks) urls(name string, list []string, instead string, schemes ...string) {
 	c.add(len(list) > 0, name, "must name at least one server")
 	for _, raw := range list {
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
 			c.add(false, name, "%q is not a URL like %s://host:port", raw, schemes[0])
+			continue
+		}
+		if u.User != nil {
+			c.add(false, name, "%s holds credentials: set %s instead", u.Redacted(), instead)
 			continue
 		}
 		ok := false
