@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/annotated-data/pipeline/internal/dial"
 	"github.com/annotated-data/pipeline/internal/store"
@@ -153,13 +152,12 @@ func (e Elasticsearch) Warnings() []string {
 // that fix it; other errors pass through.
 func (e Elasticsearch) Explain(err error) error {
 	var (
-		gaveUp    *dial.GaveUpError
 		refused   *dial.RefusedError
 		untrusted *dial.UntrustedError
 	)
 	switch {
-	case errors.As(err, &gaveUp):
-		return fmt.Errorf("%w (gave up after %s, ELASTICSEARCH_STARTUP_TIMEOUT)", gaveUp.Err, gaveUp.After.Round(time.Second))
+	case gaveUpWaiting(err, "ELASTICSEARCH_STARTUP_TIMEOUT") != nil:
+		return gaveUpWaiting(err, "ELASTICSEARCH_STARTUP_TIMEOUT")
 	case errors.As(err, &refused):
 		return fmt.Errorf("elasticsearch at %s %s (%s)", refused.Addr, e.rejected(), refused.Why)
 	case errors.As(err, &untrusted):

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/annotated-data/pipeline/internal/dial"
 	"github.com/annotated-data/pipeline/internal/natsconn"
@@ -90,14 +89,13 @@ func LoadNATS(getenv func(string) string) (NATS, error) {
 // that fix it; other errors pass through.
 func (n NATS) Explain(err error) error {
 	var (
-		gaveUp    *dial.GaveUpError
 		refused   *dial.RefusedError
 		untrusted *dial.UntrustedError
 		cert      *natsconn.ClientCertError
 	)
 	switch {
-	case errors.As(err, &gaveUp):
-		return fmt.Errorf("%w (gave up after %s, NATS_STARTUP_TIMEOUT)", gaveUp.Err, gaveUp.After.Round(time.Second))
+	case gaveUpWaiting(err, "NATS_STARTUP_TIMEOUT") != nil:
+		return gaveUpWaiting(err, "NATS_STARTUP_TIMEOUT")
 	case errors.As(err, &refused):
 		at := "nats at " + refused.Addr
 		switch refused.Why {

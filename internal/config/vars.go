@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/annotated-data/pipeline/internal/dial"
 )
 
 // Var declares one environment variable: its name, default, meaning, and where its
@@ -197,4 +199,14 @@ func WriteMarkdown(w io.Writer, vars []Var) {
 		}
 		fmt.Fprintf(w, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(v.Usage, "|", `\|`))
 	}
+}
+
+// gaveUpWaiting explains a wait for an unreachable service that ran out, naming
+// the variable that sets its length; nil if err is no such thing.
+func gaveUpWaiting(err error, variable string) error {
+	var g *dial.GaveUpError
+	if !errors.As(err, &g) {
+		return nil
+	}
+	return fmt.Errorf("%w (gave up after %s, %s)", g.Err, g.After.Round(time.Second), variable)
 }
