@@ -413,7 +413,7 @@ func TestBackendCutsStreamsStillRunningAtTheShutdownTimeout(t *testing.T) {
 	if _, err := io.ReadAll(res.Body); err == nil {
 		t.Error("the cut stream read as complete")
 	}
-	if out := b.proc.Output(); !strings.Contains(out, "streams still running at the shutdown timeout were cut") {
+	if out := b.proc.Output(); !strings.Contains(out, "requests still running at the shutdown timeout were cut") {
 		t.Errorf("the cut was not logged:\n%s", out)
 	}
 }
