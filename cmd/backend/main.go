@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	servers := []*server{{name: "api", ln: ln, srv: newHTTPServer(handler, tlsSetup.TLSConfig, log)}}
+	servers := []*server{{name: "api", ln: ln, srv: newHTTPServer(handler, tlsSetup.TLSConfig, log, cfg.StallTimeout)}}
 	if tlsSetup.HTTPHandler != nil {
 		httpLn, err := net.Listen("tcp", cfg.TLS.ACMEHTTPAddr)
 		if err != nil {
@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		// Redirects and challenge answers carry the same headers as the API; HSTS
 		// means nothing over plain HTTP.
 		acme := api.SecurityHeaders(false)(tlsSetup.HTTPHandler)
-		servers = append(servers, &server{name: "acme-http", ln: httpLn, srv: newHTTPServer(acme, nil, log)})
+		servers = append(servers, &server{name: "acme-http", ln: httpLn, srv: newHTTPServer(acme, nil, log, cfg.StallTimeout)})
 	}
 
 	served := make(chan error, len(servers))
@@ -126,14 +126,21 @@ type server struct {
 // ReadTimeout or WriteTimeout: either would cut a long stream (net/http applies
 // ReadTimeout's deadline to the whole connection, and its expiry cancels the
 // request). A stream instead ends when its client disconnects or stops reading
-// (STREAM_STALL_TIMEOUT).
-func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
+// (stall, STREAM_STALL_TIMEOUT).
+//
+// Over HTTP/2 the handler's write deadline only queues a reset of its stream,
+// which cannot be sent while the connection's writes are stuck behind a client
+// that reads nothing; WriteByteTimeout closes such a connection instead, and
+// with it every stream it holds. It is extended by each byte written, so a slow
+// but steady reader keeps its connection.
+func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger, stall time.Duration) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		HTTP2:             &http.HTTP2Config{WriteByteTimeout: stall},
 		// TLS handshake failures from scanners and the like: noise unless debugging.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
