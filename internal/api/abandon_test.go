@@ -50,7 +50,7 @@ func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
 		ts := start.Add(time.Duration(i) * time.Second)
 		return store.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
 	})
-	b := startBackend(t, esURL, prefix, map[string]string{"RATE_LIMIT_REQUESTS": "0", "API_MAX_STREAMS": "300"})
+	b := startBackend(t, esURL, prefix, map[string]string{"RATE_LIMIT_REQUESTS": "0", "API_MAX_STREAMS": "300", "API_MAX_STREAMS_PER_CLIENT": "300"})
 	addr := strings.TrimPrefix(b.url, "http://")
 
 	// 300 clients send a request and hang up 0-30 ms later, without reading.

@@ -6,12 +6,14 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -210,14 +212,59 @@ func rateLimit(limit int, window time.Duration) func(http.Handler) http.Handler 
 	if limit == 0 {
 		return passThrough
 	}
-	byClient := func(r *http.Request) (string, error) {
-		return httprate.CanonicalizeIP(middleware.GetClientIP(r.Context())), nil
-	}
-	return httprate.LimitBy(limit, window, byClient, httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
-		// httprate has set Retry-After.
+	// A counter of our own keeps the windows aligned to the clock, so that the
+	// limit handler can read where the client stands.
+	counter := httprate.NewLocalLimitCounter(window)
+	limiter := httprate.NewRateLimiter(limit, window, httprate.WithLimitCounter(counter), httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
+		// httprate's own Retry-After is always the whole window.
+		now := time.Now().UTC()
+		current := now.Truncate(window)
+		wait := window
+		if curr, prev, err := counter.Get(clientKey(r), current, current.Add(-window)); err == nil {
+			wait = untilAllowed(now.Sub(current), window, prev, curr, limit)
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 		writeError(w, http.StatusTooManyRequests, apiError{Code: "rate_limited",
 			Message: fmt.Sprintf("more than %d requests in %s from this client; retry after the seconds in Retry-After", limit, window)})
 	}))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !limiter.RespondOnLimit(w, r, clientKey(r)) {
+				next.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+// untilAllowed is how long a client must wait before httprate admits its next
+// request. httprate estimates a client's rate over a sliding window as
+// prev*(1-elapsed/window) + curr, from the requests counted in the previous and
+// the current fixed window, and admits a request while the estimate stays below
+// limit. Within the current window the estimate falls as prev's share fades;
+// failing that, in the next window curr becomes the fading share.
+func untilAllowed(elapsed, window time.Duration, prev, curr, limit int) time.Duration {
+	room := limit - 1 // the estimate at which one more request fits
+	// ceilShare is window*num/den, rounded up: the earliest instant that is enough.
+	ceilShare := func(num, den int) time.Duration {
+		return (window*time.Duration(num) + time.Duration(den) - 1) / time.Duration(den)
+	}
+	if curr <= room {
+		if prev == 0 {
+			return 0
+		}
+		// prev*(1-e/window) + curr <= room
+		if e := ceilShare(prev-(room-curr), prev); e < window {
+			return max(0, e-elapsed)
+		}
+	}
+	// Next window: curr*(1-e/window) <= room.
+	return window - elapsed + ceilShare(max(0, curr-room), curr)
+}
+
+// clientKey names the client for the per-client limits: its address, or its /64
+// for IPv6, where one host commonly holds a whole prefix.
+func clientKey(r *http.Request) string {
+	return httprate.CanonicalizeIP(middleware.GetClientIP(r.Context()))
 }
 
 // requireAPIKey admits requests that present one of keys, as "Authorization: Bearer
@@ -263,10 +310,35 @@ func presentedKey(r *http.Request) string {
 
 // limitStreams serves at most n streams at once and answers 503 beyond that: every
 // stream holds an Elasticsearch point in time and a share of its search threads.
-func limitStreams(n int, m *Metrics) func(http.Handler) http.Handler {
+// One client may hold at most perClient of them, and is answered 429 beyond that,
+// so that it cannot take every slot while staying under the rate limit.
+func limitStreams(n, perClient int, m *Metrics) func(http.Handler) http.Handler {
 	slots := make(chan struct{}, n)
+	var mu sync.Mutex
+	byClient := map[string]int{}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			client := clientKey(r)
+			mu.Lock()
+			mine := byClient[client]
+			if mine < perClient {
+				byClient[client]++
+			}
+			mu.Unlock()
+			if mine >= perClient {
+				w.Header().Set("Retry-After", "5")
+				writeError(w, http.StatusTooManyRequests, apiError{Code: "too_many_client_streams",
+					Message: fmt.Sprintf("this client already has %d streams running, as many as one client may; retry once one has ended", perClient)})
+				return
+			}
+			defer func() {
+				mu.Lock()
+				if byClient[client]--; byClient[client] == 0 {
+					delete(byClient, client)
+				}
+				mu.Unlock()
+			}()
+
 			select {
 			case slots <- struct{}{}:
 			default:

@@ -34,7 +34,7 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 	compress := func(next http.Handler) http.Handler { return gzipped(next) }
 	limited := rateLimit(cfg.RateLimit, cfg.RateWindow)
 	keyed := requireAPIKey(cfg.APIKeys)
-	streams := limitStreams(cfg.MaxStreams, m)
+	streams := limitStreams(cfg.MaxStreams, cfg.MaxClientStreams, m)
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
 	r := chi.NewRouter()
