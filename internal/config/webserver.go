@@ -77,7 +77,7 @@ func WebserverVars(cfg *Webserver) []Var {
 		Var{Name: "ES_INDEX_REPLICAS", Default: "1", Usage: "replicas of each new index (0 on a single node keeps it green)", target: &cfg.Index.Replicas},
 		Var{Name: "ES_INDEX_REFRESH_INTERVAL", Default: "1s", Usage: "how soon new documents become searchable", target: &cfg.Index.RefreshInterval},
 		Var{Name: "ES_KEYWORD_IGNORE_ABOVE", Default: "1024", Usage: "longer strings are stored but not indexed", target: &cfg.Index.IgnoreAbove},
-		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own @timestamp wins)", target: &cfg.TimestampField},
+		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own readable @timestamp wins)", target: &cfg.TimestampField},
 		Var{Name: "TIMESTAMP_REQUIRED", Default: "false", Usage: "true: dead-letter messages without a usable timestamp; false: use the publish time", target: &cfg.TimestampRequired},
 		Var{Name: "TIMESTAMP_DEFAULT_ZONE", Default: "UTC", Usage: "IANA zone for timestamps written without one", target: &cfg.zone},
 		Var{Name: "MAX_MESSAGE_BYTES", Default: "1048576", Usage: "larger messages are dead-lettered", target: &cfg.MaxMessageBytes},

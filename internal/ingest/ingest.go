@@ -33,17 +33,19 @@ type Indexer interface {
 
 // Ingester consumes one stream through one durable consumer.
 type Ingester struct {
-	js      jetstream.JetStream
-	store   Indexer
-	cfg     config.Webserver
-	log     *slog.Logger
-	metrics *Metrics
-	es      *esState
+	js        jetstream.JetStream
+	store     Indexer
+	cfg       config.Webserver
+	log       *slog.Logger
+	metrics   *Metrics
+	es        *esState
+	fallbacks *fallbacks
 }
 
 // New returns an ingester; Run does the work.
 func New(js jetstream.JetStream, st Indexer, cfg config.Webserver, log *slog.Logger, m *Metrics) *Ingester {
-	return &Ingester{js: js, store: st, cfg: cfg, log: log, metrics: m, es: &esState{log: log, metrics: m}}
+	return &Ingester{js: js, store: st, cfg: cfg, log: log, metrics: m, es: &esState{log: log, metrics: m},
+		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, every: fallbackLogInterval}}
 }
 
 // ElasticsearchErr is non-nil while bulk requests cannot reach Elasticsearch.
@@ -183,6 +185,9 @@ func (in *Ingester) batchesOf(ctx context.Context, msgs []jetstream.Msg) []*batc
 		if err != nil {
 			in.deadLetter(ctx, m, err)
 			continue
+		}
+		if doc.Fallback != "" {
+			in.fallbacks.note(doc.Fallback, m.Subject())
 		}
 		if cur.bytes > 0 && cur.bytes+len(doc.Body) > in.cfg.BulkMaxBytes {
 			out = append(out, cur)

@@ -13,6 +13,7 @@ type Metrics struct {
 	duplicates   prometheus.Counter
 	retried      prometheus.Counter
 	deadLettered *prometheus.CounterVec
+	fallbacks    *prometheus.CounterVec
 	bulkSeconds  prometheus.Histogram
 	bulkDocs     prometheus.Histogram
 	unacked      prometheus.Gauge
@@ -32,6 +33,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		retried:    prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_retried_total", Help: "Bulk items sent again after a temporary failure (429, 5xx, unreachable cluster)."}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_messages_dead_lettered_total", Help: "Messages moved to the dead-letter stream, by reason."},
 			[]string{"reason"}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_timestamp_fallbacks_total",
+			Help: "Messages stored under their publish time because their own timestamp was missing or unreadable, by reason: missing, null, not_a_date, out_of_range."},
+			[]string{"reason"}),
 		bulkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_duration_seconds", Help: "Latency of bulk requests to Elasticsearch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		bulkDocs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_documents", Help: "Documents per bulk request.",
@@ -40,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_consumer_pending", Help: "Messages in the stream not yet delivered to the durable consumer."}),
 		esUp:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_up", Help: "1 while bulk requests reach Elasticsearch, 0 while it is unreachable."}),
 	}
-	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
+	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.fallbacks, m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
 	m.esUp.Set(1)
 	return m
 }
