@@ -152,17 +152,67 @@ func observe(log *slog.Logger, m *Metrics) func(http.Handler) http.Handler {
 }
 
 // loggableQuery is the query string with the values of unknown parameters replaced,
-// in case someone puts a key or other secret where it does not belong.
+// in case someone puts a key or other secret where it does not belong, and their
+// names shortened, so that a client cannot fill the log.
 func loggableQuery(q url.Values) string {
 	safe := url.Values{}
 	for name, values := range q {
 		if slices.Contains(queryParams, name) {
 			safe[name] = values
 		} else {
-			safe[name] = []string{"REDACTED"}
+			safe[shorten(name, maxEcho)] = []string{"REDACTED"}
 		}
 	}
 	return safe.Encode()
+}
+
+// maxEcho is the most of a client's text (a parameter name, a path) that an
+// error message or a log line repeats.
+const maxEcho = 64
+
+// shorten returns s cut to at most n bytes, without splitting a character, and
+// marked as cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// normalizePath routes a path whose percent-encodings stand for unreserved
+// characters (/get%4AsonStream) as the path itself, as RFC 3986 (6.2.2.2) says
+// they are equivalent. An encoded reserved character (%2F) keeps the path apart.
+func normalizePath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawPath != "" {
+			raw := decodeUnreserved(r.URL.RawPath)
+			if raw == (&url.URL{Path: r.URL.Path}).EscapedPath() {
+				raw = "" // the router then matches the decoded path
+			}
+			r.URL.RawPath = raw
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// decodeUnreserved decodes the percent-encodings of letters, digits and - . _ ~
+// in an escaped path, and leaves every other one as it is.
+func decodeUnreserved(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			if v, err := strconv.ParseUint(p[i+1:i+3], 16, 8); err == nil {
+				c := byte(v)
+				if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+					b.WriteByte(c)
+					i += 2
+					continue
+				}
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
 }
 
 // SecurityHeaders sets the headers OWASP recommends for a JSON API on every
@@ -200,7 +250,7 @@ func allowOrigins(origins []string) func(http.Handler) http.Handler {
 	}
 	return cors.Handler(cors.Options{
 		AllowedOrigins: origins,
-		AllowedMethods: []string{http.MethodGet},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead},
 		AllowedHeaders: []string{"Accept", "Authorization", "X-API-Key", "Last-Event-ID"},
 		ExposedHeaders: []string{"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
 		MaxAge:         600,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/klauspost/compress/gzhttp"
 	"github.com/klauspost/compress/gzip"
 
@@ -38,13 +39,14 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
 	r := chi.NewRouter()
-	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.TLS.Mode != config.TLSOff), allowOrigins(cfg.CORSOrigins))
+	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.TLS.Mode != config.TLSOff), allowOrigins(cfg.CORSOrigins),
+		normalizePath, middleware.GetHead) // HEAD wherever GET (RFC 9110, 9.3.2)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + r.URL.Path + "; see /openapi.json"})
+		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + shorten(r.URL.EscapedPath(), maxEcho) + "; see /openapi.json"})
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", http.MethodGet)
-		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path + "; use GET"})
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + shorten(r.URL.EscapedPath(), maxEcho) + "; use GET"})
 	})
 
 	r.Get("/healthz", healthz)

@@ -517,8 +517,8 @@ func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
 		}
 		body, _ := readAll(t, res)
 		res.Body.Close()
-		if res.StatusCode != http.StatusMethodNotAllowed || errorOf(t, body).Code != "method_not_allowed" || res.Header.Get("Allow") != "GET" {
-			t.Errorf("%s: %d %s Allow=%q, want 405 method_not_allowed with Allow: GET", method, res.StatusCode, body, res.Header.Get("Allow"))
+		if res.StatusCode != http.StatusMethodNotAllowed || errorOf(t, body).Code != "method_not_allowed" || res.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s: %d %s Allow=%q, want 405 method_not_allowed with Allow: GET, HEAD", method, res.StatusCode, body, res.Header.Get("Allow"))
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -151,7 +152,15 @@ func (s *stallWriter) Write(p []byte) (int, error) {
 func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metrics, pick func(*http.Request) format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		info := requestInfoFrom(r.Context())
-		rng, bad := parseQuery(r.URL.Query(), rules)
+		// r.URL.Query() would drop what it cannot read, and report a parameter
+		// written with a bad escape or after a ';' as missing.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, apiError{Code: "invalid_query",
+				Message: fmt.Sprintf("the query string cannot be read (%s): separate parameters with & and write a literal %% as %%25", shorten(err.Error(), maxEcho))})
+			return
+		}
+		rng, bad := parseQuery(q, rules)
 		if bad != nil {
 			writeError(w, http.StatusBadRequest, *bad)
 			return
@@ -188,7 +197,14 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 			return nil
 		}
 
-		err := st.Export(r.Context(), rng, func(page store.Page) error {
+		if r.Method == http.MethodHead {
+			// The headers a GET would begin with, without asking the store for
+			// documents that would not be sent.
+			start()
+			return
+		}
+
+		err = st.Export(r.Context(), rng, func(page store.Page) error {
 			if !started {
 				start()
 			}
