@@ -139,8 +139,11 @@ func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger, stal
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		HTTP2:             &http.HTTP2Config{WriteByteTimeout: stall},
+		// The API answers headers over its own limit (api.MaxHeaderBytes) with a
+		// 431 that carries its security headers; net/http's own 431, for headers
+		// beyond this ceiling, carries none.
+		MaxHeaderBytes: 1 << 20,
+		HTTP2:          &http.HTTP2Config{WriteByteTimeout: stall},
 		// TLS handshake failures from scanners and the like: noise unless debugging.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

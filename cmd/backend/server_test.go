@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/api"
+	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
@@ -61,34 +64,15 @@ func (c *pausableConn) Read(p []byte) (int, error) {
 // slot) must still be freed within STREAM_STALL_TIMEOUT.
 func TestAClientThatStopsReadingAnHTTP2StreamLosesItWithinTheStallTimeout(t *testing.T) {
 	const stall = time.Second
-	cfg, err := config.LoadBackend(func(name string) string {
-		return map[string]string{"STREAM_STALL_TIMEOUT": stall.String(), "API_MAX_STREAMS": "1"}[name]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	st := &endlessStore{ended: make(chan time.Time, 1)}
-	h, err := api.NewServer(slog.New(slog.DiscardHandler), cfg, st, api.NewMetrics())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := testenv.NewCA(t, "stall test")
-	cert := ca.Issue("localhost", "127.0.0.1")
-	srv := newHTTPServer(h, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}, slog.New(slog.DiscardHandler), cfg.StallTimeout)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { srv.ServeTLS(ln, "", "") })
-	t.Cleanup(func() { srv.Close(); wg.Wait() })
-
+	addr, ca := startTLSBackend(t, st, map[string]string{"STREAM_STALL_TIMEOUT": stall.String(), "API_MAX_STREAMS": "1"})
 	pause := make(chan struct{})
 	var conns []net.Conn
 	var mu sync.Mutex
 	client := &http.Client{Transport: &http.Transport{
-		ForceAttemptHTTP2: true,
-		TLSClientConfig:   &tls.Config{RootCAs: ca.Pool()},
+		ForceAttemptHTTP2:  true,
+		DisableCompression: true, // gzip would shrink the documents to nothing: slow to fill the buffers
+		TLSClientConfig:    &tls.Config{RootCAs: ca},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil {
@@ -109,7 +93,7 @@ func TestAClientThatStopsReadingAnHTTP2StreamLosesItWithinTheStallTimeout(t *tes
 		}
 	})
 
-	url := "https://" + ln.Addr().String() + "/getStream?start_date=2023-03-09&end_date=2023-03-10"
+	url := "https://" + addr + "/getStream?start_date=2023-03-09&end_date=2023-03-10"
 	res, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
@@ -131,5 +115,68 @@ func TestAClientThatStopsReadingAnHTTP2StreamLosesItWithinTheStallTimeout(t *tes
 		}
 	case <-time.After(stall + 15*time.Second):
 		t.Fatalf("the stream still runs %s after its client stopped reading (STREAM_STALL_TIMEOUT=%s)", stall+15*time.Second, stall)
+	}
+}
+
+// startTLSBackend serves the API over TLS (file mode) the way run does, in front
+// of st, and returns its address and the pool that trusts it.
+func startTLSBackend(t *testing.T, st api.Exporter, vars map[string]string) (string, *x509.CertPool) {
+	t.Helper()
+	ca := testenv.NewCA(t, "backend test")
+	certFile, keyFile := ca.WriteKeyPair(ca.Issue("localhost", "127.0.0.1"))
+	env := map[string]string{"TLS_MODE": "file", "TLS_CERT_FILE": certFile, "TLS_KEY_FILE": keyFile}
+	maps.Copy(env, vars)
+	cfg, err := config.LoadBackend(func(name string) string { return env[name] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	h, err := api.NewServer(log, cfg, st, api.NewMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsSetup, err := certs.New(cfg.TLS, cfg.ListenAddr, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer(h, tlsSetup.TLSConfig, log, cfg.StallTimeout)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { srv.ServeTLS(ln, "", "") })
+	t.Cleanup(func() { srv.Close(); wg.Wait() })
+	return ln.Addr().String(), ca.Pool()
+}
+
+// TestTooLargeHeadersAreAnsweredWithTheSecurityHeaders: net/http's own 431
+// carries none of the headers every other response has, HSTS included.
+func TestTooLargeHeadersAreAnsweredWithTheSecurityHeaders(t *testing.T) {
+	addr, ca := startTLSBackend(t, &endlessStore{ended: make(chan time.Time, 1)}, nil)
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2"} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca}, ForceAttemptHTTP2: proto == "HTTP/2"}
+		if proto == "HTTP/1.1" {
+			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		}
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/healthz", nil)
+		req.Header.Set("X-Padding", strings.Repeat("x", 70<<10))
+		res, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("%s: %d %s, want 431", proto, res.StatusCode, body)
+		}
+		for _, h := range []string{"Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy", "Referrer-Policy"} {
+			if res.Header.Get(h) == "" {
+				t.Errorf("%s: the 431 response has no %s", proto, h)
+			}
+		}
+		if !strings.Contains(string(body), "headers_too_large") {
+			t.Errorf("%s: the 431 body %q is not the API's JSON error", proto, body)
+		}
 	}
 }

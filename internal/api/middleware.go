@@ -234,6 +234,33 @@ func SecurityHeaders(hsts bool) func(http.Handler) http.Handler {
 	}
 }
 
+// MaxHeaderBytes is the most a request's line and headers may take. The server
+// must let larger ones through (its MaxHeaderBytes above this), for the API to
+// answer them itself, with the headers every response carries.
+const MaxHeaderBytes = 64 << 10
+
+// limitHeaderBytes answers 431 to a request whose line and headers, counted as
+// they are sent over HTTP/1.1, take more than n bytes.
+func limitHeaderBytes(n int) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			size := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len("Host: \r\n") + len(r.Host) + 2
+			for name, values := range r.Header {
+				for _, v := range values {
+					size += len(name) + len(v) + 4
+				}
+			}
+			if size > n {
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusRequestHeaderFieldsTooLarge, apiError{Code: "headers_too_large",
+					Message: fmt.Sprintf("the request line and headers take %d bytes; at most %d are read", size, n)})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
 // clientIP records the client's address for the rate limit and the access log:
 // the peer's, or with trusted proxies, the first untrusted hop of X-Forwarded-For.
 func clientIP(trustedProxies []string) func(http.Handler) http.Handler {

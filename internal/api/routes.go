@@ -39,7 +39,7 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
 	r := chi.NewRouter()
-	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.TLS.Mode != config.TLSOff), allowOrigins(cfg.CORSOrigins),
+	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.TLS.Mode != config.TLSOff), limitHeaderBytes(MaxHeaderBytes), allowOrigins(cfg.CORSOrigins),
 		normalizePath, middleware.GetHead) // HEAD wherever GET (RFC 9110, 9.3.2)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + shorten(r.URL.EscapedPath(), maxEcho) + "; see /openapi.json"})
