@@ -13,9 +13,6 @@ import (
 	"github.com/annotated-data/pipeline/internal/document"
 )
 
-// dlqPrefix is prepended to a message's subject in the dead-letter stream.
-const dlqPrefix = "dlq."
-
 // Headers added to a dead-lettered message.
 const (
 	HeaderReason          = "Dlq-Reason"
@@ -35,7 +32,7 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	if errors.As(cause, &rej) {
 		reason, detail = string(rej.Reason), rej.Detail
 	}
-	dl := nats.NewMsg(dlqPrefix + m.Subject())
+	dl := nats.NewMsg(in.cfg.DLQSubjectPrefix + "." + m.Subject())
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
 		dl.Header[k] = v

@@ -68,10 +68,15 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 	if err := in.ensureStream(ctx, jetstream.StreamConfig{
 		Name:     in.cfg.DLQStream,
-		Subjects: []string{dlqPrefix + ">"},
+		Subjects: []string{in.cfg.DLQSubjectPrefix + ".>"},
 		Storage:  jetstream.FileStorage,
 		Replicas: in.cfg.StreamReplicas,
 	}); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStreamSubjectOverlap {
+			// Another pipeline on this server dead-letters under the same prefix.
+			return fmt.Errorf("%w; give this pipeline a NATS_DLQ_SUBJECT_PREFIX of its own", err)
+		}
 		return err
 	}
 	cons, err := in.js.CreateOrUpdateConsumer(ctx, in.cfg.Stream, jetstream.ConsumerConfig{
@@ -233,6 +238,10 @@ func (in *Ingester) build(m jetstream.Msg) (document.Document, error) {
 		Required:       in.cfg.TimestampRequired,
 	})
 }
+
+// jsErrCodeStreamSubjectOverlap is the JetStream error code of a stream whose
+// subjects overlap another stream's (nats.go names no constant for it).
+const jsErrCodeStreamSubjectOverlap jetstream.ErrorCode = 10065
 
 func (in *Ingester) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
 	_, err := in.js.Stream(ctx, cfg.Name)
