@@ -38,6 +38,11 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 	streams := limitStreams(cfg.MaxStreams, cfg.MaxClientStreams, m)
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
+	describe, err := openAPI(len(cfg.APIKeys) > 0)
+	if err != nil {
+		return nil, err
+	}
+
 	r := chi.NewRouter()
 	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.TLS.Mode != config.TLSOff), limitHeaderBytes(MaxHeaderBytes), allowOrigins(cfg.CORSOrigins),
 		normalizePath, middleware.GetHead) // HEAD wherever GET (RFC 9110, 9.3.2)
@@ -51,7 +56,7 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 
 	r.Get("/healthz", healthz)
 	r.Get("/readyz", readyz(st))
-	r.With(limited).Get("/openapi.json", openAPI)
+	r.With(limited).Get("/openapi.json", describe)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
 	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
 		streamDocuments(rules, cfg.StallTimeout, st, m, func(*http.Request) format { return jsonArray }))
