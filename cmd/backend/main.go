@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return fmt.Errorf("listen on %s (LISTEN_ADDR): %w", cfg.ListenAddr, err)
 	}
-	servers := []serve.Server{{Name: "api", Listener: ln, HTTP: newHTTPServer(handler, tlsSetup.TLSConfig, log)}}
+	servers := []serve.Server{{Name: "api", Listener: ln, HTTP: newHTTPServer(handler, tlsSetup.TLSConfig, log, cfg.StallTimeout)}}
 	if tlsSetup.HTTPHandler != nil {
 		httpLn, err := net.Listen("tcp", cfg.TLS.ACMEHTTPAddr)
 		if err != nil {
@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		// Redirects and challenge answers carry the same headers as the API; HSTS
 		// means nothing over plain HTTP.
 		acme := api.SecurityHeaders(false)(tlsSetup.HTTPHandler)
-		servers = append(servers, serve.Server{Name: "acme-http", Listener: httpLn, HTTP: newHTTPServer(acme, nil, log)})
+		servers = append(servers, serve.Server{Name: "acme-http", Listener: httpLn, HTTP: newHTTPServer(acme, nil, log, cfg.StallTimeout)})
 	}
 	log.Info("backend started", "version", version)
 
@@ -95,14 +95,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // ReadTimeout or WriteTimeout: either would cut a long stream (net/http applies
 // ReadTimeout's deadline to the whole connection, and its expiry cancels the
 // request). A stream instead ends when its client disconnects or stops reading
-// (STREAM_STALL_TIMEOUT).
-func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
+// (stall, STREAM_STALL_TIMEOUT).
+//
+// Over HTTP/2 the handler's write deadline only queues a reset of its stream,
+// which cannot be sent while the connection's writes are stuck behind a client
+// that reads nothing; WriteByteTimeout closes such a connection instead, and
+// with it every stream it holds. It is extended by each byte written, so a slow
+// but steady reader keeps its connection.
+func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger, stall time.Duration) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		// The API answers headers over its own limit (api.MaxHeaderBytes) with a
+		// 431 that carries its security headers; net/http's own 431, for headers
+		// beyond this ceiling, carries none.
+		MaxHeaderBytes: 1 << 20,
+		HTTP2:          &http.HTTP2Config{WriteByteTimeout: stall},
 		// TLS handshake failures from scanners and the like: noise unless debugging.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		served <- serve.Run(ctx, log, time.Second, adminSrv)
 		stop()
 	}()
-	err = ingester.Run(ctx)
+	err = cfg.Explain(ingester.Run(ctx))
 	stop()
 	log.Info("webserver stopped")
 	return errors.Join(err, <-served)

@@ -6,12 +6,14 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -150,17 +152,67 @@ func observe(log *slog.Logger, m *Metrics) func(http.Handler) http.Handler {
 }
 
 // loggableQuery is the query string with the values of unknown parameters replaced,
-// in case someone puts a key or other secret where it does not belong.
+// in case someone puts a key or other secret where it does not belong, and their
+// names shortened, so that a client cannot fill the log.
 func loggableQuery(q url.Values) string {
 	safe := url.Values{}
 	for name, values := range q {
 		if slices.Contains(queryParams, name) {
 			safe[name] = values
 		} else {
-			safe[name] = []string{"REDACTED"}
+			safe[shorten(name, maxEcho)] = []string{"REDACTED"}
 		}
 	}
 	return safe.Encode()
+}
+
+// maxEcho is the most of a client's text (a parameter name, a path) that an
+// error message or a log line repeats.
+const maxEcho = 64
+
+// shorten returns s cut to at most n bytes, without splitting a character, and
+// marked as cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// normalizePath routes a path whose percent-encodings stand for unreserved
+// characters (/get%4AsonStream) as the path itself, as RFC 3986 (6.2.2.2) says
+// they are equivalent. An encoded reserved character (%2F) keeps the path apart.
+func normalizePath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawPath != "" {
+			raw := decodeUnreserved(r.URL.RawPath)
+			if raw == (&url.URL{Path: r.URL.Path}).EscapedPath() {
+				raw = "" // the router then matches the decoded path
+			}
+			r.URL.RawPath = raw
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// decodeUnreserved decodes the percent-encodings of letters, digits and - . _ ~
+// in an escaped path, and leaves every other one as it is.
+func decodeUnreserved(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			if v, err := strconv.ParseUint(p[i+1:i+3], 16, 8); err == nil {
+				c := byte(v)
+				if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+					b.WriteByte(c)
+					i += 2
+					continue
+				}
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
 }
 
 // SecurityHeaders sets the headers OWASP recommends for a JSON API on every
@@ -176,6 +228,33 @@ func SecurityHeaders(hsts bool) func(http.Handler) http.Handler {
 			h.Set("Referrer-Policy", "no-referrer")
 			if hsts {
 				h.Set("Strict-Transport-Security", "max-age=31536000")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// MaxHeaderBytes is the most a request's line and headers may take. The server
+// must let larger ones through (its MaxHeaderBytes above this), for the API to
+// answer them itself, with the headers every response carries.
+const MaxHeaderBytes = 64 << 10
+
+// limitHeaderBytes answers 431 to a request whose line and headers, counted as
+// they are sent over HTTP/1.1, take more than n bytes.
+func limitHeaderBytes(n int) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			size := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len("Host: \r\n") + len(r.Host) + 2
+			for name, values := range r.Header {
+				for _, v := range values {
+					size += len(name) + len(v) + 4
+				}
+			}
+			if size > n {
+				w.Header().Set("Connection", "close")
+				writeError(w, http.StatusRequestHeaderFieldsTooLarge, apiError{Code: "headers_too_large",
+					Message: fmt.Sprintf("the request line and headers take %d bytes; at most %d are read", size, n)})
+				return
 			}
 			next.ServeHTTP(w, r)
 		})
@@ -198,7 +277,7 @@ func allowOrigins(origins []string) func(http.Handler) http.Handler {
 	}
 	return cors.Handler(cors.Options{
 		AllowedOrigins: origins,
-		AllowedMethods: []string{http.MethodGet},
+		AllowedMethods: []string{http.MethodGet, http.MethodHead},
 		AllowedHeaders: []string{"Accept", "Authorization", "X-API-Key", "Last-Event-ID"},
 		ExposedHeaders: []string{"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
 		MaxAge:         600,
@@ -210,14 +289,59 @@ func rateLimit(limit int, window time.Duration) func(http.Handler) http.Handler 
 	if limit == 0 {
 		return passThrough
 	}
-	byClient := func(r *http.Request) (string, error) {
-		return httprate.CanonicalizeIP(middleware.GetClientIP(r.Context())), nil
-	}
-	return httprate.LimitBy(limit, window, byClient, httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
-		// httprate has set Retry-After.
+	// A counter of our own keeps the windows aligned to the clock, so that the
+	// limit handler can read where the client stands.
+	counter := httprate.NewLocalLimitCounter(window)
+	limiter := httprate.NewRateLimiter(limit, window, httprate.WithLimitCounter(counter), httprate.WithLimitHandler(func(w http.ResponseWriter, r *http.Request) {
+		// httprate's own Retry-After is always the whole window.
+		now := time.Now().UTC()
+		current := now.Truncate(window)
+		wait := window
+		if curr, prev, err := counter.Get(clientKey(r), current, current.Add(-window)); err == nil {
+			wait = untilAllowed(now.Sub(current), window, prev, curr, limit)
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 		writeError(w, http.StatusTooManyRequests, apiError{Code: "rate_limited",
 			Message: fmt.Sprintf("more than %d requests in %s from this client; retry after the seconds in Retry-After", limit, window)})
 	}))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !limiter.RespondOnLimit(w, r, clientKey(r)) {
+				next.ServeHTTP(w, r)
+			}
+		})
+	}
+}
+
+// untilAllowed is how long a client must wait before httprate admits its next
+// request. httprate estimates a client's rate over a sliding window as
+// prev*(1-elapsed/window) + curr, from the requests counted in the previous and
+// the current fixed window, and admits a request while the estimate stays below
+// limit. Within the current window the estimate falls as prev's share fades;
+// failing that, in the next window curr becomes the fading share.
+func untilAllowed(elapsed, window time.Duration, prev, curr, limit int) time.Duration {
+	room := limit - 1 // the estimate at which one more request fits
+	// ceilShare is window*num/den, rounded up: the earliest instant that is enough.
+	ceilShare := func(num, den int) time.Duration {
+		return (window*time.Duration(num) + time.Duration(den) - 1) / time.Duration(den)
+	}
+	if curr <= room {
+		if prev == 0 {
+			return 0
+		}
+		// prev*(1-e/window) + curr <= room
+		if e := ceilShare(prev-(room-curr), prev); e < window {
+			return max(0, e-elapsed)
+		}
+	}
+	// Next window: curr*(1-e/window) <= room.
+	return window - elapsed + ceilShare(max(0, curr-room), curr)
+}
+
+// clientKey names the client for the per-client limits: its address, or its /64
+// for IPv6, where one host commonly holds a whole prefix.
+func clientKey(r *http.Request) string {
+	return httprate.CanonicalizeIP(middleware.GetClientIP(r.Context()))
 }
 
 // requireAPIKey admits requests that present one of keys, as "Authorization: Bearer
@@ -263,10 +387,35 @@ func presentedKey(r *http.Request) string {
 
 // limitStreams serves at most n streams at once and answers 503 beyond that: every
 // stream holds an Elasticsearch point in time and a share of its search threads.
-func limitStreams(n int, m *Metrics) func(http.Handler) http.Handler {
+// One client may hold at most perClient of them, and is answered 429 beyond that,
+// so that it cannot take every slot while staying under the rate limit.
+func limitStreams(n, perClient int, m *Metrics) func(http.Handler) http.Handler {
 	slots := make(chan struct{}, n)
+	var mu sync.Mutex
+	byClient := map[string]int{}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			client := clientKey(r)
+			mu.Lock()
+			mine := byClient[client]
+			if mine < perClient {
+				byClient[client]++
+			}
+			mu.Unlock()
+			if mine >= perClient {
+				w.Header().Set("Retry-After", "5")
+				writeError(w, http.StatusTooManyRequests, apiError{Code: "too_many_client_streams",
+					Message: fmt.Sprintf("this client already has %d streams running, as many as one client may; retry once one has ended", perClient)})
+				return
+			}
+			defer func() {
+				mu.Lock()
+				if byClient[client]--; byClient[client] == 0 {
+					delete(byClient, client)
+				}
+				mu.Unlock()
+			}()
+
 			select {
 			case slots <- struct{}{}:
 			default:

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -160,13 +162,91 @@ func TestTheOpenAPIDocumentIsServedAndValid(t *testing.T) {
 	codes := v.doc.Components.Schemas["Error"].Value.Properties["error"].Value.Properties["code"].Value.Enum
 	for _, code := range []string{"missing_parameter", "unknown_parameter", "invalid_parameter", "invalid_range", "range_too_long",
 		"unauthorized", "rate_limited", "not_found", "method_not_allowed", "elasticsearch_error", "elasticsearch_unavailable",
-		"too_many_streams", "stream_interrupted", "internal_error"} {
+		"too_many_streams", "stream_interrupted", "internal_error", "invalid_query", "too_many_client_streams", "headers_too_large"} {
 		found := false
 		for _, c := range codes {
 			found = found || c == code
 		}
 		if !found {
 			t.Errorf("error code %s is not in the description", code)
+		}
+	}
+}
+
+func TestTheServedDescriptionListsAnonymousAccessOnlyWithoutKeys(t *testing.T) {
+	for _, keys := range [][]string{nil, {"a-key-of-sixteen-chars-or-more"}} {
+		srv, _ := serve(t, &fakeExporter{}, Config{APIKeys: keys})
+		res := get(t, srv.URL+"/openapi.json")
+		body, _ := io.ReadAll(res.Body)
+		doc, err := openapi3.NewLoader().LoadFromData(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/getJsonStream", "/getStream", "/metrics", "/healthz"} {
+			op := doc.Paths.Find(path).Get
+			anonymous := op.Security == nil || len(*op.Security) == 0
+			if op.Security != nil {
+				for _, req := range *op.Security {
+					anonymous = anonymous || len(req) == 0
+				}
+			}
+			// The probes are open either way; the rest only without keys.
+			if want := len(keys) == 0 || path == "/healthz"; anonymous != want {
+				t.Errorf("keys %q: %s allows anonymous access: %v, want %v", keys, path, anonymous, want)
+			}
+		}
+	}
+}
+
+// The description's pattern for start_date and end_date accepts exactly what the
+// backend reads, so that generated clients and the server agree. (What a pattern
+// cannot say: February 29 of a year that is not a leap year, and an offset
+// that moves 9999-12-31 into the year 10000.)
+func TestTheDatePatternAcceptsWhatTheParserAccepts(t *testing.T) {
+	v := newSpecValidator(t)
+	pattern := regexp.MustCompile(v.doc.Components.Parameters["StartDate"].Value.Schema.Value.Pattern)
+	if end := v.doc.Components.Parameters["EndDate"].Value.Schema.Value.Pattern; end != pattern.String() {
+		t.Errorf("end_date's pattern differs from start_date's")
+	}
+	for _, s := range []string{
+		"00", "2023", "2023-03", "2023-03-09", "2023-3-09", "2023-03-9", "2023-02-30", "2023-04-31", "2023-13-01", "2023-00-10",
+		"2023-03-09T19", "2023-03-09T19:40", "2023-03-09T1:40", "2023-03-09T19:4", "2023-03-09T24:00", "2023-03-09T19:60",
+		"2023-03-09T19:40:00", "2023-03-09T19:40:00.123", "2023-03-09T19:40:00,5", "2023-03-09T19:40:00.", "2023-03-09T19:40.5",
+		"2023-03-09T19:40:00Z", "2023-03-09T19:40Z", "2023-03-09T19:40:00z", "2023-03-09t19:40:00Z", "2023-03-09T19:40:60Z",
+		"2023-03-09T19:40:00.123456789Z", "2023-03-09T19:40:00+01:00", "2023-03-09T19:40:00-05:30", "2023-03-09T19:40:00+24:00",
+		"2023-03-09T19:40:00+25:00", "2023-03-09T19:40:00+00:60", "2023-03-09T19:40:00+0100", "2023-03-09T19:40:00 01:00",
+		"2023-03-09T1:40:00Z", "2023-03-09 19:40:00", "2023-03-09T19:40:00ZZ", "+2023-03-09", "0000-01-01", "9999-12-31T23:59:59Z",
+		"2023-03-09T19:40:00.5 01:00", "2023-03-09T19:40:00  01:00", "yesterday", "",
+	} {
+		_, err := parseDate(s, time.UTC)
+		if parsed, matched := err == nil, pattern.MatchString(s); parsed != matched {
+			t.Errorf("%q: the parser accepts it: %v, the pattern: %v", s, parsed, matched)
+		}
+	}
+}
+
+func TestTheFieldsPatternHoldsTheLimits(t *testing.T) {
+	v := newSpecValidator(t)
+	var fields *openapi3.Parameter
+	for _, p := range v.doc.Components.Parameters {
+		if p.Value.Name == "fields" {
+			fields = p.Value
+		}
+	}
+	pattern := regexp.MustCompile(fields.Schema.Value.Pattern)
+	maxLength := int(*fields.Schema.Value.MaxLength)
+	if want := maxFields*maxFieldLength + maxFields - 1; maxLength != want {
+		t.Errorf("fields maxLength = %d, want %d (%d names of %d characters)", maxLength, want, maxFields, maxFieldLength)
+	}
+	name := func(n int) string { return strings.Repeat("a", n) }
+	longList := func(n int) string { return strings.TrimSuffix(strings.Repeat(name(maxFieldLength)+",", n), ",") }
+	// The number of names (at most maxFields) is said in the description: the
+	// regular expressions of OpenAPI tools (RE2 among them) cannot count that far.
+	for _, s := range []string{"@timestamp,camera_id", "objects.*", name(maxFieldLength), name(maxFieldLength + 1),
+		longList(maxFields), longList(maxFields) + ",a", "a,,b", "a b", ""} {
+		_, err := parseFields(s)
+		if parsed, matched := err == nil && s != "", pattern.MatchString(s) && len(s) <= maxLength; parsed != matched {
+			t.Errorf("%.40q: the parser accepts it: %v, the pattern: %v", s, parsed, matched)
 		}
 	}
 }

@@ -40,6 +40,7 @@ func parseQuery(q url.Values, rules rangeRules) (pipeline.Range, *apiError) {
 	for _, name := range slices.Sorted(maps.Keys(q)) {
 		values := q[name]
 		if !slices.Contains(queryParams, name) {
+			name = shorten(name, maxEcho)
 			return rng, &apiError{Code: "unknown_parameter", Param: name,
 				Message: fmt.Sprintf("unknown parameter %q; the parameters are %s", name, strings.Join(queryParams, ", "))}
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/klauspost/compress/gzhttp"
 	"github.com/klauspost/compress/gzip"
 
@@ -27,11 +28,14 @@ type Exporter interface {
 // Config shapes what clients may ask for and how they are guarded. The zero
 // value of a field takes the default beside it, except where 0 means "none".
 type Config struct {
-	PageSize     int            // documents fetched per page while streaming (default 1000)
-	DefaultZone  *time.Location // for dates written without a zone (default UTC)
-	MaxRange     time.Duration  // longest range a request may ask for (0: unlimited)
-	MaxStreams   int            // streams served at once (default 32)
-	StallTimeout time.Duration  // a stream whose client takes nothing this long ends (default 30s)
+	PageSize    int            // documents fetched per page while streaming (default 1000)
+	DefaultZone *time.Location // for dates written without a zone (default UTC)
+	MaxRange    time.Duration  // longest range a request may ask for (0: unlimited)
+	MaxStreams  int            // streams served at once (default 32)
+	// MaxClientStreams is the most streams one client may hold at once (default
+	// a quarter of MaxStreams, at least 1).
+	MaxClientStreams int
+	StallTimeout     time.Duration // a stream whose client takes nothing this long ends (default 30s)
 
 	APIKeys        []string // when set, the data endpoints and /metrics need one
 	CORSOrigins    []string // origins whose pages may call the API
@@ -48,6 +52,7 @@ func (c Config) withDefaults() Config {
 		c.DefaultZone = time.UTC
 	}
 	c.MaxStreams = cmp.Or(c.MaxStreams, 32)
+	c.MaxClientStreams = cmp.Or(c.MaxClientStreams, max(c.MaxStreams/4, 1))
 	c.StallTimeout = cmp.Or(c.StallTimeout, 30*time.Second)
 	c.RateWindow = cmp.Or(c.RateWindow, time.Minute)
 	return c
@@ -65,22 +70,28 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, m *Metrics) (http.Hand
 	compress := func(next http.Handler) http.Handler { return gzipped(next) }
 	limited := rateLimit(cfg.RateLimit, cfg.RateWindow)
 	keyed := requireAPIKey(cfg.APIKeys)
-	streams := limitStreams(cfg.MaxStreams, m)
+	streams := limitStreams(cfg.MaxStreams, cfg.MaxClientStreams, m)
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
+	describe, err := openAPI(len(cfg.APIKeys) > 0)
+	if err != nil {
+		return nil, err
+	}
+
 	r := chi.NewRouter()
-	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.HSTS), allowOrigins(cfg.CORSOrigins))
+	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.HSTS), limitHeaderBytes(MaxHeaderBytes), allowOrigins(cfg.CORSOrigins),
+		normalizePath, middleware.GetHead) // HEAD wherever GET (RFC 9110, 9.3.2)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + r.URL.Path + "; see /openapi.json"})
+		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + shorten(r.URL.EscapedPath(), maxEcho) + "; see /openapi.json"})
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Allow", http.MethodGet)
-		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path + "; use GET"})
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + shorten(r.URL.EscapedPath(), maxEcho) + "; use GET"})
 	})
 
 	r.Get("/healthz", admin.Healthz)
 	r.Get("/readyz", readyz(st))
-	r.With(limited).Get("/openapi.json", openAPI)
+	r.With(limited).Get("/openapi.json", describe)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
 	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
 		streamDocuments(rules, cfg.StallTimeout, st, m, func(*http.Request) format { return jsonArray }))

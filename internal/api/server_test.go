@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -328,8 +330,13 @@ func TestEachClientIsRateLimitedWithA429(t *testing.T) {
 	if res.StatusCode != http.StatusTooManyRequests || errorOf(t, body).Code != "rate_limited" {
 		t.Fatalf("4th request: %d %s, want 429 rate_limited", res.StatusCode, body)
 	}
-	if ra := res.Header.Get("Retry-After"); ra != "3600" {
-		t.Errorf("Retry-After = %q, want 3600", ra)
+	// Windows are aligned to the clock. Three requests in this hour still weigh
+	// 3*(1-e/1h) in the next one, which admits a fourth once that is below 2: a
+	// third of an hour into the next window.
+	intoHour := time.Duration(time.Now().UnixNano()) % time.Hour
+	want := (time.Hour - intoHour + 20*time.Minute).Seconds()
+	if ra, err := strconv.Atoi(res.Header.Get("Retry-After")); err != nil || math.Abs(float64(ra)-want) > 2 {
+		t.Errorf("Retry-After = %q, want the seconds until the next request is admitted, %.0f", res.Header.Get("Retry-After"), want)
 	}
 	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type = %q, want application/json", ct)
@@ -350,6 +357,74 @@ func TestEachClientIsRateLimitedWithA429(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestRetryAfterIsWhenTheNextRequestIsAdmitted(t *testing.T) {
+	srv, _ := serve(t, &fakeExporter{}, Config{RateLimit: 2, RateWindow: 2 * time.Second})
+	var res *http.Response
+	for res = get(t, srv.URL+"/healthz"); ; res = get(t, srv.URL+"/openapi.json") {
+		if res.StatusCode == http.StatusTooManyRequests {
+			break
+		}
+	}
+	wait, err := strconv.Atoi(res.Header.Get("Retry-After"))
+	if err != nil || wait < 1 || wait > 4 {
+		t.Fatalf("Retry-After = %q, want 1 to 4 seconds", res.Header.Get("Retry-After"))
+	}
+	time.Sleep(time.Duration(wait) * time.Second)
+	if res := get(t, srv.URL+"/openapi.json"); res.StatusCode != http.StatusOK {
+		t.Errorf("after waiting Retry-After (%ds): %d, want 200", wait, res.StatusCode)
+	}
+}
+
+func TestUntilAllowedFollowsTheSlidingWindow(t *testing.T) {
+	const w = 60 * time.Second
+	for _, tt := range []struct {
+		elapsed           time.Duration
+		prev, curr, limit int
+		want              time.Duration
+	}{
+		{elapsed: 0, prev: 0, curr: 3, limit: 3, want: 60*time.Second + 20*time.Second}, // next window, once 3*(1-e/w) <= 2
+		{elapsed: 30 * time.Second, prev: 0, curr: 3, limit: 3, want: 30*time.Second + 20*time.Second},
+		{elapsed: 10 * time.Second, prev: 10, curr: 0, limit: 10, want: 0},                // 10*(5/6) = 8.3: fits now
+		{elapsed: 0, prev: 10, curr: 0, limit: 10, want: 6 * time.Second},                 // 10*(1-e/w) <= 9 at 6s
+		{elapsed: 0, prev: 10, curr: 9, limit: 10, want: 60 * time.Second},                // curr alone fills it: next window, at once
+		{elapsed: 45 * time.Second, prev: 4, curr: 1, limit: 1, want: 15*time.Second + w}, // limit 1: the whole next window
+	} {
+		if got := untilAllowed(tt.elapsed, w, tt.prev, tt.curr, tt.limit); got != tt.want {
+			t.Errorf("untilAllowed(%s, prev %d, curr %d, limit %d) = %s, want %s", tt.elapsed, tt.prev, tt.curr, tt.limit, got, tt.want)
+		}
+	}
+}
+
+func TestOneClientCannotTakeEveryStreamSlot(t *testing.T) {
+	gate := make(chan struct{})
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
+	srv, _ := serve(t, st, Config{MaxStreams: 4, TrustedProxies: []string{"127.0.0.0/8"}})
+	first := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.1")
+	if line, _ := bufio.NewReader(first.Body).ReadString('\n'); line != "{\"id\":\"a\"}\n" {
+		t.Fatalf("first stream: %q", line)
+	}
+	// A quarter of API_MAX_STREAMS by default: one.
+	res := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.1")
+	if res.StatusCode == http.StatusOK {
+		close(gate)
+		t.Fatal("the same client got a second stream, want 429 too_many_client_streams")
+	}
+	body, _ := readAll(t, res)
+	if res.StatusCode != http.StatusTooManyRequests || errorOf(t, body).Code != "too_many_client_streams" || res.Header.Get("Retry-After") == "" {
+		t.Errorf("second stream of the same client: %d %s, want 429 too_many_client_streams with Retry-After", res.StatusCode, body)
+	}
+	other := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.2")
+	if other.StatusCode != http.StatusOK {
+		t.Errorf("another client's stream: %d, want 200", other.StatusCode)
+	}
+	close(gate)
+	io.ReadAll(first.Body)
+	io.ReadAll(other.Body)
+	if res := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.1"); res.StatusCode != http.StatusOK {
+		t.Errorf("after its stream ended, the first client: %d, want 200", res.StatusCode)
+	}
 }
 
 func TestCORSAllowsOnlyTheConfiguredOrigins(t *testing.T) {
@@ -431,8 +506,8 @@ func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
 		}
 		body, _ := readAll(t, res)
 		res.Body.Close()
-		if res.StatusCode != http.StatusMethodNotAllowed || errorOf(t, body).Code != "method_not_allowed" || res.Header.Get("Allow") != "GET" {
-			t.Errorf("%s: %d %s Allow=%q, want 405 method_not_allowed with Allow: GET", method, res.StatusCode, body, res.Header.Get("Allow"))
+		if res.StatusCode != http.StatusMethodNotAllowed || errorOf(t, body).Code != "method_not_allowed" || res.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s: %d %s Allow=%q, want 405 method_not_allowed with Allow: GET, HEAD", method, res.StatusCode, body, res.Header.Get("Allow"))
 		}
 	}
 }
@@ -440,13 +515,13 @@ func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
 func TestStreamsBeyondTheLimitAreTurnedAway(t *testing.T) {
 	gate := make(chan struct{})
 	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
-	srv, _ := serve(t, st, Config{MaxStreams: 1})
-	first := get(t, srv.URL+"/getStream"+someRange) // holds the only slot until the gate opens
+	srv, _ := serve(t, st, Config{MaxStreams: 1, TrustedProxies: []string{"127.0.0.0/8"}})
+	first := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.1") // holds the only slot until the gate opens
 	line, _ := bufio.NewReader(first.Body).ReadString('\n')
 	if line != "{\"id\":\"a\"}\n" {
 		t.Fatalf("first stream: %q", line)
 	}
-	res := get(t, srv.URL+"/getStream"+someRange)
+	res := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.2")
 	body, _ := readAll(t, res)
 	if res.StatusCode != http.StatusServiceUnavailable || errorOf(t, body).Code != "too_many_streams" || res.Header.Get("Retry-After") == "" {
 		t.Errorf("second stream: %d %s, want 503 too_many_streams with Retry-After", res.StatusCode, body)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -112,13 +113,54 @@ type clientError struct{ err error }
 func (e clientError) Error() string { return "write to client: " + e.err.Error() }
 func (e clientError) Unwrap() error { return e.err }
 
+// stallWriter gives each small piece of a response at most stall to be taken by
+// the client, so that one that reads nothing for that long is cut (an abandoned
+// connection cannot hold an Elasticsearch point in time open), while one that
+// reads slowly but steadily gets everything, however long a page takes it. A
+// single deadline per page would cut a client that is still reading.
+// http.ErrNotSupported (no deadline on this connection) leaves only disconnection
+// to end a stalled stream.
+type stallWriter struct {
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+// stallChunk is the most written under one deadline: a client taking 4 KB/s
+// gets it within the smallest STREAM_STALL_TIMEOUT. (HTTP/2 hands a handler's
+// writes to the connection in pieces of this size too.)
+const stallChunk = 4 << 10
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), stallChunk)
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall))
+		m, err := s.w.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
 // streamDocuments serves the documents of [start_date, end_date) page by page,
 // flushing after each page so that a client sees the first documents at once.
 // pick chooses the encoding for the request.
 func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metrics, pick func(*http.Request) format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		info := requestInfoFrom(r.Context())
-		rng, bad := parseQuery(r.URL.Query(), rules)
+		// r.URL.Query() would drop what it cannot read, and report a parameter
+		// written with a bad escape or after a ';' as missing.
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, apiError{Code: "invalid_query",
+				Message: fmt.Sprintf("the query string cannot be read (%s): separate parameters with & and write a literal %% as %%25", shorten(err.Error(), maxEcho))})
+			return
+		}
+		rng, bad := parseQuery(q, rules)
 		if bad != nil {
 			writeError(w, http.StatusBadRequest, *bad)
 			return
@@ -126,7 +168,7 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 		f := pick(r)
 
 		rc := http.NewResponseController(w)
-		bw := bufio.NewWriterSize(w, 64<<10)
+		bw := bufio.NewWriterSize(&stallWriter{w: w, rc: rc, stall: stall}, 64<<10)
 		started, count := false, 0
 		start := func() {
 			started = true
@@ -143,22 +185,26 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 			w.WriteHeader(http.StatusOK)
 			f.begin(bw)
 		}
-		// flush sends what is buffered, giving a client that reads nothing at most
-		// stall to make room, so an abandoned connection cannot hold an Elasticsearch
-		// point in time open. http.ErrNotSupported (no deadline on this connection)
-		// leaves only disconnection to end such a stream.
+		// flush sends what is buffered (see stallWriter for how long it may wait).
 		flush := func() error {
-			_ = rc.SetWriteDeadline(time.Now().Add(stall))
 			if err := bw.Flush(); err != nil {
 				return clientError{err}
 			}
+			_ = rc.SetWriteDeadline(time.Now().Add(stall))
 			if err := rc.Flush(); err != nil {
 				return clientError{err}
 			}
 			return nil
 		}
 
-		err := st.Export(r.Context(), rng, func(page pipeline.Page) error {
+		if r.Method == http.MethodHead {
+			// The headers a GET would begin with, without asking the store for
+			// documents that would not be sent.
+			start()
+			return
+		}
+
+		err = st.Export(r.Context(), rng, func(page pipeline.Page) error {
 			if !started {
 				start()
 			}

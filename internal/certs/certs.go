@@ -54,6 +54,27 @@ type Setup struct {
 	HTTPHandler http.Handler
 }
 
+// tls12CipherSuites are the only suites offered to TLS 1.2 clients: ECDHE for
+// forward secrecy, and AEAD ciphers only, as the CBC ones are open to padding
+// oracles such as LUCKY13. (TLS 1.3's suites are all AEAD and not configurable.)
+// ECDSA and RSA variants both, for whichever key the certificate has.
+var tls12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// hardened sets what every TLS mode serves with: TLS 1.2 and newer, and for 1.2
+// only tls12CipherSuites.
+func hardened(c *tls.Config) *tls.Config {
+	c.MinVersion = tls.VersionTLS12
+	c.CipherSuites = tls12CipherSuites
+	return c
+}
+
 // New prepares the TLS mode of cfg. listenAddr is the API's address, which the
 // HTTP-to-HTTPS redirect points to.
 func New(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
@@ -67,11 +88,10 @@ func New(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Setup{TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
+		return &Setup{TLSConfig: hardened(&tls.Config{
 			GetCertificate: fc.GetCertificate,
 			NextProtos:     []string{"h2", "http/1.1"},
-		}}, nil
+		})}, nil
 	case Autocert:
 		return newAutocert(cfg, listenAddr, log)
 	default:
@@ -96,8 +116,7 @@ func newAutocert(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error
 		Client:     client,
 	}
 
-	tlsConfig := m.TLSConfig() // also answers TLS-ALPN-01 challenges on the API's port
-	tlsConfig.MinVersion = tls.VersionTLS12
+	tlsConfig := hardened(m.TLSConfig()) // also answers TLS-ALPN-01 challenges on the API's port
 	getCertificate := tlsConfig.GetCertificate
 	tlsConfig.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		cert, err := getCertificate(hello)

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +164,63 @@ func TestTLSModesSetTheirServers(t *testing.T) {
 		ACMEDirectoryURL: LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: keyFile}, ":443", log)
 	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("autocert with a key as ACME_CA_ROOTS: %v, want an error", err)
+	}
+}
+
+func TestTLS12IsOfferedWithAEADSuitesOnly(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePair(t, certFile, keyFile, 1)
+	file, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile}, ":443", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auto, err := New(Config{Mode: Autocert, Domains: []string{"api.example.com"}, CacheDir: dir,
+		ACMEDirectoryURL: LetsEncryptDirectory, ACMEHTTPAddr: ":80"}, ":443", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// What a TLS 1.2 client gets, in a real handshake, offering one suite at a time.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", file.TLSConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	for _, suite := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		if !slices.Contains(suite.SupportedVersions, tls.VersionTLS12) {
+			continue
+		}
+		aead := strings.Contains(suite.Name, "_GCM_") || strings.Contains(suite.Name, "CHACHA20")
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite.ID}})
+		if err == nil {
+			c.Close()
+		}
+		if ecdsa := strings.Contains(suite.Name, "ECDHE_ECDSA"); ecdsa && aead && err != nil {
+			t.Errorf("TLS 1.2 with %s: %v, want it accepted", suite.Name, err)
+		}
+		if !aead && err == nil {
+			t.Errorf("TLS 1.2 with %s: accepted, want only AEAD suites", suite.Name)
+		}
+	}
+
+	// autocert mode cannot handshake without a CA; it must use the same list.
+	for _, id := range auto.TLSConfig.CipherSuites {
+		if name := tls.CipherSuiteName(id); !strings.Contains(name, "_GCM_") && !strings.Contains(name, "CHACHA20") {
+			t.Errorf("autocert offers %s", name)
+		}
+	}
+	if auto.TLSConfig.CipherSuites == nil {
+		t.Error("autocert offers Go's default suites, CBC ones among them")
 	}
 }

@@ -58,6 +58,7 @@ func BackendVars(cfg *Backend) []Var {
 		Var{Name: "API_DEFAULT_TIMEZONE", Default: "UTC", Usage: "IANA zone for start_date/end_date written without one", target: &cfg.zone},
 		Var{Name: "API_MAX_RANGE", Default: "0s", Usage: "longest end_date - start_date a request may ask for, e.g. 168h (0s: unlimited)", target: &cfg.MaxRange},
 		Var{Name: "API_MAX_STREAMS", Default: "32", Usage: "streams served at once; more are answered 503 (each holds an Elasticsearch point in time)", target: &cfg.MaxStreams},
+		Var{Name: "API_MAX_STREAMS_PER_CLIENT", Default: "0", Usage: "streams one client (address, or /64 for IPv6) may hold at once; more are answered 429 (0: a quarter of API_MAX_STREAMS, at least 1)", target: &cfg.MaxClientStreams},
 		Var{Name: "STREAM_STALL_TIMEOUT", Default: "30s", Usage: "a stream whose client accepts no data for this long is ended (at most 45s)", target: &cfg.StallTimeout},
 		Var{Name: "API_KEYS", Secret: true, Usage: "comma-separated keys, at least 16 characters each; when set, the data endpoints and /metrics need one (Authorization: Bearer or X-API-Key)", target: &cfg.APIKeys},
 		Var{Name: "CORS_ALLOWED_ORIGINS", Usage: "origins whose pages may call the API, e.g. https://app.example.com (comma-separated; * for any)", target: &cfg.CORSOrigins},
@@ -80,6 +81,11 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	cfg.DefaultZone = c.zone("API_DEFAULT_TIMEZONE", cfg.zone)
 	c.add(cfg.MaxRange >= 0, "API_MAX_RANGE", "must not be negative, got %s", cfg.MaxRange)
 	c.positive("API_MAX_STREAMS", cfg.MaxStreams)
+	c.add(cfg.MaxClientStreams >= 0 && cfg.MaxClientStreams <= max(cfg.MaxStreams, 1), "API_MAX_STREAMS_PER_CLIENT",
+		"must be between 0 and API_MAX_STREAMS (%d), got %d", cfg.MaxStreams, cfg.MaxClientStreams)
+	if cfg.MaxClientStreams == 0 {
+		cfg.MaxClientStreams = max(1, cfg.MaxStreams/4)
+	}
 	c.add(cfg.StallTimeout >= time.Second && cfg.StallTimeout <= maxStallTimeout, "STREAM_STALL_TIMEOUT",
 		"must be between 1s and %s (the point in time of a stream lives 1m past each page), got %s", maxStallTimeout, cfg.StallTimeout)
 	for i, k := range cfg.APIKeys {

@@ -244,3 +244,24 @@ func TestMaxAckPendingFollowsTheBulkSettingsUnlessSet(t *testing.T) {
 		t.Errorf("a batch larger than MaxAckPending: err = %v, want it named", err)
 	}
 }
+
+func TestTheDeadLetterPrefixMustNotCatchTheConsumedSubjects(t *testing.T) {
+	for _, tt := range []struct {
+		prefix, subjects string
+		ok               bool
+	}{
+		{"dlq", "annotations.>", true},
+		{"lidar.dlq", "lidar.frames.>", true},
+		{"annotations", "annotations.>", false},
+		{"annotations.dlq", "annotations.>", false},
+		{"x", "*.cam", false},
+		{"dlq", "dlq.>,annotations.>", false},
+		{"dlq.*", "annotations.>", false},
+		{"dlq..x", "annotations.>", false},
+	} {
+		_, err := LoadIngester(env(map[string]string{"NATS_DLQ_SUBJECT_PREFIX": tt.prefix, "NATS_SUBJECTS": tt.subjects}))
+		if got := err == nil; got != tt.ok || !tt.ok && !strings.Contains(err.Error(), "NATS_DLQ_SUBJECT_PREFIX") {
+			t.Errorf("prefix %q with NATS_SUBJECTS %q: %v, want valid: %v", tt.prefix, tt.subjects, err, tt.ok)
+		}
+	}
+}

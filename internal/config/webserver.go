@@ -1,6 +1,9 @@
 package config
 
 import (
+	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/ingest"
@@ -45,7 +48,8 @@ func IngesterVars(cfg *Ingester) []Var {
 		{Name: "NATS_STREAM_REPLICAS", Default: "1", Usage: "when creating the streams: replicas in a NATS cluster", target: &cfg.StreamReplicas},
 		{Name: "NATS_DUPLICATE_WINDOW", Default: "2m", Usage: "when creating the stream: how long Nats-Msg-Id duplicates are dropped on publish", target: &cfg.DuplicateWindow},
 		{Name: "NATS_DURABLE", Default: "webserver", Usage: "durable consumer name; replicas with the same name share the work", target: &cfg.Durable},
-		{Name: "NATS_DLQ_STREAM", Default: "ANNOTATIONS_DLQ", Usage: "dead-letter stream (subjects dlq.>) for messages that can never be indexed; created if missing", target: &cfg.DLQStream},
+		{Name: "NATS_DLQ_STREAM", Default: "ANNOTATIONS_DLQ", Usage: "dead-letter stream (subjects <NATS_DLQ_SUBJECT_PREFIX>.>) for messages that can never be indexed; created if missing", target: &cfg.DLQStream},
+		{Name: "NATS_DLQ_SUBJECT_PREFIX", Default: "dlq", Usage: "a dead letter's subject is <prefix>.<original subject>; give each pipeline on one NATS server its own", target: &cfg.DLQSubjectPrefix},
 		{Name: "NATS_MAX_ACK_PENDING", Default: "0", Usage: "most messages un-acked at once across all replicas (0: BULK_MAX_DOCS × (BULK_WORKERS + 2))", target: &cfg.MaxAckPending},
 		{Name: "NATS_ACK_WAIT", Default: "30s", Usage: "how long NATS waits for an ack before redelivering; long bulks extend it", target: &cfg.AckWait},
 		{Name: "NATS_MAX_DELIVER", Default: "5", Usage: "a message delivered more often than this (crash loops) is dead-lettered", target: &cfg.MaxDeliver},
@@ -57,7 +61,7 @@ func IngesterVars(cfg *Ingester) []Var {
 		Var{Name: "ES_INDEX_REPLICAS", Default: "1", Usage: "replicas of each new index (0 on a single node keeps it green)", target: &cfg.Index.Replicas},
 		Var{Name: "ES_INDEX_REFRESH_INTERVAL", Default: "1s", Usage: "how soon new documents become searchable", target: &cfg.Index.RefreshInterval},
 		Var{Name: "ES_KEYWORD_IGNORE_ABOVE", Default: "1024", Usage: "longer strings are stored but not indexed", target: &cfg.Index.IgnoreAbove},
-		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own @timestamp wins)", target: &cfg.TimestampField},
+		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own readable @timestamp wins)", target: &cfg.TimestampField},
 		Var{Name: "TIMESTAMP_REQUIRED", Default: "false", Usage: "true: dead-letter messages without a usable timestamp; false: use the publish time", target: &cfg.TimestampRequired},
 		Var{Name: "TIMESTAMP_DEFAULT_ZONE", Default: "UTC", Usage: "IANA zone for timestamps written without one", target: &cfg.zone},
 		Var{Name: "MAX_MESSAGE_BYTES", Default: "1048576", Usage: "larger messages are dead-lettered", target: &cfg.MaxMessageBytes},
@@ -87,6 +91,11 @@ func LoadIngester(getenv func(string) string) (Ingester, error) {
 	c.positiveDuration("NATS_DUPLICATE_WINDOW", cfg.DuplicateWindow)
 	c.add(cfg.Durable != "", "NATS_DURABLE", "must not be empty")
 	c.add(cfg.DLQStream != "" && cfg.DLQStream != cfg.Stream, "NATS_DLQ_STREAM", "must be set and differ from NATS_STREAM")
+	c.add(validSubjectPrefix(cfg.DLQSubjectPrefix), "NATS_DLQ_SUBJECT_PREFIX", "%q is not a subject prefix like dlq or lidar.dlq (dot-separated tokens, no wildcards or spaces)", cfg.DLQSubjectPrefix)
+	for _, subject := range cfg.Subjects {
+		c.add(!subjectsOverlap(cfg.DLQSubjectPrefix+".>", subject), "NATS_DLQ_SUBJECT_PREFIX",
+			"%q would dead-letter into NATS_SUBJECTS (%s), which the webserver consumes", cfg.DLQSubjectPrefix, subject)
+	}
 	c.add(cfg.MaxAckPending >= 0, "NATS_MAX_ACK_PENDING", "must not be negative")
 	c.add(cfg.AckWait >= 3*time.Second, "NATS_ACK_WAIT", "must be at least 3s, got %s", cfg.AckWait)
 	c.positive("NATS_MAX_DELIVER", cfg.MaxDeliver)
@@ -115,4 +124,38 @@ func LoadIngester(getenv func(string) string) (Ingester, error) {
 	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
 	cfg.Logging.check(c)
 	return cfg, c.err()
+}
+
+// validSubjectPrefix accepts dot-separated NATS subject tokens without wildcards.
+func validSubjectPrefix(p string) bool {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n*>") {
+			return false
+		}
+	}
+	return true
+}
+
+// subjectsOverlap reports whether some subject matches both filters a and b
+// (with NATS wildcards: * one token, > one or more at the end).
+func subjectsOverlap(a, b string) bool {
+	at, bt := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(at) && i < len(bt); i++ {
+		if at[i] == ">" || bt[i] == ">" {
+			return true
+		}
+		if at[i] != bt[i] && at[i] != "*" && bt[i] != "*" {
+			return false
+		}
+	}
+	return len(at) == len(bt)
+}
+
+// Explain turns a failure of the ingester into a message that names the variable
+// that fixes it; other errors pass through.
+func (i Ingester) Explain(err error) error {
+	if errors.Is(err, ingest.ErrDeadLetterSubjectsTaken) {
+		return fmt.Errorf("%w; give this pipeline a NATS_DLQ_SUBJECT_PREFIX of its own (now %q)", err, i.DLQSubjectPrefix)
+	}
+	return err
 }

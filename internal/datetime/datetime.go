@@ -42,11 +42,17 @@ func Parse(s string, loc *time.Location) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not a date-time; use 2023-03-09T19:40:00 (zone %s), 2023-03-09T19:40:00Z, 2023-03-09T19:40:00+01:00 or 2023-03-09", s, loc)
 }
 
+// RangeError reports a date or epoch that is well formed but outside the years
+// Elasticsearch can store.
+type RangeError struct{ msg string }
+
+func (e *RangeError) Error() string { return e.msg }
+
 // inRange rejects times whose UTC year has no four-digit form (an offset can push
 // 9999-12-31T23:30:00-01:00 into the year 10000), which Elasticsearch cannot store.
 func inRange(s string, t time.Time) (time.Time, error) {
 	if y := t.Year(); y < 0 || y > 9999 {
-		return time.Time{}, fmt.Errorf("%q is outside the years 0000-9999 in UTC", s)
+		return time.Time{}, &RangeError{fmt.Sprintf("%q is outside the years 0000-9999 in UTC", s)}
 	}
 	return t, nil
 }
@@ -73,14 +79,14 @@ const secondsMillisBoundary = 1e11
 // magnitude) with an optional fraction into a UTC time.
 func FromEpoch(n float64) (time.Time, error) {
 	if math.IsNaN(n) || math.IsInf(n, 0) || n < 0 {
-		return time.Time{}, fmt.Errorf("epoch %v is out of range", n)
+		return time.Time{}, &RangeError{fmt.Sprintf("epoch %v is out of range", n)}
 	}
 	if n < secondsMillisBoundary {
 		sec, frac := math.Modf(n)
 		return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), nil
 	}
 	if n >= 1e14 {
-		return time.Time{}, fmt.Errorf("epoch %v is out of range (neither seconds nor milliseconds)", n)
+		return time.Time{}, &RangeError{fmt.Sprintf("epoch %v is out of range (neither seconds nor milliseconds)", n)}
 	}
 	ms, frac := math.Modf(n)
 	return time.UnixMilli(int64(ms)).Add(time.Duration(math.Round(frac * 1e6))).UTC(), nil

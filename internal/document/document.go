@@ -39,10 +39,32 @@ type Options struct {
 
 // Document is a message ready for indexing.
 type Document struct {
-	ID        string
+	ID string
+	// Timestamp is the event time, normalised: in UTC, to the millisecond that
+	// Elasticsearch's date type keeps. It chooses the index, and the body's
+	// @timestamp holds it in canonical form.
 	Timestamp time.Time
 	Body      []byte
+	// Fallback says why the publish time stands in for the message's own event
+	// time; "" when the message's own was used.
+	Fallback TimestampProblem
 }
+
+// TimestampProblem says why a message's own timestamp could not be used.
+type TimestampProblem string
+
+// Timestamp problems, the values of the fallback metric's reason label.
+const (
+	TimestampMissing    TimestampProblem = "missing"      // neither @timestamp nor the configured field
+	TimestampNull       TimestampProblem = "null"         // present, but null
+	TimestampNotADate   TimestampProblem = "not_a_date"   // a string that is no date-time, or a value of another type
+	TimestampOutOfRange TimestampProblem = "out_of_range" // a date or epoch outside the years 0000-9999
+)
+
+// OriginalTimestampKey keeps a producer's own @timestamp wherever the pipeline
+// writes another one (the producer's was not in canonical form, or could not be
+// read), so that nothing the producer sent is lost.
+const OriginalTimestampKey = "@timestamp_original"
 
 // maxIDBytes is Elasticsearch's limit on a document id. A longer one fails the
 // validation of the whole bulk request, not just its own item.
@@ -87,39 +109,60 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNotObject, Detail: "message is JSON but not an object"}
 	}
 	var f fields
-	topLevel(raw, func(key, value []byte) bool {
-		f.count++
+	topLevel(raw, func(key, value []byte, start, end int) bool {
 		switch string(key) { // compared without allocating
 		case TimestampKey:
 			f.own = value
+			f.ownExtents = append(f.ownExtents, [2]int{start, end})
 		case opts.TimestampField:
 			f.named = value
-		case OriginKey:
-			f.origin = true
+		case OriginKey, OriginalTimestampKey:
+			f.reserved = string(key)
 		}
 		return true
 	})
-	if f.origin {
-		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + OriginKey + ", which the pipeline reserves for the document's origin"}
+	if f.reserved != "" {
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + f.reserved + ", which the pipeline reserves (" + OriginKey + ": the document's origin; " + OriginalTimestampKey + ": a producer's own @timestamp that was rewritten)"}
 	}
 
-	ts, own, err := f.eventTime(opts)
+	ts, problem, err := f.eventTime(opts)
 	if err != nil {
 		if opts.Required {
 			return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNoTimestamp, Detail: err.Error()}
 		}
-		ts = src.Published.UTC()
+		ts = src.Published
+	}
+	ts = ts.UTC().Truncate(time.Millisecond)
+
+	// @timestamp is always the instant that chose the index, in one form. A
+	// producer's own that differs from it is moved aside, not lost.
+	var canonical [40]byte
+	stamp := append(canonical[:0], '"')
+	stamp = append(ts.AppendFormat(stamp, time.RFC3339Nano), '"')
+	var original []byte
+	if f.ownExtents != nil {
+		if len(f.ownExtents) == 1 && bytes.Equal(f.own, stamp) {
+			stamp = nil // already as it would be written: kept where it is
+		} else {
+			original = f.own
+			raw = withoutMembers(raw, f.ownExtents)
+		}
 	}
 
-	body := make([]byte, 0, len(raw)+160)
+	body := make([]byte, 0, len(raw)+len(original)+200)
 	body = append(body, raw[:len(raw)-1]...) // drop the closing brace
-	if f.count > 0 {
+	if !bytes.Equal(bytes.TrimRight(body, " \t"), []byte("{")) {
 		body = append(body, ',')
 	}
-	if !own {
-		body = append(body, `"`+TimestampKey+`":"`...)
-		body = ts.AppendFormat(body, time.RFC3339Nano)
-		body = append(body, `",`...)
+	if stamp != nil {
+		body = append(body, `"`+TimestampKey+`":`...)
+		body = append(body, stamp...)
+		body = append(body, ',')
+	}
+	if original != nil {
+		body = append(body, `"`+OriginalTimestampKey+`":`...)
+		body = append(body, original...)
+		body = append(body, ',')
 	}
 	body = append(body, `"`+OriginKey+`":{"subject":`...)
 	body = appendJSONString(body, src.Subject)
@@ -131,7 +174,7 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	body = src.Published.UTC().AppendFormat(body, time.RFC3339Nano)
 	body = append(body, `"}}`...)
 
-	return Document{ID: ID(src), Timestamp: ts, Body: body}, nil
+	return Document{ID: ID(src), Timestamp: ts, Body: body, Fallback: problem}, nil
 }
 
 // appendJSONString appends s as a JSON string. (strconv.AppendQuote writes Go escapes
@@ -148,48 +191,64 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-var errNoTimestamp = errors.New("message has no timestamp field")
-
 // fields are what Build needs to know of a message's top-level members. If a key
 // repeats, the last one counts, as in Elasticsearch.
 type fields struct {
-	count  int
-	own    []byte // the message's own @timestamp
-	named  []byte // the configured timestamp field
-	origin bool   // the message has an @nats field
+	own        []byte   // the message's own @timestamp
+	ownExtents [][2]int // where each @timestamp member is in the message
+	named      []byte   // the configured timestamp field
+	reserved   string   // a field the pipeline writes itself, if the message has one
 }
 
-// eventTime finds the event time: the message's own @timestamp if it has one,
-// else the configured field. own reports that @timestamp was already present; it is
-// then left as the producer wrote it (a second key would make the JSON ambiguous),
-// and if it is unusable Elasticsearch's mapping rejects the document.
-func (f fields) eventTime(opts Options) (t time.Time, own bool, err error) {
-	if f.own != nil {
-		t, err := parseValue(f.own, opts.DefaultZone)
-		return t, true, err
+// eventTime finds the event time: the message's own @timestamp if it can be read,
+// else the configured field's. A value that cannot be read counts as missing.
+// When neither gives a time, problem says why (of @timestamp, if it was there).
+func (f fields) eventTime(opts Options) (t time.Time, problem TimestampProblem, err error) {
+	if f.own == nil && f.named == nil {
+		return time.Time{}, TimestampMissing, errors.New("message has neither " + TimestampKey + " nor " + opts.TimestampField)
 	}
-	if f.named == nil {
-		return time.Time{}, false, errNoTimestamp
+	var firstErr error
+	for _, v := range [][]byte{f.own, f.named} {
+		if v == nil {
+			continue
+		}
+		t, p, err := parseValue(v, opts.DefaultZone)
+		if err == nil {
+			return t, "", nil
+		}
+		if firstErr == nil {
+			problem, firstErr = p, err
+		}
 	}
-	t, err = parseValue(f.named, opts.DefaultZone)
-	return t, false, err
+	return time.Time{}, problem, firstErr
 }
 
 // parseValue reads a JSON string as a date-time, or a JSON number as epoch seconds
-// or milliseconds.
-func parseValue(v []byte, zone *time.Location) (time.Time, error) {
-	if len(v) > 0 && v[0] == '"' {
+// or milliseconds; when it cannot, problem says why.
+func parseValue(v []byte, zone *time.Location) (t time.Time, problem TimestampProblem, err error) {
+	defer func() {
+		var re *datetime.RangeError
+		if errors.As(err, &re) {
+			problem = TimestampOutOfRange
+		}
+	}()
+	switch {
+	case string(v) == "null":
+		return time.Time{}, TimestampNull, errors.New("timestamp is null")
+	case len(v) > 0 && v[0] == '"':
 		s := string(v[1 : len(v)-1])
 		if bytes.IndexByte(v, '\\') >= 0 {
 			if err := json.Unmarshal(v, &s); err != nil {
-				return time.Time{}, err
+				return time.Time{}, TimestampNotADate, err
 			}
 		}
-		return datetime.Parse(s, zone)
+		t, err := datetime.Parse(s, zone)
+		return t, TimestampNotADate, err
 	}
 	n, err := strconv.ParseFloat(string(v), 64)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("timestamp %s is neither a date-time string nor an epoch number", v)
+		return time.Time{}, TimestampNotADate, fmt.Errorf("timestamp %.40s is neither a date-time string nor an epoch number", v)
 	}
-	return datetime.FromEpoch(n)
+	t, err = datetime.FromEpoch(n)
+	return t, TimestampNotADate, err
 }

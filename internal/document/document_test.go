@@ -14,6 +14,9 @@ import (
 // published is the JetStream publish time used by every test source.
 var published = time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
 
+// publishedMillis is published as a document stores it: to the millisecond.
+var publishedMillis = published.Truncate(time.Millisecond)
+
 func testSource() Source {
 	return Source{Subject: "annotations.camera1", Stream: "ANNOTATIONS", Sequence: 42, Published: published}
 }
@@ -138,15 +141,15 @@ func TestBuildSplicesTimestampAndOriginIntoTheOriginalBytes(t *testing.T) {
 		{"epoch milliseconds",
 			`{"timestamp":1678390800123,"label":"cat"}`, nil, "2023-03-09T19:40:00.123Z"},
 		{"fractional seconds",
-			`{"timestamp":"2023-03-09T19:40:00.123456Z","label":"cat"}`, nil, "2023-03-09T19:40:00.123456Z"},
+			`{"timestamp":"2023-03-09T19:40:00.123456Z","label":"cat"}`, nil, "2023-03-09T19:40:00.123Z"}, // the millisecond Elasticsearch keeps
 		{"fractional epoch seconds",
 			`{"timestamp":1678390800.25}`, nil, "2023-03-09T19:40:00.25Z"},
 		{"nested values and odd spacing are kept as written",
 			`{"timestamp" : "2023-03-09T19:40:00Z" ,"box":{"x": 1.50, "y":[1, 2e3]},"s":"\u00e9\n"}`, nil, "2023-03-09T19:40:00Z"},
 		{"empty object gets no leading comma",
-			`{}`, nil, published.Format(time.RFC3339Nano)},
+			`{}`, nil, publishedMillis.Format(time.RFC3339Nano)},
 		{"empty object with inner whitespace",
-			"{ \n }", nil, published.Format(time.RFC3339Nano)},
+			"{ \n }", nil, publishedMillis.Format(time.RFC3339Nano)},
 		{"whitespace around the object",
 			" \t\r\n{\"timestamp\":\"2023-03-09T19:40:00Z\",\"label\":\"cat\"}\n\n ", nil, "2023-03-09T19:40:00Z"},
 	}
@@ -184,16 +187,25 @@ func TestBuildSplicesTimestampAndOriginIntoTheOriginalBytes(t *testing.T) {
 	}
 }
 
-func TestBuildKeepsTheMessagesOwnTimestamp(t *testing.T) {
+func TestBuildStoresTheMessagesOwnTimestampInCanonicalForm(t *testing.T) {
 	tests := []struct {
-		name string
-		raw  string
-		want string
+		name     string
+		raw      string
+		want     string
+		original string // the producer's @timestamp, kept aside when rewritten; "" if left in place
 	}{
-		{"own @timestamp only", `{"@timestamp":"2023-03-09T19:40:00+01:00","label":"cat"}`, "2023-03-09T18:40:00Z"},
+		{"own @timestamp already canonical", `{"@timestamp":"2023-03-09T19:40:00Z","label":"cat"}`, "2023-03-09T19:40:00Z", ""},
+		{"own @timestamp with an offset", `{"@timestamp":"2023-03-09T19:40:00+01:00","label":"cat"}`, "2023-03-09T18:40:00Z", `"2023-03-09T19:40:00+01:00"`},
 		{"own @timestamp wins over the configured field",
-			`{"timestamp":"2001-01-01T00:00:00Z","@timestamp":"2023-03-09T19:40:00Z"}`, "2023-03-09T19:40:00Z"},
-		{"own @timestamp as epoch millis", `{"@timestamp":1678390800123}`, "2023-03-09T19:40:00.123Z"},
+			`{"timestamp":"2001-01-01T00:00:00Z","@timestamp":"2023-03-09T19:40:00Z"}`, "2023-03-09T19:40:00Z", ""},
+		{"own @timestamp as epoch millis", `{"@timestamp":1678390800123}`, "2023-03-09T19:40:00.123Z", `1678390800123`},
+		{"own @timestamp as epoch seconds", `{"@timestamp":1678442419,"label":"cat"}`, "2023-03-10T10:00:19Z", `1678442419`},
+		{"own @timestamp with microseconds", `{"label":"cat","@timestamp":"2023-03-09T19:40:00.123456Z"}`, "2023-03-09T19:40:00.123Z", `"2023-03-09T19:40:00.123456Z"`},
+		{"own @timestamp null, the configured field read instead",
+			`{"timestamp":"2023-03-10T10:00:18Z","@timestamp":null}`, "2023-03-10T10:00:18Z", `null`},
+		{"own @timestamp unreadable, the configured field read instead",
+			`{"@timestamp":"yesterday","timestamp":1678442418}`, "2023-03-10T10:00:18Z", `"yesterday"`},
+		{"own @timestamp repeated", `{"@timestamp":1,"@timestamp":"2023-03-09T19:40:00Z"}`, "2023-03-09T19:40:00Z", `"2023-03-09T19:40:00Z"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -206,32 +218,65 @@ func TestBuildKeepsTheMessagesOwnTimestamp(t *testing.T) {
 				t.Errorf(`body has %d "@timestamp" keys, want exactly 1: %s`, n, doc.Body)
 			}
 			body := decodeObject(t, doc.Body)
+			if got := string(body[TimestampKey]); got != `"`+tt.want+`"` {
+				t.Errorf("@timestamp = %s, want %q", got, tt.want)
+			}
+			if got := string(body[OriginalTimestampKey]); got != tt.original {
+				t.Errorf("%s = %q, want %q", OriginalTimestampKey, got, tt.original)
+			}
 			orig := decodeObject(t, []byte(tt.raw))
-			if !bytes.Equal(body[TimestampKey], orig[TimestampKey]) {
-				t.Errorf("@timestamp = %s, want it left as the producer wrote it: %s", body[TimestampKey], orig[TimestampKey])
+			for k, v := range orig {
+				if k != TimestampKey && !bytes.Equal(body[k], v) {
+					t.Errorf("field %q = %s, want it unchanged: %s", k, body[k], v)
+				}
 			}
 			checkNATS(t, body, src)
-			if want := mustParse(t, tt.want); !doc.Timestamp.Equal(want) {
-				t.Errorf("Document.Timestamp = %s, want %s (from the message's @timestamp)", doc.Timestamp, want)
+			if want := mustParse(t, tt.want); !doc.Timestamp.Equal(want) || doc.Fallback != "" {
+				t.Errorf("Document.Timestamp = %s (fallback %q), want %s", doc.Timestamp, doc.Fallback, want)
 			}
 		})
 	}
 }
 
+func TestZonelessTimestampsReadTheSameInEitherField(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{TimestampField: "timestamp", DefaultZone: ny}
+	own, err := Build([]byte(`{"@timestamp":"2023-03-14T22:00:00"}`), testSource(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, err := Build([]byte(`{"timestamp":"2023-03-14T22:00:00"}`), testSource(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"2023-03-15T02:00:00Z"`
+	for name, doc := range map[string]Document{"@timestamp": own, "timestamp": named} {
+		if got := string(decodeObject(t, doc.Body)[TimestampKey]); got != want {
+			t.Errorf("zoneless %s in America/New_York: stored @timestamp %s, want %s", name, got, want)
+		}
+	}
+}
+
 func TestBuildFallsBackToThePublishTime(t *testing.T) {
 	tests := []struct {
-		name string
-		raw  string
+		name    string
+		raw     string
+		problem TimestampProblem
 	}{
-		{"no timestamp field", `{"label":"cat"}`},
-		{"unparseable string", `{"timestamp":"yesterday"}`},
-		{"malformed offset", `{"timestamp":"2023-03-09T19:40:00+0100"}`},
-		{"empty string", `{"timestamp":""}`},
-		{"negative epoch", `{"timestamp":-1}`},
-		{"epoch out of range", `{"timestamp":1e15}`},
-		{"boolean", `{"timestamp":true}`},
-		{"null", `{"timestamp":null}`},
-		{"object", `{"timestamp":{"s":1}}`},
+		{"no timestamp field", `{"label":"cat"}`, TimestampMissing},
+		{"unparseable string", `{"timestamp":"yesterday"}`, TimestampNotADate},
+		{"malformed offset", `{"timestamp":"2023-03-09T19:40:00+0100"}`, TimestampNotADate},
+		{"empty string", `{"timestamp":""}`, TimestampNotADate},
+		{"year 99999", `{"timestamp":"99999-01-01T00:00:00Z"}`, TimestampNotADate},
+		{"negative epoch", `{"timestamp":-1}`, TimestampOutOfRange},
+		{"huge negative epoch", `{"timestamp":-1e300}`, TimestampOutOfRange},
+		{"epoch out of range", `{"timestamp":1e15}`, TimestampOutOfRange},
+		{"boolean", `{"timestamp":true}`, TimestampNotADate},
+		{"null", `{"timestamp":null}`, TimestampNull},
+		{"object", `{"timestamp":{"s":1}}`, TimestampNotADate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -241,10 +286,13 @@ func TestBuildFallsBackToThePublishTime(t *testing.T) {
 				t.Fatalf("Build(%s): %v", tt.raw, err)
 			}
 			body := decodeObject(t, doc.Body)
-			checkTimestamp(t, body, published)
+			checkTimestamp(t, body, publishedMillis)
 			checkNATS(t, body, src)
-			if !doc.Timestamp.Equal(published) || doc.Timestamp.Location() != time.UTC {
-				t.Errorf("Document.Timestamp = %s, want the publish time %s in UTC", doc.Timestamp, published)
+			if !doc.Timestamp.Equal(publishedMillis) || doc.Timestamp.Location() != time.UTC {
+				t.Errorf("Document.Timestamp = %s, want the publish time %s in UTC", doc.Timestamp, publishedMillis)
+			}
+			if doc.Fallback != tt.problem {
+				t.Errorf("Document.Fallback = %q, want %q", doc.Fallback, tt.problem)
 			}
 			orig := decodeObject(t, []byte(tt.raw))
 			for k, v := range orig {
@@ -264,7 +312,7 @@ func TestBuildHonoursTheTimestampFieldOption(t *testing.T) {
 	}{
 		{"ts", mustParse(t, "2023-03-09T19:40:00Z")},
 		{"timestamp", mustParse(t, "2001-01-01T00:00:00Z")},
-		{"missing", published},
+		{"missing", publishedMillis},
 	}
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {
@@ -326,6 +374,9 @@ func FuzzBuild(f *testing.F) {
 		`[1,2]`,
 		`null`,
 		`{"a":`,
+		`{"timestamp":"2023-03-10T10:00:18Z","@timestamp":null}`,
+		`{ "a" : 1 , "@timestamp" : "2023-03-09T19:40:00+01:00" }`,
+		`{"@timestamp":1,"b":[{"@timestamp":2}],"@timestamp":"x"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -352,6 +403,9 @@ func FuzzBuild(f *testing.F) {
 		}
 		if _, ok := m["@nats"]; !ok {
 			t.Fatalf("Build(%q) body has no @nats: %q", raw, doc.Body)
+		}
+		if got, want := string(m[TimestampKey]), `"`+doc.Timestamp.Format(time.RFC3339Nano)+`"`; got != want {
+			t.Fatalf("Build(%q) stores @timestamp %s, not the instant that chose its index, %s", raw, got, want)
 		}
 	})
 }

@@ -6,13 +6,15 @@ import (
 )
 
 // topLevel calls fn with the key and the raw value of each member of the JSON object
-// obj, in order, until fn returns false. obj must be a valid JSON object (checked
+// obj, and the member's extent in obj (from its key's opening quote to the end
+// of its value), in order, until fn returns false. obj must be a valid JSON object (checked
 // with json.Valid first): this walks it once without decoding anything, which is what
 // lets Build splice fields into the original bytes instead of re-encoding them.
 // Keys are returned unescaped; fn must not keep them.
-func topLevel(obj []byte, fn func(key []byte, value []byte) bool) {
+func topLevel(obj []byte, fn func(key, value []byte, start, end int) bool) {
 	i := skipSpace(obj, 1) // past '{'
 	for i < len(obj) && obj[i] == '"' {
+		start := i
 		end := endOfString(obj, i)
 		key := obj[i+1 : end-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
@@ -23,7 +25,7 @@ func topLevel(obj []byte, fn func(key []byte, value []byte) bool) {
 		i = skipSpace(obj, end)
 		i = skipSpace(obj, i+1) // past ':'
 		vend := endOfValue(obj, i)
-		if !fn(key, obj[i:vend]) {
+		if !fn(key, obj[i:vend], start, vend) {
 			return
 		}
 		i = skipSpace(obj, vend)
@@ -81,4 +83,24 @@ func endOfValue(b []byte, i int) int {
 		}
 		return j
 	}
+}
+
+// withoutMembers returns obj without the members at the given extents (from
+// topLevel, in order), and the commas that separated them, as a new slice.
+func withoutMembers(obj []byte, extents [][2]int) []byte {
+	out := make([]byte, 0, len(obj))
+	prev := 0
+	for _, e := range extents {
+		start, end := e[0], e[1]
+		// Drop the member with the comma after it, or, for the last member, the
+		// comma before it.
+		if next := skipSpace(obj, end); next < len(obj) && obj[next] == ',' {
+			end = skipSpace(obj, next+1)
+		} else if before := bytes.TrimRight(obj[prev:start], " \t\r\n"); len(before) > 0 && before[len(before)-1] == ',' {
+			start = prev + len(before) - 1
+		}
+		out = append(out, obj[prev:start]...)
+		prev = end
+	}
+	return append(out, obj[prev:]...)
 }

@@ -27,7 +27,7 @@ func TestTopLevelSeesOnlyTheOutermostMembers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var got []string
-		topLevel([]byte(tt.in), func(k, v []byte) bool {
+		topLevel([]byte(tt.in), func(k, v []byte, _, _ int) bool {
 			got = append(got, string(k)+"="+string(v))
 			return true
 		})
@@ -62,7 +62,7 @@ func FuzzTopLevel(f *testing.F) {
 			want = append(want, k.(string)+"="+compact(t, v))
 		}
 		var got []string
-		topLevel(in, func(k, v []byte) bool {
+		topLevel(in, func(k, v []byte, _, _ int) bool {
 			got = append(got, string(k)+"="+compact(t, v))
 			return true
 		})

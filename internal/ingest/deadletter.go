@@ -12,9 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// dlqPrefix is prepended to a message's subject in the dead-letter stream.
-const dlqPrefix = "dlq."
-
 // Headers added to a dead-lettered message.
 const (
 	HeaderReason          = "Dlq-Reason"
@@ -34,7 +31,7 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	if errors.As(cause, &rej) {
 		reason, detail = rej.Reason, rej.Detail
 	}
-	dl := nats.NewMsg(dlqPrefix + m.Subject())
+	dl := nats.NewMsg(in.cfg.DLQSubjectPrefix + "." + m.Subject())
 	dl.Data = m.Data()
 	for k, v := range m.Headers() {
 		dl.Header[k] = v

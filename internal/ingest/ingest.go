@@ -36,6 +36,9 @@ type Config struct {
 	Subjects  []string // the stream's subjects when it is created (default annotations.>)
 	Durable   string   // durable consumer; replicas with the same name share the work (default webserver)
 	DLQStream string   // the dead-letter stream, created if missing (default ANNOTATIONS_DLQ)
+	// DLQSubjectPrefix is put before a dead-lettered message's subject; the
+	// dead-letter stream takes the subjects <prefix>.> (default dlq).
+	DLQSubjectPrefix string
 
 	// Applied only when the ingester creates the streams; existing ones are bound
 	// as they are.
@@ -73,6 +76,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.Durable = cmp.Or(c.Durable, "webserver")
 	c.DLQStream = cmp.Or(c.DLQStream, "ANNOTATIONS_DLQ")
+	c.DLQSubjectPrefix = cmp.Or(c.DLQSubjectPrefix, "dlq")
 	if c.StreamMaxBytes == 0 {
 		c.StreamMaxBytes = -1
 	}
@@ -114,17 +118,21 @@ type Ingester struct {
 	metrics *Metrics
 	es      *esState
 	settled settleFailures
+	// fallbacks counts and logs messages stored under their publish time.
+	fallbacks *fallbacks
 	// retry spaces the attempts of a failing bulk request or fetch.
 	retry dial.Backoff
 }
 
 // New returns an ingester; Run does the work.
 func New(js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, m *Metrics) *Ingester {
+	cfg = cfg.withDefaults()
 	return &Ingester{
-		js: js, store: st, cfg: cfg.withDefaults(), log: log, metrics: m,
-		es:      &esState{log: log, metrics: m},
-		settled: settleFailures{log: log, metrics: m},
-		retry:   dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
+		js: js, store: st, cfg: cfg, log: log, metrics: m,
+		es:        &esState{log: log, metrics: m},
+		settled:   settleFailures{log: log, metrics: m},
+		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, every: fallbackLogInterval},
+		retry:     dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
 	}
 }
 
@@ -161,10 +169,15 @@ func (in *Ingester) setUp(ctx context.Context) (jetstream.Consumer, error) {
 	}
 	if err := in.ensureStream(ctx, jetstream.StreamConfig{
 		Name:     in.cfg.DLQStream,
-		Subjects: []string{dlqPrefix + ">"},
+		Subjects: []string{in.cfg.DLQSubjectPrefix + ".>"},
 		Storage:  jetstream.FileStorage,
 		Replicas: in.cfg.StreamReplicas,
 	}); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStreamSubjectOverlap {
+			// Another pipeline on this server dead-letters under the same prefix.
+			return nil, fmt.Errorf("%w: %w", ErrDeadLetterSubjectsTaken, err)
+		}
 		return nil, err
 	}
 	cons, err := in.js.CreateOrUpdateConsumer(ctx, in.cfg.Stream, jetstream.ConsumerConfig{
@@ -307,6 +320,9 @@ func (in *Ingester) batchesOf(ctx context.Context, msgs []jetstream.Msg) []*batc
 			in.deadLetter(ctx, m, err)
 			continue
 		}
+		if doc.Fallback != "" {
+			in.fallbacks.note(doc.Fallback, m.Subject())
+		}
 		if cur.bytes > 0 && cur.bytes+len(doc.Body) > in.cfg.BulkMaxBytes {
 			out = append(out, cur)
 			cur = &batch{}
@@ -345,3 +361,11 @@ func (in *Ingester) build(m jetstream.Msg) (document.Document, error) {
 		Required:       in.cfg.TimestampRequired,
 	})
 }
+
+// jsErrCodeStreamSubjectOverlap is the JetStream error code of a stream whose
+// subjects overlap another stream's (nats.go names no constant for it).
+const jsErrCodeStreamSubjectOverlap jetstream.ErrorCode = 10065
+
+// ErrDeadLetterSubjectsTaken is a dead-letter stream that cannot be created
+// because another stream on the server (another pipeline's) takes its subjects.
+var ErrDeadLetterSubjectsTaken = errors.New("another stream takes the dead-letter subjects")

@@ -18,6 +18,10 @@ type QueryObserver func(op string, took time.Duration, err error)
 // that names it: the longest an export may pause between two pages.
 const pitKeepAlive = "1m"
 
+// pitRequestTimeout bounds opening and closing a point in time, which run to the
+// end even when the caller has gone, so that none is left open behind its back.
+const pitRequestTimeout = 10 * time.Second
+
 // fetched is one page on its way from the fetching goroutine to the caller.
 type fetched struct {
 	page pipeline.Page
@@ -39,6 +43,11 @@ func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.P
 	}
 	pit, err := s.openPIT(ctx)
 	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		// The caller left while the point in time was being opened.
+		s.closePIT(ctx, pit)
 		return err
 	}
 	fetchCtx, stopFetching := context.WithCancel(ctx)
@@ -67,9 +76,7 @@ func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.P
 
 	// The caller's context may already be cancelled (a client that went away): the
 	// point in time must still be released.
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	s.closePIT(closeCtx, pit)
+	s.closePIT(ctx, pit)
 	return exportErr
 }
 
@@ -192,9 +199,14 @@ func (s *Store) searchPage(ctx context.Context, r pipeline.Range, size int, pit 
 	return page, last, parsed.PITID, nil
 }
 
+// openPIT opens a point in time. The request is not cancelled with ctx: a request
+// cut while Elasticsearch opens the point in time would leave it open, unknown to
+// anyone, until its keep-alive ran out. Export closes it instead.
 func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 	start := time.Now()
 	defer func() { s.observed("open_pit", start, err) }()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
+	defer cancel()
 	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx))
 	if err != nil {
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
@@ -212,10 +224,13 @@ func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 	return parsed.ID, nil
 }
 
-// closePIT releases a point in time. One that could not be closed expires after its
-// keep-alive, so a failure here is only reported to the observer.
+// closePIT releases a point in time, also when ctx is cancelled (a client that went
+// away). One that could not be closed expires after its keep-alive, so a failure
+// here is only reported to the observer.
 func (s *Store) closePIT(ctx context.Context, id string) {
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
+	defer cancel()
 	body, _ := json.Marshal(object{"id": id})
 	res, err := s.es.ClosePointInTime(s.es.ClosePointInTime.WithContext(ctx), s.es.ClosePointInTime.WithBody(bytes.NewReader(body)))
 	if err == nil {

@@ -60,6 +60,10 @@ func (s *Store) template(ts TemplateSettings) object {
 				}},
 				"properties": object{
 					"@timestamp": object{"type": "date"},
+					// A producer's own @timestamp that the webserver rewrote
+					// (document.OriginalTimestampKey): kept in _source, never indexed, so
+					// that any type of value fits.
+					"@timestamp_original": object{"type": "object", "enabled": false},
 					"@nats": object{"properties": object{
 						"subject":   object{"type": "keyword"},
 						"stream":    object{"type": "keyword"},
