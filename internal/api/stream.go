@@ -151,7 +151,6 @@ func (s *stallWriter) Write(p []byte) (int, error) {
 // pick chooses the encoding for the request.
 func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metrics, pick func(*http.Request) format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		info := requestInfoFrom(r.Context())
 		// r.URL.Query() would drop what it cannot read, and report a parameter
 		// written with a bad escape or after a ';' as missing.
 		q, err := url.ParseQuery(r.URL.RawQuery)
@@ -165,97 +164,129 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 			writeError(w, http.StatusBadRequest, *bad)
 			return
 		}
-		f := pick(r)
 
-		rc := http.NewResponseController(w)
-		bw := bufio.NewWriterSize(&stallWriter{w: w, rc: rc, stall: stall}, 64<<10)
-		started, count := false, 0
-		start := func() {
-			started = true
-			h := w.Header()
-			h.Set("Content-Type", f.contentType)
-			h.Set("Cache-Control", "no-store")
-			if f.contentType != jsonArray.contentType {
-				h.Add("Vary", "Accept") // /getStream answers NDJSON or SSE by it
-			}
-			if f.contentType == serverSentEvents.contentType {
-				// Ask nginx-like proxies not to hold events back in a buffer.
-				h.Set("X-Accel-Buffering", "no")
-			}
-			w.WriteHeader(http.StatusOK)
-			f.begin(bw)
-		}
-		// flush sends what is buffered (see stallWriter for how long it may wait).
-		flush := func() error {
-			if err := bw.Flush(); err != nil {
-				return clientError{err}
-			}
-			_ = rc.SetWriteDeadline(time.Now().Add(stall))
-			if err := rc.Flush(); err != nil {
-				return clientError{err}
-			}
-			return nil
-		}
-
+		sw := newStreamWriter(w, pick(r), stall)
 		if r.Method == http.MethodHead {
 			// The headers a GET would begin with, without asking the store for
 			// documents that would not be sent.
-			start()
+			sw.begin()
 			return
 		}
-
-		err = st.Export(r.Context(), rng, func(page pipeline.Page) error {
-			if !started {
-				start()
-			}
-			for _, doc := range page {
-				f.doc(bw, count, doc)
-				count++
-			}
-			info.documents = count
-			m.documents.WithLabelValues(routeOf(r)).Add(float64(len(page)))
-			return flush()
+		info, counted := requestInfoFrom(r.Context()), m.documents.WithLabelValues(routeOf(r))
+		err = st.Export(r.Context(), rng, func(p pipeline.Page) error {
+			err := sw.page(p)
+			info.documents = sw.count
+			counted.Add(float64(len(p)))
+			return err
 		})
-
-		switch {
-		case err == nil:
-			if !started {
-				start()
-			}
-			f.end(bw, count)
-			if err := flush(); err != nil {
-				info.err = err
-				panic(http.ErrAbortHandler)
-			}
-			// The connection may serve further requests, which must not inherit this
-			// stream's deadline.
-			_ = rc.SetWriteDeadline(time.Time{})
-
-		case !started:
+		if err == nil {
+			err = sw.finish()
+		}
+		if err != nil {
 			info.err = err
-			if r.Context().Err() != nil {
-				return // the client left before the first document: nobody to answer
-			}
-			var t interface{ Temporary() bool }
-			if errors.As(err, &t) && !t.Temporary() {
-				writeError(w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
-					Message: "the document store rejected the query; this is a fault of the backend, not of the request"})
-				return
-			}
-			unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not available; try again shortly"})
-
-		default:
-			// Headers and documents are out: the only honest signal left is a body
-			// that does not end well-formed, after a final error record where the
-			// encoding has one.
-			info.err = err
-			var ce clientError
-			if f.fail != nil && !errors.As(err, &ce) && r.Context().Err() == nil {
-				f.fail(bw, apiError{Code: "stream_interrupted",
-					Message: fmt.Sprintf("the document store failed after %d documents; the response is incomplete", count)})
-				_ = flush()
-			}
-			panic(http.ErrAbortHandler)
+			sw.fail(r, err)
 		}
 	}
+}
+
+// streamWriter writes one document stream in one encoding: begin sends the status,
+// headers and the encoding's opening; page the documents of one page, flushed;
+// finish the closing record; fail whatever can still be said of a failure.
+type streamWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	bw      *bufio.Writer
+	f       format
+	stall   time.Duration
+	started bool
+	count   int // documents written
+}
+
+func newStreamWriter(w http.ResponseWriter, f format, stall time.Duration) *streamWriter {
+	rc := http.NewResponseController(w)
+	return &streamWriter{w: w, rc: rc, f: f, stall: stall,
+		bw: bufio.NewWriterSize(&stallWriter{w: w, rc: rc, stall: stall}, 64<<10)}
+}
+
+// begin sends the headers; the body's first bytes wait in the buffer.
+func (s *streamWriter) begin() {
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", s.f.contentType)
+	h.Set("Cache-Control", "no-store")
+	if s.f.contentType != jsonArray.contentType {
+		h.Add("Vary", "Accept") // /getStream answers NDJSON or SSE by it
+	}
+	if s.f.contentType == serverSentEvents.contentType {
+		// Ask nginx-like proxies not to hold events back in a buffer.
+		h.Set("X-Accel-Buffering", "no")
+	}
+	s.w.WriteHeader(http.StatusOK)
+	s.f.begin(s.bw)
+}
+
+// page writes a page of documents and sends it.
+func (s *streamWriter) page(p pipeline.Page) error {
+	if !s.started {
+		s.begin()
+	}
+	for _, doc := range p {
+		s.f.doc(s.bw, s.count, doc)
+		s.count++
+	}
+	return s.flush()
+}
+
+// finish ends a stream whose range is exhausted.
+func (s *streamWriter) finish() error {
+	if !s.started {
+		s.begin()
+	}
+	s.f.end(s.bw, s.count)
+	if err := s.flush(); err != nil {
+		return err
+	}
+	// The connection may serve further requests, which must not inherit this
+	// stream's deadline.
+	_ = s.rc.SetWriteDeadline(time.Time{})
+	return nil
+}
+
+// flush sends what is buffered (see stallWriter for how long it may wait).
+func (s *streamWriter) flush() error {
+	if err := s.bw.Flush(); err != nil {
+		return clientError{err}
+	}
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall))
+	if err := s.rc.Flush(); err != nil {
+		return clientError{err}
+	}
+	return nil
+}
+
+// fail answers err: with an error response while nothing is sent yet; once
+// headers and documents are out, the only honest signal left is a body that does
+// not end well-formed, after a final error record where the encoding has one.
+func (s *streamWriter) fail(r *http.Request, err error) {
+	gone := r.Context().Err() != nil
+	if !s.started {
+		if gone {
+			return // the client left before the first document: nobody to answer
+		}
+		var t interface{ Temporary() bool }
+		if errors.As(err, &t) && !t.Temporary() {
+			writeError(s.w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
+				Message: "the document store rejected the query; this is a fault of the backend, not of the request"})
+			return
+		}
+		unavailable(s.w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not available; try again shortly"})
+		return
+	}
+	var ce clientError
+	if s.f.fail != nil && !errors.As(err, &ce) && !gone {
+		s.f.fail(s.bw, apiError{Code: "stream_interrupted",
+			Message: fmt.Sprintf("the document store failed after %d documents; the response is incomplete", s.count)})
+		_ = s.flush()
+	}
+	panic(http.ErrAbortHandler)
 }
