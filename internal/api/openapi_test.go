@@ -234,6 +234,9 @@ func TestTheFieldsPatternHoldsTheLimits(t *testing.T) {
 		}
 	}
 	pattern := regexp.MustCompile(fields.Schema.Value.Pattern)
+	if fields.Schema.Value.MaxLength == nil {
+		t.Fatal("fields has no maxLength")
+	}
 	maxLength := int(*fields.Schema.Value.MaxLength)
 	if want := maxFields*maxFieldLength + maxFields - 1; maxLength != want {
 		t.Errorf("fields maxLength = %d, want %d (%d names of %d characters)", maxLength, want, maxFields, maxFieldLength)
