@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)"
 SERVICES := deploy/local/services.sh
 
-.PHONY: help build test bench run services services-down vet lint docker images clean
+.PHONY: help build test bench run services services-down vet lint docker images compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ docker: ## build both images (needs a Docker engine)
 
 images: ## build local stand-ins for the upstream images compose needs, where missing (deploy/images)
 	deploy/images/build.sh
+
+compose-test: images ## docker compose up for real: health, data, restarts, volumes, stop, non-root, autocert (needs a Docker engine)
+	go test -tags compose -count=1 -timeout 60m -v ./deploy/composetest/
 
 clean: ## remove binaries, build output and local service data (stops services first)
 	-$(SERVICES) down
