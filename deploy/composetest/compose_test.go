@@ -3,14 +3,22 @@
 package composetest
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -208,6 +216,115 @@ func TestDockerComposeUpForReal(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("the secured variant's NATS runs: TLS, a password per user, the publisher's rights", func(t *testing.T) {
+		// Its certificates come from the setup service's elasticsearch-certutil,
+		// which only the real Elasticsearch image has: make them here instead, with
+		// the owners and modes the setup gives them, in the certs volume.
+		ca, files := certificates(t)
+		fill := exec.Command("docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh",
+			"-v", project+"_certs:/certs", "nats:2.15.2-alpine", "-c",
+			"tar -x -C /certs && chown -R 0:0 /certs && find /certs -type f -exec chmod 640 {} + && chmod 644 /certs/ca/ca.crt")
+		fill.Stdin = files
+		if out, err := fill.CombinedOutput(); err != nil {
+			t.Fatalf("filling the certs volume: %v\n%s", err, out)
+		}
+		env := t.TempDir() + "/secrets.env"
+		secrets := "NATS_WEBSERVER_PASSWORD=webserver-secret\nNATS_PUBLISHER_PASSWORD=publisher-secret\n" +
+			"ELASTIC_PASSWORD=x\nES_WEBSERVER_PASSWORD=x\nES_BACKEND_PASSWORD=x\n"
+		if err := os.WriteFile(env, []byte(secrets), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		prod := []string{"docker-compose.yml", "docker-compose.prod.yml", "--env-file", env}
+		mustCompose(t, prod, "up", "-d", "--no-deps", "--wait", "nats")
+		nonRoot(t, prod)
+
+		tlsConfig := &tls.Config{RootCAs: ca, ServerName: "nats"}
+		if _, err := nats.Connect("tls://127.0.0.1:4222", nats.Secure(tlsConfig), nats.UserInfo("publisher", "webserver-secret")); err == nil {
+			t.Error("NATS let the publisher in with the webserver's password")
+		}
+		denied := make(chan error, 1)
+		nc, err := nats.Connect("tls://127.0.0.1:4222", nats.Secure(tlsConfig), nats.UserInfo("publisher", "publisher-secret"),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+		if err != nil {
+			t.Fatalf("the publisher cannot connect over TLS with its password: %v", err)
+		}
+		defer nc.Close()
+		if err := nc.Publish("annotations.cam-01", []byte(`{}`)); err != nil {
+			t.Errorf("publish on annotations.cam-01: %v", err)
+		}
+		if err := nc.Publish("dlq.annotations.cam-01", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		nc.Flush()
+		select {
+		case err := <-denied:
+			if !strings.Contains(err.Error(), "dlq.annotations.cam-01") {
+				t.Errorf("the publisher's violation: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("the publisher published on dlq.annotations.cam-01 and NATS allowed it")
+		}
+		wc, err := nats.Connect("tls://127.0.0.1:4222", nats.Secure(tlsConfig), nats.UserInfo("webserver", "webserver-secret"))
+		if err != nil {
+			t.Fatalf("the webserver's user cannot connect: %v", err)
+		}
+		wc.Close()
+	})
+}
+
+// certificates makes a CA and a certificate for the nats service (names nats and
+// localhost, 127.0.0.1), and returns the CA and a tar stream of the files in the
+// layout docker-compose.prod.yml's setup makes: ca/ca.crt, nats/nats.crt, nats/nats.key.
+func certificates(t *testing.T) (*x509.CertPool, io.Reader) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "compose test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nats"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"nats", "localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{"ca/", nil}, {"nats/", nil},
+		{"ca/ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})},
+		{"nats/nats.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
+		{"nats/nats.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})},
+	} {
+		h := &tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}
+		if strings.HasSuffix(f.name, "/") {
+			h.Mode, h.Typeflag = 0o755, tar.TypeDir
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(f.data)
+	}
+	tw.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	return pool, &buf
 }
 
 // compose runs docker compose on files (paths from the repository's root, and
