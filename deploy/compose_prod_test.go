@@ -1,3 +1,5 @@
+//go:build integration
+
 package deploy
 
 import (
@@ -15,7 +17,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
@@ -167,7 +168,7 @@ func TestProductionNATSConfigServesTheWebserverAndOnlyLetsThePublisherPublish(t 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	connect := func(user, password string) jetstream.JetStream {
 		t.Helper()
-		nc, err := natsconn.Connect(ctx, config.NATS{URLs: []string{"tls://" + client}, User: user, Password: password, CACertFile: ca.CertFile}, user, log)
+		nc, err := natsconn.Connect(ctx, natsconn.Config{URLs: []string{"tls://" + client}, Name: user, User: user, Password: password, CACertFile: ca.CertFile}, log)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,7 +25,7 @@ func TestREADMEListsEveryVariableWithItsDefault(t *testing.T) {
 		name string
 		vars []config.Var
 	}{
-		{"webserver", config.WebserverVars(&config.Webserver{})},
+		{"webserver", config.IngesterVars(&config.Ingester{})},
 		{"backend", config.BackendVars(&config.Backend{})},
 	} {
 		var table bytes.Buffer

@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -21,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
@@ -319,10 +321,10 @@ func TestBackendLetsARunningStreamFinishWhenStopped(t *testing.T) {
 	prefix := testenv.IndexPrefix(t, esURL)
 	const n = 40000 // more than the sockets between the processes can buffer
 	start := time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC)
-	testenv.IndexDocuments(t, esURL, prefix, n, func(i int) store.Item {
+	testenv.IndexDocuments(t, esURL, prefix, n, func(i int) pipeline.Item {
 		ts := start.Add(time.Duration(i) * time.Second)
 		id := fmt.Sprint(i)
-		return store.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-1")}
+		return pipeline.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-1")}
 	})
 	b := startBackendProcess(t, map[string]string{"ES_INDEX_PREFIX": prefix, "API_PAGE_SIZE": "100"})
 	testenv.WaitHTTP(t, "http://"+b.listen+"/healthz", 30*time.Second)
@@ -386,9 +388,9 @@ func TestBackendCutsStreamsStillRunningAtTheShutdownTimeout(t *testing.T) {
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC)
-	testenv.IndexDocuments(t, esURL, prefix, 40000, func(i int) store.Item {
+	testenv.IndexDocuments(t, esURL, prefix, 40000, func(i int) pipeline.Item {
 		ts := start.Add(time.Duration(i) * time.Second)
-		return store.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
+		return pipeline.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
 	})
 	b := startBackendProcess(t, map[string]string{"ES_INDEX_PREFIX": prefix, "API_PAGE_SIZE": "100", "SHUTDOWN_TIMEOUT": "1s"})
 	testenv.WaitHTTP(t, "http://"+b.listen+"/healthz", 30*time.Second)
@@ -411,7 +413,7 @@ func TestBackendCutsStreamsStillRunningAtTheShutdownTimeout(t *testing.T) {
 	if _, err := io.ReadAll(res.Body); err == nil {
 		t.Error("the cut stream read as complete")
 	}
-	if out := b.proc.Output(); !strings.Contains(out, "streams still running at the shutdown timeout were cut") {
+	if out := b.proc.Output(); !strings.Contains(out, "requests still running at the shutdown timeout were cut") {
 		t.Errorf("the cut was not logged:\n%s", out)
 	}
 }

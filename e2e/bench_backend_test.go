@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -17,7 +19,7 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
@@ -45,10 +47,10 @@ func BenchmarkBackendExport(b *testing.B) {
 	const every = 20 * time.Millisecond
 	total := max(n, rssN)
 	loadStart := time.Now()
-	testenv.IndexDocuments(b, esURL, prefix, total, func(i int) store.Item {
+	testenv.IndexDocuments(b, esURL, prefix, total, func(i int) pipeline.Item {
 		ts := start.Add(time.Duration(i) * every)
 		id := fmt.Sprintf("frame-%07d", i)
-		return store.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-"+strconv.Itoa(i%8))}
+		return pipeline.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-"+strconv.Itoa(i%8))}
 	})
 	b.Logf("indexed %d documents in %s", total, time.Since(loadStart).Round(time.Second))
 

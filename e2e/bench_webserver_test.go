@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -15,7 +17,6 @@ import (
 	"github.com/elastic/go-elasticsearch/v8/esutil"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/document"
 	"github.com/annotated-data/pipeline/internal/publish"
 	"github.com/annotated-data/pipeline/internal/sample"
@@ -150,7 +151,7 @@ type bulkTuning struct {
 // same code, with an esutil.BulkIndexer into a fresh index.
 func ceiling(b *testing.B, esURL string, frames []frame, tuning bulkTuning) float64 {
 	prefix := testenv.IndexPrefix(b, esURL)
-	st, err := store.New(config.Elasticsearch{URLs: []string{esURL}, IndexPrefix: prefix})
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package e2e runs the real binaries against a real NATS JetStream and a real
 // Elasticsearch, the way an operator runs them.
 package e2e

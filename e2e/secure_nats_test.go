@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -83,64 +85,6 @@ func TestWebserverAndPublisherConnectToNATSWithEachAuthenticationMethod(t *testi
 				t.Errorf("the publisher did not report 300 frames stored:\n%s", out)
 			}
 			assertNoSecrets(t, map[string]string{"webserver": ws.Output(), "publisher": out}, secrets...)
-		})
-	}
-}
-
-func TestNATSRefusalsStopTheStartAtOnceWithAMessageNamingTheProblem(t *testing.T) {
-	ca := testenv.NewCA(t, "nats test CA")
-	other := testenv.NewCA(t, "some other CA")
-	password, wrongPassword := randomSecret(t, "nats-pw-"), randomSecret(t, "wrong-pw-")
-	users := testenv.StartNATSWith(t, func(o *server.Options) {
-		natsTLS(ca)(o)
-		o.Users = []*server.User{{Username: "pipeline", Password: password}}
-	})
-	mutual := testenv.StartNATSWith(t, func(o *server.Options) {
-		natsTLS(ca)(o)
-		requireClientCertificates(ca)(o)
-	})
-	operator := testenv.NewNATSOperator(t)
-	jwtServer := testenv.StartNATSWith(t, func(o *server.Options) {
-		natsTLS(ca)(o)
-		operator.Configure(o)
-	})
-	foreignCreds := operator.ForeignCreds("stranger")
-	strangerCert, strangerKey := other.WriteKeyPair(other.Issue("stranger", "stranger"))
-
-	tests := []struct {
-		name string
-		env  map[string]string
-		want string
-	}{
-		{"wrong password",
-			map[string]string{"NATS_URL": users.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_USER": "pipeline", "NATS_PASSWORD": wrongPassword},
-			"nats at " + users.URL() + ` refused the credentials (authorization violation): check NATS_USER ("pipeline") and NATS_PASSWORD`},
-		{"no credentials",
-			map[string]string{"NATS_URL": users.URL(), "NATS_CA_CERT": ca.CertFile},
-			"refused the credentials (authorization violation): the server requires credentials"},
-		{"credentials of an account the server does not trust",
-			map[string]string{"NATS_URL": jwtServer.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_CREDS": foreignCreds},
-			"refused the credentials (authorization violation): check NATS_CREDS (" + foreignCreds + ")"},
-		{"a CA that did not sign the server's certificate",
-			map[string]string{"NATS_URL": users.URL(), "NATS_CA_CERT": other.CertFile, "NATS_USER": "pipeline", "NATS_PASSWORD": password},
-			`is not trusted: its TLS certificate is signed by an unknown authority ("CN=nats test CA,O=pipeline tests"); the CA in NATS_CA_CERT (` + other.CertFile + ") did not sign it"},
-		{"no CA for a private certificate",
-			map[string]string{"NATS_URL": users.URL(), "NATS_USER": "pipeline", "NATS_PASSWORD": password},
-			"is not trusted: its TLS certificate is signed by an unknown authority (\"CN=nats test CA,O=pipeline tests\"); set NATS_CA_CERT to the CA that signed it"},
-		{"no client certificate for a server that requires one",
-			map[string]string{"NATS_URL": mutual.URL(), "NATS_CA_CERT": ca.CertFile},
-			"requires a client certificate (mutual TLS): set NATS_TLS_CERT and NATS_TLS_KEY"},
-		{"a client certificate the server does not trust",
-			map[string]string{"NATS_URL": mutual.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_TLS_CERT": strangerCert, "NATS_TLS_KEY": strangerKey},
-			"refused the client certificate in NATS_TLS_CERT (" + strangerCert + ")"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for bin, args := range map[string][]string{"webserver": nil, "publisher": {"--count", "1"}} {
-				out, took, err := runToExit(t, binary(t, bin), tt.env, time.Minute, args...)
-				assertFailsFast(t, bin, out, err, took, 10*time.Second, tt.want)
-				assertNoSecrets(t, map[string]string{bin: out}, password, wrongPassword)
-			}
 		})
 	}
 }

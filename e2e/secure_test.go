@@ -1,3 +1,5 @@
+//go:build integration
+
 package e2e
 
 import (
@@ -5,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -170,22 +171,6 @@ func assertNoSecrets(t *testing.T, outputs map[string]string, secrets ...string)
 				t.Errorf("the output of %s shows a secret (%d characters, starting %q)", name, len(s), s[:min(3, len(s))])
 			}
 		}
-	}
-}
-
-// assertFailsFast checks that a binary refused to start: it exited non-zero within
-// patience, having said want exactly once.
-func assertFailsFast(t *testing.T, name, out string, err error, took, patience time.Duration, want string) {
-	t.Helper()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-		t.Errorf("%s: exit %v, want a non-zero status\n%s", name, err, out)
-	}
-	if took > patience {
-		t.Errorf("%s took %s to give up, want at most %s", name, took.Round(time.Millisecond), patience)
-	}
-	if n := strings.Count(out, want); n != 1 {
-		t.Errorf("%s said %q %d times, want once; output:\n%s", name, want, n, out)
 	}
 }
 

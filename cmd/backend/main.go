@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,9 +15,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/api"
 	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -36,7 +37,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	program := config.Program{Name: "backend", Summary: "the REST API over the stored annotated documents.", Version: version, Commit: commit}
-	if run, err := config.ParseFlags(args, stdout, program, config.BackendVars(&config.Backend{})); !run {
+	if proceed, err := config.ParseFlags(args, stdout, program, config.BackendVars(&config.Backend{})); !proceed {
 		return err
 	}
 
@@ -46,12 +47,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
 
-	metrics := api.NewMetrics()
-	st, err := store.Connect(ctx, cfg.Elasticsearch, store.Read, log, store.WithQueryObserver(metrics.ObserveQuery))
-	if err != nil {
-		return err
+	metrics := api.NewMetrics(admin.NewRegistry())
+	for _, w := range cfg.Elasticsearch.Warnings() {
+		log.Warn(w)
 	}
-	handler, err := api.NewServer(log, cfg, st, metrics)
+	esCfg := cfg.Elasticsearch.Config
+	esCfg.Observe = metrics.ObserveQuery
+	st, err := store.Connect(ctx, esCfg, store.Read, log)
+	if err != nil {
+		return cfg.Elasticsearch.Explain(err)
+	}
+	handler, err := api.NewServer(log, cfg.API, st, metrics)
 	if err != nil {
 		return err
 	}
@@ -63,9 +69,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Listen before serving anything, so a taken port stops the start with a clear error.
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+		return fmt.Errorf("listen on %s (LISTEN_ADDR): %w", cfg.ListenAddr, err)
 	}
-	servers := []*server{{name: "api", ln: ln, srv: newHTTPServer(handler, tlsSetup.TLSConfig, log)}}
+	servers := []serve.Server{{Name: "api", Listener: ln, HTTP: newHTTPServer(handler, tlsSetup.TLSConfig, log)}}
 	if tlsSetup.HTTPHandler != nil {
 		httpLn, err := net.Listen("tcp", cfg.TLS.ACMEHTTPAddr)
 		if err != nil {
@@ -75,50 +81,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		// Redirects and challenge answers carry the same headers as the API; HSTS
 		// means nothing over plain HTTP.
 		acme := api.SecurityHeaders(false)(tlsSetup.HTTPHandler)
-		servers = append(servers, &server{name: "acme-http", ln: httpLn, srv: newHTTPServer(acme, nil, log)})
+		servers = append(servers, serve.Server{Name: "acme-http", Listener: httpLn, HTTP: newHTTPServer(acme, nil, log)})
 	}
+	log.Info("backend started", "version", version)
 
-	served := make(chan error, len(servers))
-	for _, s := range servers {
-		log.Info("backend listening", "version", version, "server", s.name, "addr", s.ln.Addr().String(), "tls", s.srv.TLSConfig != nil)
-		go func() {
-			if s.srv.TLSConfig != nil {
-				served <- fmt.Errorf("serve %s: %w", s.name, s.srv.ServeTLS(s.ln, "", ""))
-			} else {
-				served <- fmt.Errorf("serve %s: %w", s.name, s.srv.Serve(s.ln))
-			}
-		}()
-	}
-	var failed error
-	select {
-	case failed = <-served:
-	case <-ctx.Done():
-	}
-
-	// Stop accepting; let running streams finish, up to SHUTDOWN_TIMEOUT; then cut
-	// the rest, whose handlers see their contexts end and close their points in time.
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.srv.Shutdown(shutdownCtx); err != nil {
-			log.Warn("streams still running at the shutdown timeout were cut", "server", s.name, "err", err)
-			s.srv.Close()
-		}
-	}
-	for range servers {
-		// Each Serve returns http.ErrServerClosed once shut down.
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) && failed == nil {
-			failed = err
-		}
-	}
-	return failed
-}
-
-type server struct {
-	name string
-	ln   net.Listener
-	srv  *http.Server
+	// Running streams may finish for up to SHUTDOWN_TIMEOUT after a stop; the rest
+	// are cut, and their handlers close their points in time.
+	return serve.Run(ctx, log, cfg.ShutdownTimeout, servers...)
 }
 
 // newHTTPServer bounds what a slow or idle client can hold: the time to send its

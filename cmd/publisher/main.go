@@ -38,20 +38,72 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	opts, proceed, err := parseFlags(args, stdout)
+	if !proceed {
+		return err
+	}
+	src, err := opts.source()
+	if err != nil {
+		return err
+	}
+	defer src.close()
+
+	if opts.natsURL != "" {
+		getenv = overriding(getenv, "NATS_URL", opts.natsURL)
+	}
+	natsCfg, err := config.LoadNATS(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration (see --help):\n%w", err)
+	}
+	connCfg := natsCfg.Config
+	connCfg.Name = "publisher"
+	nc, err := natsconn.Connect(ctx, connCfg, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return natsCfg.Explain(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(opts.window))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	progressOut := stderr
+	if opts.quiet {
+		progressOut = io.Discard
+	}
+	return publishAll(ctx, js, src, opts, progress.New(progressOut, src.what, src.total), stdout)
+}
+
+// options are the publisher's flags.
+type options struct {
+	natsURL                string
+	prefix                 string
+	count, cameras         int
+	start                  string
+	interval               time.Duration
+	file, subject, idField string
+	rate                   float64
+	window                 int
+	quiet                  bool
+}
+
+// parseFlags reads the flags; proceed is false when there is nothing more to do
+// (--help, --version, or an error).
+func parseFlags(args []string, stdout io.Writer) (o options, proceed bool, err error) {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	natsURL := fs.String("nats-url", "", "NATS server(s), comma-separated; overrides NATS_URL")
-	prefix := fs.String("subject-prefix", "annotations", "generated frames go to <prefix>.<camera id>")
-	count := fs.Int("count", 100, "number of frames to generate")
-	cameras := fs.Int("cameras", 4, "number of cameras the frames come from")
-	startFlag := fs.String("start", "2023-03-09T19:40:00Z", "timestamp of the first frames (RFC 3339)")
-	interval := fs.Duration("interval", 10*time.Second, "time between two frames of one camera")
-	file := fs.String("file", "", "replay this NDJSON file (one JSON message per line) instead of generating frames")
-	subject := fs.String("subject", "annotations.replay", "with --file: the subject to publish on")
-	idField := fs.String("id-field", "", "with --file: take Nats-Msg-Id from this top-level field (default: a hash of the line)")
-	rateFlag := fs.Float64("rate", 0, "messages per second (0: as fast as the stream acknowledges)")
-	window := fs.Int("window", 4096, "most messages awaiting the stream's acknowledgement at once")
-	quiet := fs.Bool("quiet", false, "no progress output")
+	fs.StringVar(&o.natsURL, "nats-url", "", "NATS server(s), comma-separated; overrides NATS_URL")
+	fs.StringVar(&o.prefix, "subject-prefix", "annotations", "generated frames go to <prefix>.<camera id>")
+	fs.IntVar(&o.count, "count", 100, "number of frames to generate")
+	fs.IntVar(&o.cameras, "cameras", 4, "number of cameras the frames come from")
+	fs.StringVar(&o.start, "start", "2023-03-09T19:40:00Z", "timestamp of the first frames (RFC 3339)")
+	fs.DurationVar(&o.interval, "interval", 10*time.Second, "time between two frames of one camera")
+	fs.StringVar(&o.file, "file", "", "replay this NDJSON file (one JSON message per line) instead of generating frames")
+	fs.StringVar(&o.subject, "subject", "annotations.replay", "with --file: the subject to publish on")
+	fs.StringVar(&o.idField, "id-field", "", "with --file: take Nats-Msg-Id from this top-level field (default: a hash of the line)")
+	fs.Float64Var(&o.rate, "rate", 0, "messages per second (0: as fast as the stream acknowledges)")
+	fs.IntVar(&o.window, "window", 4096, "most messages awaiting the stream's acknowledgement at once")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `publisher %s: publishes annotated messages to NATS JetStream.
@@ -71,66 +123,49 @@ frames twice stores them once.
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil
+			return o, false, nil
 		}
-		return err
+		return o, false, err
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "publisher", version, commit)
-		return nil
+		return o, false, nil
 	}
-	if *count < 0 || *cameras < 1 || *interval <= 0 || *window < 1 || *rateFlag < 0 {
-		return errors.New("--count and --rate must be ≥ 0, --cameras and --window ≥ 1, --interval > 0")
+	if o.count < 0 || o.cameras < 1 || o.interval <= 0 || o.window < 1 || o.rate < 0 {
+		return o, false, errors.New("--count and --rate must be ≥ 0, --cameras and --window ≥ 1, --interval > 0")
 	}
+	return o, true, nil
+}
 
-	var src publish.Source
-	var total int64
-	what := "frames"
-	if *file != "" {
-		f, lines, err := openNDJSON(*file)
+// source is what will be published, with its size for the progress bar.
+type source struct {
+	publish.Source
+	what  string // "frames" or "messages"
+	total int64
+	close func()
+}
+
+// source opens the NDJSON file, or sets up the frame generator.
+func (o options) source() (source, error) {
+	if o.file != "" {
+		f, lines, err := openNDJSON(o.file)
 		if err != nil {
-			return err
+			return source{}, err
 		}
-		defer f.Close()
-		src, total, what = publish.NDJSON(f, *subject, *idField), lines, "messages"
-	} else {
-		start, err := time.Parse(time.RFC3339Nano, *startFlag)
-		if err != nil {
-			return fmt.Errorf("--start: %w", err)
-		}
-		src, total = publish.Frames(&sample.Generator{Start: start, Interval: *interval, Cameras: *cameras}, *prefix, *count), int64(*count)
+		return source{publish.NDJSON(f, o.subject, o.idField), "messages", lines, func() { f.Close() }}, nil
 	}
+	start, err := time.Parse(time.RFC3339Nano, o.start)
+	if err != nil {
+		return source{}, fmt.Errorf("--start: %w", err)
+	}
+	gen := &sample.Generator{Start: start, Interval: o.interval, Cameras: o.cameras}
+	return source{publish.Frames(gen, o.prefix, o.count), "frames", int64(o.count), func() {}}, nil
+}
 
-	env := getenv
-	if *natsURL != "" {
-		env = func(name string) string {
-			if name == "NATS_URL" {
-				return *natsURL
-			}
-			return getenv(name)
-		}
-	}
-	natsCfg, err := config.LoadNATS(env)
-	if err != nil {
-		return fmt.Errorf("configuration (see --help):\n%w", err)
-	}
-	nc, err := natsconn.Connect(ctx, natsCfg, "publisher", slog.New(slog.NewTextHandler(stderr, nil)))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(*window))
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-
-	progressOut := stderr
-	if *quiet {
-		progressOut = io.Discard
-	}
-	bar := progress.New(progressOut, what, total)
+// publishAll publishes src, showing progress on bar, and reports the outcome.
+func publishAll(ctx context.Context, js jetstream.JetStream, src source, o options, bar *progress.Reporter, stdout io.Writer) error {
 	began := time.Now()
-	stored, dups, err := publish.Run(ctx, js, src, publish.Options{Rate: *rateFlag, Window: *window}, func() { bar.Add(1) })
+	stored, dups, err := publish.Run(ctx, js, src.Source, publish.Options{Rate: o.rate, Window: o.window}, func() { bar.Add(1) })
 	bar.Finish()
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
@@ -139,8 +174,18 @@ frames twice stores them once.
 		return err
 	}
 	fmt.Fprintf(stdout, "published %d %s in %s: %d stored, %d already in the stream\n",
-		stored+dups, what, time.Since(began).Round(time.Millisecond), stored, dups)
+		stored+dups, src.what, time.Since(began).Round(time.Millisecond), stored, dups)
 	return nil
+}
+
+// overriding returns getenv with name set to value.
+func overriding(getenv func(string) string, name, value string) func(string) string {
+	return func(n string) string {
+		if n == name {
+			return value
+		}
+		return getenv(n)
+	}
 }
 
 // openNDJSON opens path and counts its lines, for the progress bar's total.

@@ -17,14 +17,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/ingest"
 	"github.com/annotated-data/pipeline/internal/natsconn"
+	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -42,19 +40,21 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	program := config.Program{Name: "webserver", Summary: "ingests annotated messages from NATS JetStream into Elasticsearch.", Version: version, Commit: commit}
-	if run, err := config.ParseFlags(args, stdout, program, config.WebserverVars(&config.Webserver{})); !run {
+	if proceed, err := config.ParseFlags(args, stdout, program, config.IngesterVars(&config.Ingester{})); !proceed {
 		return err
 	}
 
-	cfg, err := config.LoadWebserver(getenv)
+	cfg, err := config.LoadIngester(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration (see --help):\n%w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
 
-	nc, err := natsconn.Connect(ctx, cfg.NATS, "webserver", log)
+	natsCfg := cfg.NATS.Config
+	natsCfg.Name = "webserver"
+	nc, err := natsconn.Connect(ctx, natsCfg, log)
 	if err != nil {
-		return err
+		return cfg.NATS.Explain(err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -62,9 +62,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
-	st, err := store.Connect(ctx, cfg.Elasticsearch, store.Write, log, store.WithInterval(store.Interval(cfg.Index.Interval)))
+	for _, w := range cfg.Elasticsearch.Warnings() {
+		log.Warn(w)
+	}
+	esCfg := cfg.Elasticsearch.Config
+	esCfg.Interval = store.Interval(cfg.Index.Interval)
+	st, err := store.Connect(ctx, esCfg, store.Write, log)
 	if err != nil {
-		return err
+		return cfg.Elasticsearch.Explain(err)
 	}
 	if err := st.EnsureTemplate(ctx, store.TemplateSettings{
 		Shards:          cfg.Index.Shards,
@@ -75,16 +80,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ingester := ingest.New(js, st, cfg, log, ingest.NewMetrics(reg))
+	reg := admin.NewRegistry()
+	ingester := ingest.New(js, st, cfg.Ingest, log, ingest.NewMetrics(reg))
 
 	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
+		return fmt.Errorf("admin listener on %s (ADMIN_ADDR): %w", cfg.AdminAddr, err)
 	}
-	adminSrv := &http.Server{
-		Handler: admin.Handler(admin.Options{Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), Profiling: cfg.AdminProfiling},
+	adminSrv := serve.Server{Name: "admin", Listener: adminLn, HTTP: &http.Server{
+		Handler: admin.Handler(admin.Options{Metrics: reg, Profiling: cfg.AdminProfiling},
 			admin.Check{Name: "nats", Fn: func(context.Context) error {
 				if !nc.IsConnected() {
 					return errors.New("not connected")
@@ -99,12 +103,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			}},
 		),
 		ReadHeaderTimeout: 5 * time.Second,
-	}
-	go adminSrv.Serve(adminLn)
-	defer adminSrv.Close()
-	log.Info("webserver started", "version", version, "admin", adminLn.Addr().String())
+	}}
+	log.Info("webserver started", "version", version)
 
+	// The admin server lives as long as the ingester; if it fails, the process
+	// stops rather than run without health checks and metrics.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	served := make(chan error, 1)
+	go func() {
+		served <- serve.Run(ctx, log, time.Second, adminSrv)
+		stop()
+	}()
 	err = ingester.Run(ctx)
+	stop()
 	log.Info("webserver stopped")
-	return err
+	return errors.Join(err, <-served)
 }

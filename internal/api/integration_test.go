@@ -1,3 +1,5 @@
+//go:build integration
+
 package api
 
 import (
@@ -15,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // These tests run the API against the real Elasticsearch node, each in an index
@@ -31,15 +35,10 @@ type backend struct {
 	metrics *Metrics
 }
 
-func startBackend(t *testing.T, esURL, prefix string, vars map[string]string) *backend {
+func startBackend(t *testing.T, esURL, prefix string, cfg Config) *backend {
 	t.Helper()
-	env := map[string]string{"ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix}
-	for k, v := range vars {
-		env[k] = v
-	}
-	cfg := testConfig(t, env)
-	m := NewMetrics()
-	st, err := store.New(cfg.Elasticsearch, store.WithQueryObserver(m.ObserveQuery))
+	m := NewMetrics(prometheus.NewRegistry())
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix, Observe: m.ObserveQuery})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,12 +140,12 @@ func ids(docs []doc) []string {
 // indexed stores documents with the given ids and timestamps.
 func indexed(t *testing.T, esURL, prefix string, docs []doc) {
 	t.Helper()
-	testenv.IndexDocuments(t, esURL, prefix, len(docs), func(i int) store.Item {
+	testenv.IndexDocuments(t, esURL, prefix, len(docs), func(i int) pipeline.Item {
 		ts, err := time.Parse(time.RFC3339Nano, docs[i].Timestamp)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return store.Item{ID: docs[i].ID, Timestamp: ts, Body: testenv.DocumentBody(docs[i].ID, ts, "cam-1")}
+		return pipeline.Item{ID: docs[i].ID, Timestamp: ts, Body: testenv.DocumentBody(docs[i].ID, ts, "cam-1")}
 	})
 }
 
@@ -166,8 +165,8 @@ func TestRangesAreStartInclusiveEndExclusiveInEveryForm(t *testing.T) {
 		{"next-midnight", "2023-03-10T00:00:00Z"},
 		{"next-day", "2023-03-10T19:41:00Z"},
 	})
-	b := startBackend(t, esURL, prefix, nil)
-	berlin := startBackend(t, esURL, prefix, map[string]string{"API_DEFAULT_TIMEZONE": "Europe/Berlin"})
+	b := startBackend(t, esURL, prefix, Config{})
+	berlin := startBackend(t, esURL, prefix, Config{DefaultZone: berlinZone(t)})
 	ties := []string{"tie-1", "tie-2", "tie-3"}
 	inRange := slices.Concat([]string{"at-start"}, ties, []string{"last-ms"})
 
@@ -258,19 +257,19 @@ func TestTwentyFiveThousandDocumentsComeBackCompleteInOrderWithoutDuplicates(t *
 	const n = 25000
 	start := time.Date(2023, 3, 9, 23, 0, 0, 0, time.UTC)
 	stamp := func(i int) time.Time { return start.Add(time.Duration(i/3) * 500 * time.Millisecond) }
-	testenv.IndexDocuments(t, esURL, prefix, n+2, func(i int) store.Item {
+	testenv.IndexDocuments(t, esURL, prefix, n+2, func(i int) pipeline.Item {
 		switch i {
 		case n: // just outside, on either side
 			ts := start.Add(-time.Millisecond)
-			return store.Item{ID: "outside-before", Timestamp: ts, Body: testenv.DocumentBody("outside-before", ts, "cam-9")}
+			return pipeline.Item{ID: "outside-before", Timestamp: ts, Body: testenv.DocumentBody("outside-before", ts, "cam-9")}
 		case n + 1:
 			ts := stamp(n - 1).Add(time.Millisecond)
-			return store.Item{ID: "outside-after", Timestamp: ts, Body: testenv.DocumentBody("outside-after", ts, "cam-9")}
+			return pipeline.Item{ID: "outside-after", Timestamp: ts, Body: testenv.DocumentBody("outside-after", ts, "cam-9")}
 		}
 		id := fmt.Sprintf("doc-%05d", i)
-		return store.Item{ID: id, Timestamp: stamp(i), Body: testenv.DocumentBody(id, stamp(i), fmt.Sprintf("cam-%d", i%4))}
+		return pipeline.Item{ID: id, Timestamp: stamp(i), Body: testenv.DocumentBody(id, stamp(i), fmt.Sprintf("cam-%d", i%4))}
 	})
-	b := startBackend(t, esURL, prefix, nil)
+	b := startBackend(t, esURL, prefix, Config{})
 	query := "?start_date=" + start.Format(time.RFC3339) + "&end_date=" + stamp(n-1).Add(time.Millisecond).Format(time.RFC3339Nano)
 
 	for _, tt := range []struct {
@@ -327,7 +326,7 @@ func parseTime(t *testing.T, s string) time.Time {
 
 func TestEveryBadRequestNamesItsProblem(t *testing.T) {
 	esURL := testenv.ElasticsearchURL(t)
-	b := startBackend(t, esURL, testenv.IndexPrefix(t, esURL), map[string]string{"API_MAX_RANGE": "168h"})
+	b := startBackend(t, esURL, testenv.IndexPrefix(t, esURL), Config{MaxRange: 168 * time.Hour})
 	const ok = "start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00"
 	tests := []struct {
 		path        string
@@ -369,7 +368,7 @@ func TestElasticsearchOutOfReachIsA503UntilItIsBack(t *testing.T) {
 	prefix := testenv.IndexPrefix(t, esURL)
 	indexed(t, esURL, prefix, []doc{{"a", "2023-03-09T19:41:00Z"}})
 	proxy := testenv.NewProxy(t, strings.TrimPrefix(esURL, "http://"))
-	b := startBackend(t, "http://"+proxy.Addr(), prefix, nil)
+	b := startBackend(t, "http://"+proxy.Addr(), prefix, Config{})
 	query := "?start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00"
 
 	proxy.Cut()
@@ -402,11 +401,11 @@ func TestAClientThatGoesAwayReleasesItsPointInTime(t *testing.T) {
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 10, 0, 0, 0, time.UTC)
-	testenv.IndexDocuments(t, esURL, prefix, 20000, func(i int) store.Item {
+	testenv.IndexDocuments(t, esURL, prefix, 20000, func(i int) pipeline.Item {
 		ts := start.Add(time.Duration(i) * time.Second)
-		return store.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
+		return pipeline.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
 	})
-	b := startBackend(t, esURL, prefix, map[string]string{"API_PAGE_SIZE": "100"})
+	b := startBackend(t, esURL, prefix, Config{PageSize: 100})
 	m := b.metrics
 
 	res := get(t, b.url+"/getStream?start_date=2023-03-09&end_date=2023-03-10")
@@ -446,4 +445,13 @@ func metricValue(t *testing.T, m *Metrics, series string) string {
 		}
 	}
 	return ""
+}
+
+func berlinZone(t *testing.T) *time.Location {
+	t.Helper()
+	zone, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return zone
 }

@@ -5,13 +5,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics are the backend's Prometheus metrics, in a registry of their own.
+// Metrics are the backend's Prometheus metrics.
 type Metrics struct {
-	reg       *prometheus.Registry
+	gatherer  prometheus.Gatherer
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	documents *prometheus.CounterVec
@@ -20,10 +19,10 @@ type Metrics struct {
 	failures  *prometheus.CounterVec
 }
 
-// NewMetrics creates the metrics, with the Go runtime's and the process's.
-func NewMetrics() *Metrics {
+// NewMetrics registers the backend's metrics with reg, which /metrics serves.
+func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		gatherer: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_http_requests_total",
 			Help: "HTTP requests by route pattern and status code."}, []string{"route", "code"}),
 		// Streams of large ranges run for minutes: the buckets reach that far.
@@ -40,8 +39,7 @@ func NewMetrics() *Metrics {
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_elasticsearch_request_failures_total",
 			Help: "Elasticsearch requests that failed, by operation."}, []string{"operation"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures)
 	return m
 }
 
@@ -54,5 +52,5 @@ func (m *Metrics) ObserveQuery(op string, took time.Duration, err error) {
 }
 
 func (m *Metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
 }

@@ -137,7 +137,7 @@ func parseSSE(body io.Reader) ([]sseEvent, error) {
 
 func TestTheOpenAPIDocumentIsServedAndValid(t *testing.T) {
 	v := newSpecValidator(t)
-	srv, _ := serve(t, &fakeExporter{}, nil)
+	srv, _ := serve(t, &fakeExporter{}, Config{})
 	res := get(t, srv.URL+"/openapi.json")
 	body, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" || !bytes.Equal(body, openAPIDocument) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/datetime"
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 // queryParams are the parameters the document endpoints accept; anything else is
@@ -31,11 +31,11 @@ type rangeRules struct {
 	pageSize    int
 }
 
-// parseQuery turns the query string of a document request into a store.Range, or
+// parseQuery turns the query string of a document request into a pipeline.Range, or
 // into the error that names the first parameter at fault. Nothing from the request
 // is ever placed into query text: dates become times, the rest typed values.
-func parseQuery(q url.Values, rules rangeRules) (store.Range, *apiError) {
-	rng := store.Range{PageSize: rules.pageSize}
+func parseQuery(q url.Values, rules rangeRules) (pipeline.Range, *apiError) {
+	rng := pipeline.Range{PageSize: rules.pageSize}
 	// In name order, so that a request with several problems always gets the same answer.
 	for _, name := range slices.Sorted(maps.Keys(q)) {
 		values := q[name]
@@ -81,9 +81,9 @@ func parseQuery(q url.Values, rules rangeRules) (store.Range, *apiError) {
 	if raw, ok := q["order"]; ok {
 		switch raw[0] {
 		case "asc":
-			rng.Order = store.Ascending
+			rng.Order = pipeline.Ascending
 		case "desc":
-			rng.Order = store.Descending
+			rng.Order = pipeline.Descending
 		default:
 			return rng, &apiError{Code: "invalid_parameter", Param: "order", Message: fmt.Sprintf("order must be asc or desc, got %q", raw[0])}
 		}

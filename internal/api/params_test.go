@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/datetime"
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 func utc(t *testing.T, s string) time.Time {
@@ -31,27 +31,27 @@ func TestParseQueryReadsEveryParameter(t *testing.T) {
 		name  string
 		query string
 		rules rangeRules
-		want  store.Range
+		want  pipeline.Range
 	}{
 		{"zone-less dates are UTC by default", "start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00", defaultRules,
-			store.Range{From: utc(t, "2023-03-09T19:40:00Z"), To: utc(t, "2023-03-09T19:45:00Z"), PageSize: 1000}},
+			pipeline.Range{From: utc(t, "2023-03-09T19:40:00Z"), To: utc(t, "2023-03-09T19:45:00Z"), PageSize: 1000}},
 		{"zone-less dates are read in the configured zone", "start_date=2023-03-09T19:40:00&end_date=2023-03-10",
 			rangeRules{defaultZone: berlin, pageSize: 7},
-			store.Range{From: utc(t, "2023-03-09T18:40:00Z"), To: utc(t, "2023-03-09T23:00:00Z"), PageSize: 7}},
+			pipeline.Range{From: utc(t, "2023-03-09T18:40:00Z"), To: utc(t, "2023-03-09T23:00:00Z"), PageSize: 7}},
 		{"offsets and Z", "start_date=2023-03-09T20:40:00%2B01:00&end_date=2023-03-09T14:45:00.5-05:00", defaultRules,
-			store.Range{From: utc(t, "2023-03-09T19:40:00Z"), To: utc(t, "2023-03-09T19:45:00.5Z"), PageSize: 1000}},
+			pipeline.Range{From: utc(t, "2023-03-09T19:40:00Z"), To: utc(t, "2023-03-09T19:45:00.5Z"), PageSize: 1000}},
 		{"a '+' that became a space", "start_date=2023-03-09T20:40:00+01:00&end_date=2023-03-09T20:45:00+01:00", defaultRules,
-			store.Range{From: utc(t, "2023-03-09T19:40:00Z"), To: utc(t, "2023-03-09T19:45:00Z"), PageSize: 1000}},
+			pipeline.Range{From: utc(t, "2023-03-09T19:40:00Z"), To: utc(t, "2023-03-09T19:45:00Z"), PageSize: 1000}},
 		{"an empty range is valid", "start_date=2023-03-09&end_date=2023-03-09", defaultRules,
-			store.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-09T00:00:00Z"), PageSize: 1000}},
+			pipeline.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-09T00:00:00Z"), PageSize: 1000}},
 		{"limit, order and fields", "start_date=2023-03-09&end_date=2023-03-10&limit=25&order=desc&fields=@timestamp,camera_id,objects.*", defaultRules,
-			store.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-10T00:00:00Z"), PageSize: 1000,
-				Limit: 25, Order: store.Descending, Fields: []string{"@timestamp", "camera_id", "objects.*"}}},
+			pipeline.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-10T00:00:00Z"), PageSize: 1000,
+				Limit: 25, Order: pipeline.Descending, Fields: []string{"@timestamp", "camera_id", "objects.*"}}},
 		{"order asc is the default", "start_date=2023-03-09&end_date=2023-03-10&order=asc", defaultRules,
-			store.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-10T00:00:00Z"), PageSize: 1000, Order: store.Ascending}},
+			pipeline.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-10T00:00:00Z"), PageSize: 1000, Order: pipeline.Ascending}},
 		{"a range exactly as long as the maximum", "start_date=2023-03-09&end_date=2023-03-10",
 			rangeRules{defaultZone: time.UTC, pageSize: 1000, maxRange: 24 * time.Hour},
-			store.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-10T00:00:00Z"), PageSize: 1000}},
+			pipeline.Range{From: utc(t, "2023-03-09T00:00:00Z"), To: utc(t, "2023-03-10T00:00:00Z"), PageSize: 1000}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,18 +14,48 @@ import (
 	"github.com/klauspost/compress/gzhttp"
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/annotated-data/pipeline/internal/config"
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/admin"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 // Exporter is what the API needs of the store.
 type Exporter interface {
-	Export(ctx context.Context, r store.Range, fn func(store.Page) error) error
+	Export(ctx context.Context, r pipeline.Range, fn func(pipeline.Page) error) error
 	Check(ctx context.Context) error
 }
 
+// Config shapes what clients may ask for and how they are guarded. The zero
+// value of a field takes the default beside it, except where 0 means "none".
+type Config struct {
+	PageSize     int            // documents fetched per page while streaming (default 1000)
+	DefaultZone  *time.Location // for dates written without a zone (default UTC)
+	MaxRange     time.Duration  // longest range a request may ask for (0: unlimited)
+	MaxStreams   int            // streams served at once (default 32)
+	StallTimeout time.Duration  // a stream whose client takes nothing this long ends (default 30s)
+
+	APIKeys        []string // when set, the data endpoints and /metrics need one
+	CORSOrigins    []string // origins whose pages may call the API
+	RateLimit      int      // requests per RateWindow and client (0: no limit)
+	RateWindow     time.Duration
+	TrustedProxies []string // CIDRs whose X-Forwarded-For names the client
+
+	HSTS bool // the API is served over HTTPS: tell browsers to keep to it
+}
+
+func (c Config) withDefaults() Config {
+	c.PageSize = cmp.Or(c.PageSize, 1000)
+	if c.DefaultZone == nil {
+		c.DefaultZone = time.UTC
+	}
+	c.MaxStreams = cmp.Or(c.MaxStreams, 32)
+	c.StallTimeout = cmp.Or(c.StallTimeout, 30*time.Second)
+	c.RateWindow = cmp.Or(c.RateWindow, time.Minute)
+	return c
+}
+
 // NewServer returns the whole API. Every route is listed here, with what guards it.
-func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (http.Handler, error) {
+func NewServer(log *slog.Logger, cfg Config, st Exporter, m *Metrics) (http.Handler, error) {
+	cfg = cfg.withDefaults()
 	// BestSpeed: a JSON stream still shrinks several times over, and the CPU it
 	// saves goes to Elasticsearch and to other streams.
 	gzipped, err := gzhttp.NewWrapper(gzhttp.CompressionLevel(gzip.BestSpeed), gzhttp.EnableZstd(false))
@@ -38,7 +69,7 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
 
 	r := chi.NewRouter()
-	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.TLS.Mode != config.TLSOff), allowOrigins(cfg.CORSOrigins))
+	r.Use(clientIP(cfg.TrustedProxies), observe(log, m), SecurityHeaders(cfg.HSTS), allowOrigins(cfg.CORSOrigins))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, apiError{Code: "not_found", Message: "no such endpoint: " + r.URL.Path + "; see /openapi.json"})
 	})
@@ -47,7 +78,7 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 		writeError(w, http.StatusMethodNotAllowed, apiError{Code: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path + "; use GET"})
 	})
 
-	r.Get("/healthz", healthz)
+	r.Get("/healthz", admin.Healthz)
 	r.Get("/readyz", readyz(st))
 	r.With(limited).Get("/openapi.json", openAPI)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
@@ -63,16 +94,12 @@ func NewServer(log *slog.Logger, cfg config.Backend, st Exporter, m *Metrics) (h
 	return r, nil
 }
 
-func healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
 func readyz(st Exporter) http.HandlerFunc {
+	check := admin.Check{Name: "elasticsearch", Fn: st.Check}
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := st.Check(ctx); err != nil {
-			requestInfoFrom(r.Context()).err = err
+		// The API is public: say what is down, never why (the cause is logged).
+		if failed := admin.Probe(r.Context(), check); failed != nil {
+			requestInfoFrom(r.Context()).err = failed[check.Name]
 			unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not reachable"})
 			return
 		}

@@ -16,9 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/config"
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/admin"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/testenv"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // These tests put a scripted Exporter behind the real handler stack, to make
@@ -28,16 +29,16 @@ import (
 // fakeExporter serves pages, then fails with err (if set). When gate is set, it waits
 // for a value on it before each page after the first.
 type fakeExporter struct {
-	pages    []store.Page
+	pages    []pipeline.Page
 	err      error
 	checkErr error
 	gate     chan struct{}
 
 	mu     sync.Mutex
-	ranges []store.Range
+	ranges []pipeline.Range
 }
 
-func (f *fakeExporter) Export(ctx context.Context, r store.Range, fn func(store.Page) error) error {
+func (f *fakeExporter) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.Page) error) error {
 	f.mu.Lock()
 	f.ranges = append(f.ranges, r)
 	f.mu.Unlock()
@@ -58,30 +59,20 @@ func (f *fakeExporter) Export(ctx context.Context, r store.Range, fn func(store.
 
 func (f *fakeExporter) Check(context.Context) error { return f.checkErr }
 
-func page(docs ...string) store.Page {
-	p := make(store.Page, len(docs))
+func page(docs ...string) pipeline.Page {
+	p := make(pipeline.Page, len(docs))
 	for i, d := range docs {
 		p[i] = []byte(d)
 	}
 	return p
 }
 
-// testConfig is the backend's configuration from its defaults and vars.
-func testConfig(t *testing.T, vars map[string]string) config.Backend {
-	t.Helper()
-	cfg, err := config.LoadBackend(func(name string) string { return vars[name] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-// serve starts the API with st and the configuration vars; the returned buffer
-// collects its log.
-func serve(t *testing.T, st Exporter, vars map[string]string) (*httptest.Server, *testenv.Buffer) {
+// serve starts the API with st and cfg (defaults for what it leaves zero); the
+// returned buffer collects its log.
+func serve(t *testing.T, st Exporter, cfg Config) (*httptest.Server, *testenv.Buffer) {
 	t.Helper()
 	logs := &testenv.Buffer{}
-	h, err := NewServer(slog.New(slog.NewJSONHandler(logs, nil)), testConfig(t, vars), st, NewMetrics())
+	h, err := NewServer(slog.New(slog.NewJSONHandler(logs, nil)), cfg, st, NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,8 +119,8 @@ func errorOf(t *testing.T, body string) apiError {
 var errStoreDown = errors.New("elasticsearch: connection refused")
 
 func TestAStreamThatFailsMidwayIsVisiblyIncomplete(t *testing.T) {
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`, `{"id":"b"}`)}, err: errStoreDown}
-	srv, _ := serve(t, st, nil)
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`, `{"id":"b"}`)}, err: errStoreDown}
+	srv, _ := serve(t, st, Config{})
 
 	t.Run("a JSON array is left unclosed", func(t *testing.T) {
 		res := get(t, srv.URL+"/getJsonStream"+someRange)
@@ -176,8 +167,8 @@ func TestAStreamThatFailsMidwayIsVisiblyIncomplete(t *testing.T) {
 }
 
 func TestACompleteStreamEndsWellFormed(t *testing.T) {
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`), page(`{"id":"b"}`, `{"id":"c"}`)}}
-	srv, _ := serve(t, st, nil)
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`), page(`{"id":"b"}`, `{"id":"c"}`)}}
+	srv, _ := serve(t, st, Config{})
 	for _, tt := range []struct {
 		name, path, accept, contentType, body string
 	}{
@@ -199,7 +190,7 @@ func TestACompleteStreamEndsWellFormed(t *testing.T) {
 		})
 	}
 	t.Run("an empty range", func(t *testing.T) {
-		srv, _ := serve(t, &fakeExporter{}, nil)
+		srv, _ := serve(t, &fakeExporter{}, Config{})
 		for path, want := range map[string]string{"/getJsonStream": "[]\n", "/getStream": ""} {
 			res := get(t, srv.URL+path+someRange)
 			if body, err := readAll(t, res); err != nil || res.StatusCode != http.StatusOK || body != want {
@@ -211,7 +202,7 @@ func TestACompleteStreamEndsWellFormed(t *testing.T) {
 
 func TestAPrettyPrintedDocumentStaysOnOneLine(t *testing.T) {
 	pretty := "{\n  \"id\": \"a\",\n  \"note\": \"two\\nlines\"\r\n}"
-	srv, _ := serve(t, &fakeExporter{pages: []store.Page{page(pretty)}}, nil)
+	srv, _ := serve(t, &fakeExporter{pages: []pipeline.Page{page(pretty)}}, Config{})
 	res := get(t, srv.URL+"/getStream"+someRange)
 	if body, _ := readAll(t, res); body != "{\"id\":\"a\",\"note\":\"two\\nlines\"}\n" {
 		t.Errorf("NDJSON body = %q, want the document compacted onto one line", body)
@@ -223,7 +214,7 @@ func TestAPrettyPrintedDocumentStaysOnOneLine(t *testing.T) {
 }
 
 func TestStoreFailureBeforeTheFirstDocumentIsA503WithRetryAfter(t *testing.T) {
-	srv, _ := serve(t, &fakeExporter{err: errStoreDown}, nil)
+	srv, _ := serve(t, &fakeExporter{err: errStoreDown}, Config{})
 	res := get(t, srv.URL+"/getJsonStream"+someRange)
 	body, _ := readAll(t, res)
 	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") != "5" {
@@ -234,7 +225,7 @@ func TestStoreFailureBeforeTheFirstDocumentIsA503WithRetryAfter(t *testing.T) {
 	}
 
 	t.Run("a query Elasticsearch rejects is a 502", func(t *testing.T) {
-		srv, _ := serve(t, &fakeExporter{err: &store.ResponseError{Status: 400, Type: "search_phase_execution_exception"}}, nil)
+		srv, _ := serve(t, &fakeExporter{err: permanentError{"search_phase_execution_exception"}}, Config{})
 		res := get(t, srv.URL+"/getJsonStream"+someRange)
 		body, _ := readAll(t, res)
 		if res.StatusCode != http.StatusBadGateway || errorOf(t, body).Code != "elasticsearch_error" {
@@ -247,8 +238,8 @@ func TestGzipResponsesStillArrivePageByPage(t *testing.T) {
 	// The second page is held back until the client has seen the first: only a
 	// flush that reaches through the compressor lets the test go on.
 	gate := make(chan struct{})
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
-	srv, _ := serve(t, st, nil)
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
+	srv, _ := serve(t, st, Config{})
 	res := get(t, srv.URL+"/getStream"+someRange, "Accept-Encoding", "gzip")
 	if ce := res.Header.Get("Content-Encoding"); ce != "gzip" {
 		t.Fatalf("Content-Encoding = %q, want gzip", ce)
@@ -281,8 +272,8 @@ func TestGzipResponsesStillArrivePageByPage(t *testing.T) {
 
 func TestAPIKeysGuardTheDataAndMetricsButNotTheProbes(t *testing.T) {
 	const key, other = "k-0123456789abcdef", "k2-0123456789abcdef"
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`)}}
-	srv, logs := serve(t, st, map[string]string{"API_KEYS": key + "," + other})
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`)}}
+	srv, logs := serve(t, st, Config{APIKeys: []string{key, other}})
 	tests := []struct {
 		name   string
 		path   string
@@ -326,7 +317,7 @@ func TestAPIKeysGuardTheDataAndMetricsButNotTheProbes(t *testing.T) {
 
 func TestEachClientIsRateLimitedWithA429(t *testing.T) {
 	st := &fakeExporter{}
-	srv, _ := serve(t, st, map[string]string{"RATE_LIMIT_REQUESTS": "3", "RATE_LIMIT_WINDOW": "1h"})
+	srv, _ := serve(t, st, Config{RateLimit: 3, RateWindow: time.Hour})
 	for i := range 3 {
 		if res := get(t, srv.URL+"/getJsonStream"+someRange); res.StatusCode != http.StatusOK {
 			t.Fatalf("request %d: %d, want 200", i+1, res.StatusCode)
@@ -349,7 +340,7 @@ func TestEachClientIsRateLimitedWithA429(t *testing.T) {
 	}
 
 	t.Run("behind a trusted proxy, each forwarded client has its own budget", func(t *testing.T) {
-		srv, _ := serve(t, st, map[string]string{"RATE_LIMIT_REQUESTS": "1", "RATE_LIMIT_WINDOW": "1h", "TRUSTED_PROXIES": "127.0.0.0/8"})
+		srv, _ := serve(t, st, Config{RateLimit: 1, RateWindow: time.Hour, TrustedProxies: []string{"127.0.0.0/8"}})
 		for _, tt := range []struct {
 			client string
 			want   int
@@ -362,7 +353,7 @@ func TestEachClientIsRateLimitedWithA429(t *testing.T) {
 }
 
 func TestCORSAllowsOnlyTheConfiguredOrigins(t *testing.T) {
-	srv, _ := serve(t, &fakeExporter{}, map[string]string{"CORS_ALLOWED_ORIGINS": "https://app.example.com"})
+	srv, _ := serve(t, &fakeExporter{}, Config{CORSOrigins: []string{"https://app.example.com"}})
 	res := get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://app.example.com")
 	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example.com" {
 		t.Errorf("allowed origin: Access-Control-Allow-Origin = %q", got)
@@ -387,7 +378,7 @@ func TestCORSAllowsOnlyTheConfiguredOrigins(t *testing.T) {
 	}
 
 	t.Run("without CORS_ALLOWED_ORIGINS no origin is allowed", func(t *testing.T) {
-		srv, _ := serve(t, &fakeExporter{}, nil)
+		srv, _ := serve(t, &fakeExporter{}, Config{})
 		res := get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://app.example.com")
 		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
 			t.Errorf("Access-Control-Allow-Origin = %q, want none", got)
@@ -402,11 +393,9 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 		"Content-Security-Policy": "frame-ancestors 'none'",
 		"Referrer-Policy":         "no-referrer",
 	}
-	for _, mode := range []string{"off", "file"} {
-		t.Run("TLS "+mode, func(t *testing.T) {
-			cfg := testConfig(t, nil)
-			cfg.TLS.Mode = mode // the certificate files are not needed to build the handler
-			h, err := NewServer(slog.New(slog.DiscardHandler), cfg, &fakeExporter{err: errStoreDown}, NewMetrics())
+	for _, hsts := range []bool{false, true} {
+		t.Run(fmt.Sprint("HSTS ", hsts), func(t *testing.T) {
+			h, err := NewServer(slog.New(slog.DiscardHandler), Config{HSTS: hsts}, &fakeExporter{err: errStoreDown}, NewMetrics(prometheus.NewRegistry()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,9 +407,9 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 						t.Errorf("%s (%d): %s = %q, want %q", path, rec.Code, name, got, value)
 					}
 				}
-				hsts := rec.Header().Get("Strict-Transport-Security")
-				if mode == "off" && hsts != "" || mode != "off" && hsts != "max-age=31536000" {
-					t.Errorf("%s: Strict-Transport-Security = %q with TLS %s", path, hsts, mode)
+				got := rec.Header().Get("Strict-Transport-Security")
+				if !hsts && got != "" || hsts && got != "max-age=31536000" {
+					t.Errorf("%s: Strict-Transport-Security = %q with HSTS %v", path, got, hsts)
 				}
 			}
 		})
@@ -428,7 +417,7 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 }
 
 func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
-	srv, _ := serve(t, &fakeExporter{}, nil)
+	srv, _ := serve(t, &fakeExporter{}, Config{})
 	res := get(t, srv.URL+"/getJSONStream"+someRange)
 	body, _ := readAll(t, res)
 	if res.StatusCode != http.StatusNotFound || errorOf(t, body).Code != "not_found" {
@@ -450,8 +439,8 @@ func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
 
 func TestStreamsBeyondTheLimitAreTurnedAway(t *testing.T) {
 	gate := make(chan struct{})
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
-	srv, _ := serve(t, st, map[string]string{"API_MAX_STREAMS": "1"})
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
+	srv, _ := serve(t, st, Config{MaxStreams: 1})
 	first := get(t, srv.URL+"/getStream"+someRange) // holds the only slot until the gate opens
 	line, _ := bufio.NewReader(first.Body).ReadString('\n')
 	if line != "{\"id\":\"a\"}\n" {
@@ -470,11 +459,11 @@ func TestStreamsBeyondTheLimitAreTurnedAway(t *testing.T) {
 }
 
 func TestMetricsCountRequestsDocumentsAndQueries(t *testing.T) {
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`, `{"id":"b"}`), page(`{"id":"c"}`)}}
-	m := NewMetrics()
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`, `{"id":"b"}`), page(`{"id":"c"}`)}}
+	m := NewMetrics(admin.NewRegistry())
 	m.ObserveQuery("search", 30*time.Millisecond, nil)
 	m.ObserveQuery("open_pit", time.Millisecond, errStoreDown)
-	h, err := NewServer(slog.New(slog.DiscardHandler), testConfig(t, nil), st, m)
+	h, err := NewServer(slog.New(slog.DiscardHandler), Config{}, st, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,8 +493,8 @@ func TestMetricsCountRequestsDocumentsAndQueries(t *testing.T) {
 
 func TestTheAccessLogIsJSONWithoutSecrets(t *testing.T) {
 	const key = "k-0123456789abcdef"
-	st := &fakeExporter{pages: []store.Page{page(`{"id":"a"}`, `{"id":"b"}`)}}
-	srv, logs := serve(t, st, map[string]string{"API_KEYS": key})
+	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`, `{"id":"b"}`)}}
+	srv, logs := serve(t, st, Config{APIKeys: []string{key}})
 	readAll(t, get(t, srv.URL+"/getStream"+someRange+"&order=desc", "Authorization", "Bearer "+key, "User-Agent", "test-agent"))
 	readAll(t, get(t, srv.URL+"/getStream"+someRange+"&token=hunter2secret", "X-API-Key", key))
 
@@ -542,3 +531,10 @@ func TestTheAccessLogIsJSONWithoutSecrets(t *testing.T) {
 		}
 	}
 }
+
+// permanentError is a store failure that retrying cannot fix, as the store reports
+// a query Elasticsearch rejects.
+type permanentError struct{ msg string }
+
+func (e permanentError) Error() string   { return e.msg }
+func (e permanentError) Temporary() bool { return false }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 // format is one response encoding of a document stream. Documents are written as
@@ -158,7 +158,7 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 			return nil
 		}
 
-		err := st.Export(r.Context(), rng, func(page store.Page) error {
+		err := st.Export(r.Context(), rng, func(page pipeline.Page) error {
 			if !started {
 				start()
 			}
@@ -190,8 +190,8 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 			if r.Context().Err() != nil {
 				return // the client left before the first document: nobody to answer
 			}
-			var re *store.ResponseError
-			if errors.As(err, &re) && !re.Temporary() {
+			var t interface{ Temporary() bool }
+			if errors.As(err, &t) && !t.Temporary() {
 				writeError(w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
 					Message: "the document store rejected the query; this is a fault of the backend, not of the request"})
 				return

@@ -4,6 +4,7 @@
 package certs
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -16,26 +17,52 @@ import (
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
-
-	"github.com/annotated-data/pipeline/internal/config"
 )
+
+// TLS modes.
+const (
+	Off      = "off"      // plain HTTP: local runs, or behind a TLS-terminating proxy
+	File     = "file"     // a certificate and key from files, read again when they change
+	Autocert = "autocert" // certificates obtained and renewed over ACME
+)
+
+// LetsEncryptDirectory is the ACME directory of Let's Encrypt's production CA.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// Config is how the backend serves HTTPS.
+type Config struct {
+	Mode string // Off (the default), File or Autocert
+
+	// File: a PEM certificate chain and its key.
+	CertFile, KeyFile string
+
+	// Autocert
+	Domains          []string // the host names to obtain certificates for
+	CacheDir         string   // account key and certificates, kept across restarts
+	ACMEEmail        string   // contact for the CA's notices (optional)
+	ACMEDirectoryURL string   // default LetsEncryptDirectory
+	ACMEHTTPAddr     string   // HTTP-01 challenges and the redirect to HTTPS (default ":80")
+	ACMECARoots      string   // PEM file of extra roots trusted for the ACME directory
+}
 
 // Setup is what a TLS mode adds to the backend's servers.
 type Setup struct {
 	// TLSConfig is for the API's listener; nil when TLS is off.
 	TLSConfig *tls.Config
-	// HTTPHandler is for the plain-HTTP listener on ACME_HTTP_ADDR: ACME HTTP-01
+	// HTTPHandler is for the plain-HTTP listener on Config.ACMEHTTPAddr: ACME HTTP-01
 	// challenges, and a redirect to HTTPS for everything else. nil unless autocert.
 	HTTPHandler http.Handler
 }
 
 // New prepares the TLS mode of cfg. listenAddr is the API's address, which the
 // HTTP-to-HTTPS redirect points to.
-func New(cfg config.TLS, listenAddr string, log *slog.Logger) (*Setup, error) {
-	switch cfg.Mode {
-	case config.TLSOff:
+func New(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
+	cfg.ACMEDirectoryURL = cmp.Or(cfg.ACMEDirectoryURL, LetsEncryptDirectory)
+	cfg.ACMEHTTPAddr = cmp.Or(cfg.ACMEHTTPAddr, ":80")
+	switch cmp.Or(cfg.Mode, Off) {
+	case Off:
 		return &Setup{}, nil
-	case config.TLSFile:
+	case File:
 		fc, err := newFileCert(cfg.CertFile, cfg.KeyFile, log)
 		if err != nil {
 			return nil, err
@@ -45,14 +72,14 @@ func New(cfg config.TLS, listenAddr string, log *slog.Logger) (*Setup, error) {
 			GetCertificate: fc.GetCertificate,
 			NextProtos:     []string{"h2", "http/1.1"},
 		}}, nil
-	case config.TLSAutocert:
+	case Autocert:
 		return newAutocert(cfg, listenAddr, log)
 	default:
 		return nil, fmt.Errorf("unknown TLS mode %q", cfg.Mode)
 	}
 }
 
-func newAutocert(cfg config.TLS, listenAddr string, log *slog.Logger) (*Setup, error) {
+func newAutocert(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
 	client := &acme.Client{DirectoryURL: cfg.ACMEDirectoryURL}
 	if cfg.ACMECARoots != "" {
 		hc, err := clientTrusting(cfg.ACMECARoots)

@@ -17,8 +17,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/annotated-data/pipeline/internal/config"
 )
 
 func TestPlainHTTPIsRedirectedToHTTPSOnlyForOurDomains(t *testing.T) {
@@ -129,20 +127,20 @@ func TestFileModeKeepsTheLastGoodCertificateUntilANewPairLoads(t *testing.T) {
 func TestFileModeRefusesToStartWithoutAUsablePair(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	_, err := New(config.TLS{Mode: config.TLSFile, CertFile: certFile, KeyFile: keyFile}, ":443", slog.New(slog.DiscardHandler))
+	_, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile}, ":443", slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "cert.pem") {
 		t.Errorf("New with no files: %v, want an error naming cert.pem", err)
 	}
 	writePair(t, certFile, "", 1)
 	writePair(t, "", keyFile, 2)
-	if _, err := New(config.TLS{Mode: config.TLSFile, CertFile: certFile, KeyFile: keyFile}, ":443", slog.New(slog.DiscardHandler)); err == nil {
+	if _, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile}, ":443", slog.New(slog.DiscardHandler)); err == nil {
 		t.Error("New with a mismatched pair succeeded")
 	}
 }
 
 func TestTLSModesSetTheirServers(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
-	off, err := New(config.TLS{Mode: config.TLSOff}, ":5000", log)
+	off, err := New(Config{Mode: Off}, ":5000", log)
 	if err != nil || off.TLSConfig != nil || off.HTTPHandler != nil {
 		t.Errorf("off: %+v, %v; want neither TLS nor an HTTP side", off, err)
 	}
@@ -150,19 +148,19 @@ func TestTLSModesSetTheirServers(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writePair(t, certFile, keyFile, 1)
-	file, err := New(config.TLS{Mode: config.TLSFile, CertFile: certFile, KeyFile: keyFile}, ":443", log)
+	file, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile}, ":443", log)
 	if err != nil || file.TLSConfig == nil || file.TLSConfig.MinVersion != tls.VersionTLS12 || file.HTTPHandler != nil {
 		t.Errorf("file: %+v, %v; want TLS 1.2 and up, no HTTP side", file, err)
 	}
 
-	auto, err := New(config.TLS{Mode: config.TLSAutocert, Domains: []string{"api.example.com"}, CacheDir: dir,
-		ACMEDirectoryURL: config.LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: certFile}, ":443", log)
+	auto, err := New(Config{Mode: Autocert, Domains: []string{"api.example.com"}, CacheDir: dir,
+		ACMEDirectoryURL: LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: certFile}, ":443", log)
 	if err != nil || auto.TLSConfig == nil || auto.TLSConfig.MinVersion != tls.VersionTLS12 || auto.HTTPHandler == nil {
 		t.Errorf("autocert: %+v, %v; want TLS 1.2 and up and an HTTP side", auto, err)
 	}
 
-	_, err = New(config.TLS{Mode: config.TLSAutocert, Domains: []string{"api.example.com"}, CacheDir: dir,
-		ACMEDirectoryURL: config.LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: keyFile}, ":443", log)
+	_, err = New(Config{Mode: Autocert, Domains: []string{"api.example.com"}, CacheDir: dir,
+		ACMEDirectoryURL: LetsEncryptDirectory, ACMEHTTPAddr: ":80", ACMECARoots: keyFile}, ":443", log)
 	if err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Errorf("autocert with a key as ACME_CA_ROOTS: %v, want an error", err)
 	}

@@ -6,17 +6,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
-)
 
-// TLS modes of the backend.
-const (
-	TLSOff      = "off"      // plain HTTP: local runs, or behind a TLS-terminating proxy
-	TLSFile     = "file"     // a certificate and key from files, reloaded when they change
-	TLSAutocert = "autocert" // certificates obtained and renewed over ACME
+	"github.com/annotated-data/pipeline/internal/api"
+	"github.com/annotated-data/pipeline/internal/certs"
 )
-
-// LetsEncryptDirectory is the ACME directory of Let's Encrypt's production CA.
-const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 
 // Backend is the REST API's configuration.
 type Backend struct {
@@ -24,38 +17,18 @@ type Backend struct {
 	TLS           TLS
 	Elasticsearch Elasticsearch
 
-	PageSize     int
-	DefaultZone  *time.Location
-	zone         string
-	MaxRange     time.Duration // 0: unlimited
-	MaxStreams   int
-	StallTimeout time.Duration
-
-	APIKeys        []string
-	CORSOrigins    []string
-	RateLimit      int // requests per RateWindow and client; 0: no limit
-	RateWindow     time.Duration
-	TrustedProxies []string
+	API
+	zone string
 
 	ShutdownTimeout time.Duration
 	Logging         Logging
 }
 
 // TLS is how the backend serves HTTPS.
-type TLS struct {
-	Mode string // TLSOff, TLSFile or TLSAutocert
+type TLS = certs.Config
 
-	// TLSFile
-	CertFile, KeyFile string
-
-	// TLSAutocert
-	Domains          []string
-	CacheDir         string
-	ACMEEmail        string
-	ACMEDirectoryURL string
-	ACMEHTTPAddr     string
-	ACMECARoots      string // PEM file of extra roots trusted for the ACME directory
-}
+// API is what the backend's routes need to know.
+type API = api.Config
 
 // maxStallTimeout keeps a stalled client from outliving the point in time its
 // export holds open: the store renews that point in time for one minute at each
@@ -69,13 +42,13 @@ const minAPIKeyLength = 16
 func BackendVars(cfg *Backend) []Var {
 	vars := []Var{
 		{Name: "LISTEN_ADDR", Default: ":5000", Usage: "address the API listens on (HTTPS unless TLS_MODE=off)", target: &cfg.ListenAddr},
-		{Name: "TLS_MODE", Default: TLSOff, Usage: "off: plain HTTP (local runs, or behind a TLS-terminating proxy); file: TLS_CERT_FILE/TLS_KEY_FILE; autocert: certificates from an ACME CA", target: &cfg.TLS.Mode},
+		{Name: "TLS_MODE", Default: certs.Off, Usage: "off: plain HTTP (local runs, or behind a TLS-terminating proxy); file: TLS_CERT_FILE/TLS_KEY_FILE; autocert: certificates from an ACME CA", target: &cfg.TLS.Mode},
 		{Name: "TLS_CERT_FILE", Usage: "file mode: PEM certificate chain; read again when it changes", target: &cfg.TLS.CertFile},
 		{Name: "TLS_KEY_FILE", Usage: "file mode: PEM private key; read again when it changes", target: &cfg.TLS.KeyFile},
 		{Name: "TLS_DOMAINS", Usage: "autocert mode: the host names to obtain certificates for (comma-separated)", target: &cfg.TLS.Domains},
 		{Name: "TLS_CACHE_DIR", Default: "/var/lib/backend/autocert", Usage: "autocert mode: where the ACME account key and certificates are kept across restarts", target: &cfg.TLS.CacheDir},
 		{Name: "ACME_EMAIL", Usage: "autocert mode: contact address for the CA's expiry and problem notices (optional)", target: &cfg.TLS.ACMEEmail},
-		{Name: "ACME_DIRECTORY_URL", Default: LetsEncryptDirectory, Usage: "autocert mode: the CA's ACME directory (Let's Encrypt staging, or any ACME CA)", target: &cfg.TLS.ACMEDirectoryURL},
+		{Name: "ACME_DIRECTORY_URL", Default: certs.LetsEncryptDirectory, Usage: "autocert mode: the CA's ACME directory (Let's Encrypt staging, or any ACME CA)", target: &cfg.TLS.ACMEDirectoryURL},
 		{Name: "ACME_HTTP_ADDR", Default: ":80", Usage: "autocert mode: address of the HTTP-01 challenges and the HTTP-to-HTTPS redirect; the CA connects to port 80", target: &cfg.TLS.ACMEHTTPAddr},
 		{Name: "ACME_CA_ROOTS", Usage: "autocert mode: PEM file of extra root certificates to trust for the ACME directory (a private CA)", target: &cfg.TLS.ACMECARoots},
 	}
@@ -101,7 +74,7 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	var cfg Backend
 	c := load(getenv, BackendVars(&cfg))
 	c.hostPort("LISTEN_ADDR", cfg.ListenAddr)
-	cfg.TLS.check(c)
+	checkTLS(&cfg.TLS, c)
 	cfg.Elasticsearch.check(c)
 	c.add(cfg.PageSize > 0 && cfg.PageSize <= 10000, "API_PAGE_SIZE", "must be between 1 and 10000, got %d", cfg.PageSize)
 	cfg.DefaultZone = c.zone("API_DEFAULT_TIMEZONE", cfg.zone)
@@ -124,17 +97,18 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 		c.add(err == nil, "TRUSTED_PROXIES", "%q is not a CIDR like 10.0.0.0/8 or 192.0.2.7/32", p)
 	}
 	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
+	cfg.HSTS = cfg.TLS.Mode != certs.Off
 	cfg.Logging.check(c)
 	return cfg, c.err()
 }
 
-func (t *TLS) check(c *checks) {
-	c.oneOf("TLS_MODE", t.Mode, TLSOff, TLSFile, TLSAutocert)
+func checkTLS(t *TLS, c *checks) {
+	c.oneOf("TLS_MODE", t.Mode, certs.Off, certs.File, certs.Autocert)
 	switch t.Mode {
-	case TLSFile:
+	case certs.File:
 		c.add(t.CertFile != "", "TLS_CERT_FILE", "is required with TLS_MODE=file")
 		c.add(t.KeyFile != "", "TLS_KEY_FILE", "is required with TLS_MODE=file")
-	case TLSAutocert:
+	case certs.Autocert:
 		c.add(len(t.Domains) > 0, "TLS_DOMAINS", "is required with TLS_MODE=autocert")
 		for _, d := range t.Domains {
 			c.add(validHostName(d), "TLS_DOMAINS", "%q is not a host name like api.example.com (no scheme, port or wildcard)", d)

@@ -15,9 +15,9 @@ func env(vars map[string]string) func(string) string {
 
 func TestDefaultsAreValid(t *testing.T) {
 	t.Run("webserver", func(t *testing.T) {
-		cfg, err := LoadWebserver(env(nil))
+		cfg, err := LoadIngester(env(nil))
 		if err != nil {
-			t.Fatalf("LoadWebserver with no variables set: %v", err)
+			t.Fatalf("LoadIngester with no variables set: %v", err)
 		}
 		checks := []struct {
 			what      string
@@ -29,7 +29,7 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"Durable", cfg.Durable, "webserver"},
 			{"DLQStream", cfg.DLQStream, "ANNOTATIONS_DLQ"},
 			{"MaxAckPending", cfg.MaxAckPending, 5000 * (2 + 2)},
-			{"Elasticsearch.URLs", cfg.Elasticsearch.URLs, []string{"http://127.0.0.1:9200"}},
+			{"Elasticsearch.Addresses", cfg.Elasticsearch.Addresses, []string{"http://127.0.0.1:9200"}},
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
 			{"TimestampField", cfg.TimestampField, "timestamp"},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
@@ -61,7 +61,7 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"TLS.CacheDir", cfg.TLS.CacheDir, "/var/lib/backend/autocert"},
 			{"TLS.ACMEDirectoryURL", cfg.TLS.ACMEDirectoryURL, "https://acme-v02.api.letsencrypt.org/directory"},
 			{"TLS.ACMEHTTPAddr", cfg.TLS.ACMEHTTPAddr, ":80"},
-			{"Elasticsearch.URLs", cfg.Elasticsearch.URLs, []string{"http://127.0.0.1:9200"}},
+			{"Elasticsearch.Addresses", cfg.Elasticsearch.Addresses, []string{"http://127.0.0.1:9200"}},
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
 			{"PageSize", cfg.PageSize, 1000},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
@@ -85,7 +85,7 @@ func TestDefaultsAreValid(t *testing.T) {
 }
 
 func TestEveryProblemIsReportedAtOnce(t *testing.T) {
-	_, err := LoadWebserver(env(map[string]string{
+	_, err := LoadIngester(env(map[string]string{
 		"BULK_MAX_DOCS":          "abc",
 		"NATS_URL":               "http://x",
 		"TIMESTAMP_DEFAULT_ZONE": "Mars/Base",
@@ -93,7 +93,7 @@ func TestEveryProblemIsReportedAtOnce(t *testing.T) {
 		"LOG_LEVEL":              "loud",
 	}))
 	if err == nil {
-		t.Fatal("LoadWebserver accepted five bad variables")
+		t.Fatal("LoadIngester accepted five bad variables")
 	}
 	msg := err.Error()
 	for _, name := range []string{"BULK_MAX_DOCS", "NATS_URL", "TIMESTAMP_DEFAULT_ZONE", "ES_INDEX_PREFIX", "LOG_LEVEL"} {
@@ -151,8 +151,8 @@ func TestCommaSeparatedListsAreSplit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(cfg.Elasticsearch.URLs, tt.want) {
-				t.Errorf("ELASTICSEARCH_URL=%q gives %q, want %q", tt.raw, cfg.Elasticsearch.URLs, tt.want)
+			if !reflect.DeepEqual(cfg.Elasticsearch.Addresses, tt.want) {
+				t.Errorf("ELASTICSEARCH_URL=%q gives %q, want %q", tt.raw, cfg.Elasticsearch.Addresses, tt.want)
 			}
 		})
 	}
@@ -169,7 +169,7 @@ func TestUsageListsEveryVariableWithItsDefault(t *testing.T) {
 		binary string
 		vars   []Var
 	}{
-		{"webserver", WebserverVars(&Webserver{})},
+		{"webserver", IngesterVars(&Ingester{})},
 		{"backend", BackendVars(&Backend{})},
 	} {
 		t.Run(tt.binary, func(t *testing.T) {
@@ -229,18 +229,18 @@ func TestSecretValuesAreNeverEchoed(t *testing.T) {
 }
 
 func TestMaxAckPendingFollowsTheBulkSettingsUnlessSet(t *testing.T) {
-	cfg, err := LoadWebserver(env(map[string]string{"BULK_MAX_DOCS": "500", "BULK_WORKERS": "3"}))
+	cfg, err := LoadIngester(env(map[string]string{"BULK_MAX_DOCS": "500", "BULK_WORKERS": "3"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.MaxAckPending != 500*(3+2) {
 		t.Errorf("derived MaxAckPending = %d, want %d", cfg.MaxAckPending, 500*(3+2))
 	}
-	cfg, err = LoadWebserver(env(map[string]string{"NATS_MAX_ACK_PENDING": "12345"}))
+	cfg, err = LoadIngester(env(map[string]string{"NATS_MAX_ACK_PENDING": "12345"}))
 	if err != nil || cfg.MaxAckPending != 12345 {
 		t.Errorf("explicit MaxAckPending = %d, %v; want 12345", cfg.MaxAckPending, err)
 	}
-	if _, err := LoadWebserver(env(map[string]string{"NATS_MAX_ACK_PENDING": "10", "BULK_MAX_DOCS": "100"})); err == nil || !strings.Contains(err.Error(), "BULK_MAX_DOCS") {
+	if _, err := LoadIngester(env(map[string]string{"NATS_MAX_ACK_PENDING": "10", "BULK_MAX_DOCS": "100"})); err == nil || !strings.Contains(err.Error(), "BULK_MAX_DOCS") {
 		t.Errorf("a batch larger than MaxAckPending: err = %v, want it named", err)
 	}
 }

@@ -4,39 +4,25 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"net/url"
+	"fmt"
+	"slices"
 	"strings"
-	"time"
+
+	"github.com/annotated-data/pipeline/internal/dial"
+	"github.com/annotated-data/pipeline/internal/store"
 )
 
 // Elasticsearch is how both binaries reach the store: where it is, who they are to
-// it, and which certificate they trust.
+// it, and which certificate they trust. Secrets given as files have been read into
+// the store's fields.
 type Elasticsearch struct {
-	URLs        []string // empty when CloudID is set
-	CloudID     string
-	IndexPrefix string
-
-	// Authentication: Username and Password, or APIKey, or neither (a cluster
-	// without security). Secrets given as files have been read into these fields.
-	Username string
-	Password string
-	APIKey   string // the base64 "encoded" form Elasticsearch returns
-
-	// Trust: the system's roots, unless one of these is set.
-	CACertFile         string
-	CACert             []byte // PEM read from CACertFile at start
-	CAFingerprint      string // SHA-256, 64 lower-case hex digits
-	InsecureSkipVerify bool
-
-	Compress       bool          // gzip bulk and search request bodies
-	StartupTimeout time.Duration // how long to wait at start for an unreachable cluster
-
+	store.Config
 	passwordFile, apiKeyFile string
 }
 
 func (e *Elasticsearch) vars() []Var {
 	return []Var{
-		{Name: "ELASTICSEARCH_URL", Default: "http://127.0.0.1:9200", Usage: "Elasticsearch address; a comma-separated list for a cluster (requests are spread over them and retried on another); no credentials in it", target: &e.URLs},
+		{Name: "ELASTICSEARCH_URL", Default: "http://127.0.0.1:9200", Usage: "Elasticsearch address; a comma-separated list for a cluster (requests are spread over them and retried on another); no credentials in it", target: &e.Addresses},
 		{Name: "ELASTIC_CLOUD_ID", Usage: "Elastic Cloud deployment's Cloud ID, instead of ELASTICSEARCH_URL", target: &e.CloudID},
 		{Name: "ES_INDEX_PREFIX", Default: "annotations", Usage: "documents live in indices named <prefix>-YYYY.MM.DD", target: &e.IndexPrefix},
 		{Name: "ELASTICSEARCH_USERNAME", Usage: "user for HTTP basic authentication (with ELASTICSEARCH_PASSWORD)", target: &e.Username},
@@ -56,9 +42,9 @@ func (e *Elasticsearch) check(c *checks) {
 	if e.CloudID != "" {
 		c.add(validCloudID(e.CloudID), "ELASTIC_CLOUD_ID", "is not a Cloud ID like <deployment name>:<base64>, as the Elastic Cloud console shows it")
 		c.add(!c.set["ELASTICSEARCH_URL"], "ELASTICSEARCH_URL", "is set, and so is ELASTIC_CLOUD_ID: set one of them")
-		e.URLs = nil
+		e.Addresses = nil
 	} else {
-		e.checkURLs(c)
+		c.urls("ELASTICSEARCH_URL", e.Addresses, "ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (or ELASTICSEARCH_API_KEY)", "http", "https")
 	}
 	c.add(validIndexPrefix(e.IndexPrefix), "ES_INDEX_PREFIX", "%q must be lowercase letters, digits, '-' or '_', not starting with '-' or '_'", e.IndexPrefix)
 
@@ -85,28 +71,12 @@ func (e *Elasticsearch) check(c *checks) {
 	}
 	if trusts > 0 && e.CloudID == "" {
 		https := false
-		for _, u := range e.URLs {
+		for _, u := range e.Addresses {
 			https = https || strings.HasPrefix(u, "https://")
 		}
 		c.add(https, "ELASTICSEARCH_URL", "no address uses https://, so the certificate settings would never be used")
 	}
 	c.add(e.StartupTimeout >= 0, "ELASTICSEARCH_STARTUP_TIMEOUT", "must not be negative, got %s", e.StartupTimeout)
-}
-
-func (e *Elasticsearch) checkURLs(c *checks) {
-	var plain []string
-	for _, raw := range e.URLs {
-		// Credentials in an address end up in process lists and error messages;
-		// they have variables of their own.
-		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			c.add(false, "ELASTICSEARCH_URL", "%s holds credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (or ELASTICSEARCH_API_KEY) instead", u.Redacted())
-			continue
-		}
-		plain = append(plain, raw)
-	}
-	if len(plain) > 0 || len(e.URLs) == 0 {
-		c.urls("ELASTICSEARCH_URL", plain, "http", "https")
-	}
 }
 
 func validIndexPrefix(p string) bool {
@@ -163,4 +133,59 @@ func parseFingerprint(s string) (string, error) {
 		return "", errors.New("a SHA-256 fingerprint has 32 bytes (64 hex digits)")
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// Warnings are what an operator should hear about a setting that works but is
+// risky; the binary logs them at start.
+func (e Elasticsearch) Warnings() []string {
+	var w []string
+	if e.InsecureSkipVerify {
+		w = append(w, "ELASTICSEARCH_INSECURE_SKIP_VERIFY=true: the Elasticsearch certificate is NOT verified; anyone on the network path can read and change the traffic, credentials included. Use ELASTICSEARCH_CA_CERT or ELASTICSEARCH_CA_FINGERPRINT instead")
+	}
+	if (e.Username != "" || e.APIKey != "") && slices.ContainsFunc(e.Addresses, func(u string) bool { return strings.HasPrefix(u, "http://") }) {
+		w = append(w, "elasticsearch credentials are sent unencrypted to the http:// addresses in ELASTICSEARCH_URL")
+	}
+	return w
+}
+
+// Explain turns a failure to connect into a message that names the variables
+// that fix it; other errors pass through.
+func (e Elasticsearch) Explain(err error) error {
+	var (
+		refused   *dial.RefusedError
+		untrusted *dial.UntrustedError
+	)
+	switch {
+	case gaveUpWaiting(err, "ELASTICSEARCH_STARTUP_TIMEOUT") != nil:
+		return gaveUpWaiting(err, "ELASTICSEARCH_STARTUP_TIMEOUT")
+	case errors.As(err, &refused):
+		return fmt.Errorf("elasticsearch at %s %s (%s)", refused.Addr, e.rejected(), refused.Why)
+	case errors.As(err, &untrusted):
+		at := "elasticsearch at " + untrusted.Addr
+		switch untrusted.Problem {
+		case dial.FingerprintMismatch:
+			return fmt.Errorf("%s is not trusted: no certificate it presented has the SHA-256 fingerprint in ELASTICSEARCH_CA_FINGERPRINT (%s); "+
+				"`openssl x509 -in http_ca.crt -noout -fingerprint -sha256` prints the right one", at, e.CAFingerprint)
+		case dial.UnknownAuthority:
+			hint := "set ELASTICSEARCH_CA_CERT to the CA that signed it (config/certs/http_ca.crt on Elasticsearch 8), or ELASTICSEARCH_CA_FINGERPRINT to its fingerprint"
+			if e.CACertFile != "" {
+				hint = fmt.Sprintf("the CA in ELASTICSEARCH_CA_CERT (%s) did not sign it", e.CACertFile)
+			}
+			return fmt.Errorf("%v; %s", untrusted, hint)
+		case dial.NotTLS:
+			return fmt.Errorf("%s does not speak TLS: use an http:// address in ELASTICSEARCH_URL, or enable TLS on its HTTP layer", at)
+		}
+	}
+	return err
+}
+
+// rejected says which credentials a 401 refused, by their variables, never by value.
+func (e Elasticsearch) rejected() string {
+	switch {
+	case e.APIKey != "":
+		return "rejected the API key in ELASTICSEARCH_API_KEY: it is wrong, expired or invalidated"
+	case e.Username != "":
+		return fmt.Sprintf("rejected the credentials of user %q: check ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD", e.Username)
+	}
+	return "requires credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, or ELASTICSEARCH_API_KEY"
 }

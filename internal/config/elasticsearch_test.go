@@ -74,7 +74,7 @@ func TestElasticsearchSecretsCanComeFromFiles(t *testing.T) {
 
 func TestASecretAndItsFileTogetherAreRefusedWithoutEchoingEither(t *testing.T) {
 	file := writeFile(t, t.TempDir(), "secret", "from-the-file")
-	_, err := LoadWebserver(env(map[string]string{
+	_, err := LoadIngester(env(map[string]string{
 		"ELASTICSEARCH_USERNAME": "u", "ELASTICSEARCH_PASSWORD": "es-from-env", "ELASTICSEARCH_PASSWORD_FILE": file,
 		"ELASTICSEARCH_API_KEY": "key-from-env", "ELASTICSEARCH_API_KEY_FILE": file,
 		"NATS_USER": "u", "NATS_PASSWORD": "nats-from-env", "NATS_PASSWORD_FILE": file,
@@ -150,12 +150,12 @@ func TestElasticsearchConnectionSettingsAreValidatedTogether(t *testing.T) {
 
 func TestCloudIDReplacesTheDefaultAddress(t *testing.T) {
 	cloudID := "prod:" + base64.StdEncoding.EncodeToString([]byte("eu-west-1.aws.found.io$abc123$def456"))
-	cfg, err := LoadWebserver(env(map[string]string{"ELASTIC_CLOUD_ID": cloudID}))
+	cfg, err := LoadIngester(env(map[string]string{"ELASTIC_CLOUD_ID": cloudID}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Elasticsearch.URLs != nil || cfg.Elasticsearch.CloudID != cloudID {
-		t.Errorf("URLs = %q, CloudID = %q; want no URLs and the Cloud ID", cfg.Elasticsearch.URLs, cfg.Elasticsearch.CloudID)
+	if cfg.Elasticsearch.Addresses != nil || cfg.Elasticsearch.CloudID != cloudID {
+		t.Errorf("URLs = %q, CloudID = %q; want no URLs and the Cloud ID", cfg.Elasticsearch.Addresses, cfg.Elasticsearch.CloudID)
 	}
 }
 
@@ -179,7 +179,7 @@ func TestFingerprintAndCACertificateAreReadyForTheClient(t *testing.T) {
 }
 
 func TestCredentialsInAnAddressAreRefusedWithoutEchoingThem(t *testing.T) {
-	_, err := LoadWebserver(env(map[string]string{
+	_, err := LoadIngester(env(map[string]string{
 		"ELASTICSEARCH_URL": "https://elastic:hunter2@es1:9200",
 		"NATS_URL":          "nats://app:swordfish@nats1:4222,nats://nats2:4222",
 	}))

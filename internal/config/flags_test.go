@@ -8,7 +8,7 @@ import (
 
 func TestParseFlagsHandlesHelpVersionAndStrayArguments(t *testing.T) {
 	p := Program{Name: "webserver", Summary: "ingests.", Version: "v1.2.3", Commit: "abc1234"}
-	vars := WebserverVars(&Webserver{})
+	vars := IngesterVars(&Ingester{})
 	tests := []struct {
 		args    []string
 		run     bool

@@ -1,34 +1,19 @@
 package config
 
 import (
-	"net/url"
+	"errors"
+	"fmt"
 	"strings"
-	"time"
+
+	"github.com/annotated-data/pipeline/internal/dial"
+	"github.com/annotated-data/pipeline/internal/natsconn"
 )
 
 // NATS is how a binary connects to NATS: the servers, who it is to them, and which
 // certificates it trusts and presents. The webserver and the publisher share it.
+// Secrets given as files have been read into the connection's fields.
 type NATS struct {
-	URLs []string
-
-	// Authentication: at most one of a .creds file (JWT and NKey seed), an NKey seed,
-	// a user and password, or a token. Secrets given as files have been read into
-	// these fields; the .creds and seed files are read by the client at each
-	// connect, so a rotated file is picked up on reconnect.
-	CredsFile    string
-	NKeySeedFile string
-	User         string
-	Password     string
-	Token        string
-
-	// TLS: the server's certificate is checked against CACertFile (else the
-	// system's roots); CertFile and KeyFile are the client certificate for mutual TLS.
-	CACertFile string
-	CertFile   string
-	KeyFile    string
-
-	StartupTimeout time.Duration // how long to wait at start for unreachable servers
-
+	natsconn.Config
 	passwordFile, tokenFile string
 }
 
@@ -53,19 +38,7 @@ func (n *NATS) vars() []Var {
 }
 
 func (n *NATS) check(c *checks) {
-	var plain []string
-	for _, raw := range n.URLs {
-		// Credentials in an address end up in process lists and error messages;
-		// they have variables of their own.
-		if u, err := url.Parse(raw); err == nil && u.User != nil {
-			c.add(false, "NATS_URL", "%s holds credentials: set NATS_USER and NATS_PASSWORD, or NATS_TOKEN, instead", u.Redacted())
-			continue
-		}
-		plain = append(plain, raw)
-	}
-	if len(plain) > 0 || len(n.URLs) == 0 {
-		c.urls("NATS_URL", plain, natsSchemes...)
-	}
+	c.urls("NATS_URL", n.URLs, "NATS_USER and NATS_PASSWORD, or NATS_TOKEN,", natsSchemes...)
 
 	c.secretFromFile("NATS_PASSWORD", &n.Password, n.passwordFile)
 	c.secretFromFile("NATS_TOKEN", &n.Token, n.tokenFile)
@@ -110,4 +83,56 @@ func LoadNATS(getenv func(string) string) (NATS, error) {
 	c := load(getenv, NATSVars(&cfg))
 	cfg.check(c)
 	return cfg, c.err()
+}
+
+// Explain turns a failure to connect into a message that names the variables
+// that fix it; other errors pass through.
+func (n NATS) Explain(err error) error {
+	var (
+		refused   *dial.RefusedError
+		untrusted *dial.UntrustedError
+		cert      *natsconn.ClientCertError
+	)
+	switch {
+	case gaveUpWaiting(err, "NATS_STARTUP_TIMEOUT") != nil:
+		return gaveUpWaiting(err, "NATS_STARTUP_TIMEOUT")
+	case errors.As(err, &refused):
+		at := "nats at " + refused.Addr
+		switch refused.Why {
+		case "expired":
+			return fmt.Errorf("%s refused the credentials: they have expired (%s)", at, refused.Auth)
+		case "revoked":
+			return fmt.Errorf("%s refused the credentials: they were revoked (%s)", at, refused.Auth)
+		}
+		return fmt.Errorf("%s refused the credentials (%s): %s", at, refused.Why, n.credentialsHint())
+	case errors.As(err, &untrusted) && untrusted.Problem == dial.UnknownAuthority:
+		hint := "set NATS_CA_CERT to the CA that signed it"
+		if n.CACertFile != "" {
+			hint = fmt.Sprintf("the CA in NATS_CA_CERT (%s) did not sign it", n.CACertFile)
+		}
+		return fmt.Errorf("%v; %s", untrusted, hint)
+	case errors.As(err, &cert):
+		if cert.CertFile != "" {
+			return fmt.Errorf("nats at %s refused the client certificate in NATS_TLS_CERT (%s): it must be signed by a CA the server trusts (%v)", cert.Addr, cert.CertFile, cert.Err)
+		}
+		return fmt.Errorf("nats at %s requires a client certificate (mutual TLS): set NATS_TLS_CERT and NATS_TLS_KEY (%v)", cert.Addr, cert.Err)
+	case errors.Is(err, natsconn.ErrNoTLS):
+		return fmt.Errorf("nats at %s does not offer TLS, but NATS_CA_CERT or NATS_TLS_CERT ask for it", strings.Join(n.URLs, ", "))
+	}
+	return err
+}
+
+// credentialsHint says which variables hold the credentials a server refused.
+func (n NATS) credentialsHint() string {
+	switch {
+	case n.CredsFile != "":
+		return fmt.Sprintf("check NATS_CREDS (%s): its user must be signed by an account the server trusts", n.CredsFile)
+	case n.NKeySeedFile != "":
+		return fmt.Sprintf("check NATS_NKEY_SEED (%s): the server must list the seed's public key", n.NKeySeedFile)
+	case n.User != "":
+		return fmt.Sprintf("check NATS_USER (%q) and NATS_PASSWORD", n.User)
+	case n.Token != "":
+		return "check NATS_TOKEN"
+	}
+	return "the server requires credentials: set NATS_CREDS, NATS_NKEY_SEED, NATS_USER and NATS_PASSWORD, or NATS_TOKEN"
 }

@@ -61,7 +61,7 @@ func TestNATSConnectionSettingsAreValidatedTogether(t *testing.T) {
 
 func TestWebserverAndPublisherReadTheSameNATSVariables(t *testing.T) {
 	publisher := Names(NATSVars(&NATS{}))
-	webserver := Names(WebserverVars(&Webserver{}))
+	webserver := Names(IngesterVars(&Ingester{}))
 	if got := webserver[:len(publisher)]; !reflect.DeepEqual(got, publisher) {
 		t.Errorf("the webserver's first variables are %v, want the NATS connection's %v", got, publisher)
 	}

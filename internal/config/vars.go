@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/annotated-data/pipeline/internal/dial"
 )
 
 // Var declares one environment variable: its name, default, meaning, and where its
@@ -145,12 +147,19 @@ func (c *checks) positiveDuration(name string, d time.Duration) {
 	c.add(d > 0, name, "must be greater than 0, got %s", d)
 }
 
-func (c *checks) urls(name string, list []string, schemes ...string) {
+// urls checks a list of server addresses: at least one, each a URL with one of
+// schemes and without credentials. Credentials in an address end up in process
+// lists and error messages; they have variables of their own, which instead names.
+func (c *checks) urls(name string, list []string, instead string, schemes ...string) {
 	c.add(len(list) > 0, name, "must name at least one server")
 	for _, raw := range list {
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
 			c.add(false, name, "%q is not a URL like %s://host:port", raw, schemes[0])
+			continue
+		}
+		if u.User != nil {
+			c.add(false, name, "%s holds credentials: set %s instead", u.Redacted(), instead)
 			continue
 		}
 		ok := false
@@ -190,4 +199,14 @@ func WriteMarkdown(w io.Writer, vars []Var) {
 		}
 		fmt.Fprintf(w, "| `%s` | %s | %s |\n", v.Name, def, strings.ReplaceAll(v.Usage, "|", `\|`))
 	}
+}
+
+// gaveUpWaiting explains a wait for an unreachable service that ran out, naming
+// the variable that sets its length; nil if err is no such thing.
+func gaveUpWaiting(err error, variable string) error {
+	var g *dial.GaveUpError
+	if !errors.As(err, &g) {
+		return nil
+	}
+	return fmt.Errorf("%w (gave up after %s, %s)", g.Err, g.After.Round(time.Second), variable)
 }

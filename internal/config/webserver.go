@@ -2,48 +2,28 @@ package config
 
 import (
 	"time"
+
+	"github.com/annotated-data/pipeline/internal/ingest"
 )
 
-// Webserver is the ingester's configuration.
-type Webserver struct {
-	NATS     NATS
-	Stream   string
-	Subjects []string
-	Durable  string
-
-	// Applied only when the webserver creates the stream; an existing stream is
-	// bound as it is.
-	StreamMaxAge    time.Duration
-	StreamMaxBytes  int64
-	StreamReplicas  int
-	DuplicateWindow time.Duration
-	DLQStream       string
-	MaxAckPending   int
-	AckWait         time.Duration
-	MaxDeliver      int
+// Ingester is the webserver's configuration. (The binary keeps the name the
+// original system's operations documents use; inside, it is the ingester.)
+type Ingester struct {
+	NATS NATS
+	Ingest
+	zone string
 
 	Elasticsearch Elasticsearch
 	Index         Index
 
-	TimestampField    string
-	TimestampRequired bool
-	DefaultZone       *time.Location
-	zone              string
-	MaxMessageBytes   int
-
-	BulkMaxDocs  int
-	BulkMaxBytes int
-	BulkMaxWait  time.Duration
-	BulkWorkers  int
-	BulkTimeout  time.Duration
-
-	AdminAddr        string
-	AdminProfiling   bool
-	ProgressInterval time.Duration
-	ShutdownTimeout  time.Duration
+	AdminAddr      string
+	AdminProfiling bool
 
 	Logging Logging
 }
+
+// Ingest is what the ingestion pipeline itself needs to know.
+type Ingest = ingest.Config
 
 // Index is how the webserver lays out and maps its indices.
 type Index struct {
@@ -54,8 +34,8 @@ type Index struct {
 	IgnoreAbove     int
 }
 
-// WebserverVars declares every variable the webserver reads; cfg receives the values.
-func WebserverVars(cfg *Webserver) []Var {
+// IngesterVars declares every variable the webserver reads; cfg receives the values.
+func IngesterVars(cfg *Ingester) []Var {
 	vars := cfg.NATS.vars()
 	vars = append(vars, []Var{
 		{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "JetStream stream to consume; created if missing", target: &cfg.Stream},
@@ -94,10 +74,10 @@ func WebserverVars(cfg *Webserver) []Var {
 	return append(vars, cfg.Logging.vars()...)
 }
 
-// LoadWebserver reads and validates the webserver's configuration.
-func LoadWebserver(getenv func(string) string) (Webserver, error) {
-	var cfg Webserver
-	c := load(getenv, WebserverVars(&cfg))
+// LoadIngester reads and validates the webserver's configuration.
+func LoadIngester(getenv func(string) string) (Ingester, error) {
+	var cfg Ingester
+	c := load(getenv, IngesterVars(&cfg))
 	cfg.NATS.check(c)
 	c.add(cfg.Stream != "", "NATS_STREAM", "must not be empty")
 	c.add(len(cfg.Subjects) > 0, "NATS_SUBJECTS", "must name at least one subject")

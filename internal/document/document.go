@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/annotated-data/pipeline/internal/datetime"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 // TimestampKey is the field every stored document is ordered and queried by.
@@ -43,33 +44,12 @@ type Document struct {
 	Body      []byte
 }
 
-// Reason names why a message can never be indexed; it travels with the message to the
-// dead-letter stream.
-type Reason string
-
-// Reasons a message is rejected before it reaches Elasticsearch.
-const (
-	ReasonInvalidJSON Reason = "invalid_json"
-	ReasonNotObject   Reason = "not_an_object"
-	ReasonReserved    Reason = "reserved_field"
-	ReasonNoTimestamp Reason = "missing_timestamp"
-	ReasonBadMsgID    Reason = "invalid_msg_id"
-)
-
 // maxIDBytes is Elasticsearch's limit on a document id. A longer one fails the
 // validation of the whole bulk request, not just its own item.
 const maxIDBytes = 512
 
 // OriginKey is the field that records where a document came from.
 const OriginKey = "@nats"
-
-// RejectError is a permanent problem with a message: retrying cannot help.
-type RejectError struct {
-	Reason Reason
-	Detail string
-}
-
-func (e *RejectError) Error() string { return string(e.Reason) + ": " + e.Detail }
 
 // ID derives the document id: the publisher's Nats-Msg-Id when it gave one (so a
 // message published twice is stored once), else the stream position, which is
@@ -86,14 +66,14 @@ func ID(src Source) string {
 func Build(raw []byte, src Source, opts Options) (Document, error) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, and only that
 	if !json.Valid(raw) {
-		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid JSON"}
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid JSON"}
 	}
 	if n := len(src.MsgID); n > maxIDBytes || !utf8.ValidString(src.MsgID) {
-		return Document{}, &RejectError{Reason: ReasonBadMsgID,
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonBadMsgID,
 			Detail: fmt.Sprintf("Nats-Msg-Id of %d bytes cannot be a document id: Elasticsearch takes valid UTF-8 of at most %d bytes", n, maxIDBytes)}
 	}
 	if !utf8.Valid(raw) { // encoding/json lets it pass; Elasticsearch would not
-		return Document{}, &RejectError{Reason: ReasonInvalidJSON, Detail: "message is not valid UTF-8"}
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid UTF-8"}
 	}
 	if bytes.IndexByte(raw, '\n') >= 0 || bytes.IndexByte(raw, '\r') >= 0 {
 		// A bulk request holds one document per line: a pretty-printed message
@@ -104,7 +84,7 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		raw = compact.Bytes()
 	}
 	if len(raw) == 0 || raw[0] != '{' {
-		return Document{}, &RejectError{Reason: ReasonNotObject, Detail: "message is JSON but not an object"}
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNotObject, Detail: "message is JSON but not an object"}
 	}
 	var f fields
 	topLevel(raw, func(key, value []byte) bool {
@@ -120,13 +100,13 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		return true
 	})
 	if f.origin {
-		return Document{}, &RejectError{Reason: ReasonReserved, Detail: "message has a field " + OriginKey + ", which the pipeline reserves for the document's origin"}
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + OriginKey + ", which the pipeline reserves for the document's origin"}
 	}
 
 	ts, own, err := f.eventTime(opts)
 	if err != nil {
 		if opts.Required {
-			return Document{}, &RejectError{Reason: ReasonNoTimestamp, Detail: err.Error()}
+			return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNoTimestamp, Detail: err.Error()}
 		}
 		ts = src.Published.UTC()
 	}

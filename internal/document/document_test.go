@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 // published is the JetStream publish time used by every test source.
@@ -282,25 +284,25 @@ func TestBuildRejectsWhatCanNeverBeIndexed(t *testing.T) {
 	tests := []struct {
 		name string
 		raw  string
-		want Reason
+		want pipeline.Reason
 	}{
-		{"empty", ``, ReasonInvalidJSON},
-		{"whitespace only", " \n ", ReasonInvalidJSON},
-		{"truncated object", `{"a":1`, ReasonInvalidJSON},
-		{"trailing garbage", `{"a":1} x`, ReasonInvalidJSON},
-		{"two objects", `{}{}`, ReasonInvalidJSON},
-		{"single quotes", `{'a':1}`, ReasonInvalidJSON},
-		{"not JSON at all", `hello`, ReasonInvalidJSON},
-		{"array", `[{"a":1}]`, ReasonNotObject},
-		{"string", `"{}"`, ReasonNotObject},
-		{"number", `42`, ReasonNotObject},
-		{"null", `null`, ReasonNotObject},
-		{"boolean", `true`, ReasonNotObject},
+		{"empty", ``, pipeline.ReasonInvalidJSON},
+		{"whitespace only", " \n ", pipeline.ReasonInvalidJSON},
+		{"truncated object", `{"a":1`, pipeline.ReasonInvalidJSON},
+		{"trailing garbage", `{"a":1} x`, pipeline.ReasonInvalidJSON},
+		{"two objects", `{}{}`, pipeline.ReasonInvalidJSON},
+		{"single quotes", `{'a':1}`, pipeline.ReasonInvalidJSON},
+		{"not JSON at all", `hello`, pipeline.ReasonInvalidJSON},
+		{"array", `[{"a":1}]`, pipeline.ReasonNotObject},
+		{"string", `"{}"`, pipeline.ReasonNotObject},
+		{"number", `42`, pipeline.ReasonNotObject},
+		{"null", `null`, pipeline.ReasonNotObject},
+		{"boolean", `true`, pipeline.ReasonNotObject},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			doc, err := Build([]byte(tt.raw), testSource(), Options{TimestampField: "timestamp", DefaultZone: time.UTC})
-			var rej *RejectError
+			var rej *pipeline.RejectError
 			if !errors.As(err, &rej) {
 				t.Fatalf("Build(%q) = %s, %v; want a *RejectError", tt.raw, doc.Body, err)
 			}
@@ -332,7 +334,7 @@ func FuzzBuild(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		doc, err := Build(raw, src, opts)
 		if err != nil {
-			var rej *RejectError
+			var rej *pipeline.RejectError
 			if !errors.As(err, &rej) {
 				t.Fatalf("Build(%q) error %v is not a *RejectError", raw, err)
 			}
@@ -388,9 +390,9 @@ func TestBuildWritesTheOriginAsJSONStrings(t *testing.T) {
 
 func TestBuildRejectsAMessageThatClaimsTheReservedOriginField(t *testing.T) {
 	_, err := Build([]byte(`{"@nats":"mine","timestamp":"2023-03-09T19:40:00Z"}`), testSource(), Options{TimestampField: "timestamp", DefaultZone: time.UTC})
-	var rej *RejectError
-	if !errors.As(err, &rej) || rej.Reason != ReasonReserved {
-		t.Fatalf("err = %v, want a %s rejection", err, ReasonReserved)
+	var rej *pipeline.RejectError
+	if !errors.As(err, &rej) || rej.Reason != pipeline.ReasonReserved {
+		t.Fatalf("err = %v, want a %s rejection", err, pipeline.ReasonReserved)
 	}
 }
 
@@ -399,9 +401,9 @@ func TestBuildAcceptsOnlyJSONWhitespaceAroundTheObject(t *testing.T) {
 	if _, err := Build([]byte(" \t\r\n{}\n"), testSource(), opts); err != nil {
 		t.Errorf("JSON whitespace around the object: %v", err)
 	}
-	var rej *RejectError
-	if _, err := Build([]byte("\u00a0{}"), testSource(), opts); !errors.As(err, &rej) || rej.Reason != ReasonInvalidJSON {
-		t.Errorf("no-break space before the object: err = %v, want %s", err, ReasonInvalidJSON)
+	var rej *pipeline.RejectError
+	if _, err := Build([]byte("\u00a0{}"), testSource(), opts); !errors.As(err, &rej) || rej.Reason != pipeline.ReasonInvalidJSON {
+		t.Errorf("no-break space before the object: err = %v, want %s", err, pipeline.ReasonInvalidJSON)
 	}
 }
 
@@ -409,9 +411,9 @@ func TestBuildRejectsAMessageWithoutUsableTimestampWhenRequired(t *testing.T) {
 	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC, Required: true}
 	for _, raw := range []string{`{"a":1}`, `{"timestamp":"yesterday"}`, `{"timestamp":null}`} {
 		_, err := Build([]byte(raw), testSource(), opts)
-		var rej *RejectError
-		if !errors.As(err, &rej) || rej.Reason != ReasonNoTimestamp {
-			t.Errorf("Build(%s) err = %v, want a %s rejection", raw, err, ReasonNoTimestamp)
+		var rej *pipeline.RejectError
+		if !errors.As(err, &rej) || rej.Reason != pipeline.ReasonNoTimestamp {
+			t.Errorf("Build(%s) err = %v, want a %s rejection", raw, err, pipeline.ReasonNoTimestamp)
 		}
 	}
 	if _, err := Build([]byte(`{"timestamp":"2023-03-09T19:40:00Z"}`), testSource(), opts); err != nil {
@@ -442,9 +444,9 @@ func TestBuildRejectsAMsgIDElasticsearchCannotTakeAsAnID(t *testing.T) {
 		src := testSource()
 		src.MsgID = id
 		_, err := Build([]byte(`{"a":1}`), src, opts)
-		var rej *RejectError
-		if !errors.As(err, &rej) || rej.Reason != ReasonBadMsgID {
-			t.Errorf("%s: err = %v, want a %s rejection", name, err, ReasonBadMsgID)
+		var rej *pipeline.RejectError
+		if !errors.As(err, &rej) || rej.Reason != pipeline.ReasonBadMsgID {
+			t.Errorf("%s: err = %v, want a %s rejection", name, err, pipeline.ReasonBadMsgID)
 		}
 	}
 	src := testSource()

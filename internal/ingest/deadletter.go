@@ -7,10 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/annotated-data/pipeline/internal/document"
 )
 
 // dlqPrefix is prepended to a message's subject in the dead-letter stream.
@@ -27,13 +26,13 @@ const (
 )
 
 // deadLetter publishes m with its reason to the dead-letter stream and only then
-// terminates it, so a message is never dropped: if the publish fails, m is left for
-// redelivery.
+// terminates it, so a message is never dropped: if the publish fails, m is handed
+// back for redelivery.
 func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error) {
-	reason, detail := "invalid_message", cause.Error()
-	var rej *document.RejectError
+	reason, detail := pipeline.ReasonInvalidMessage, cause.Error()
+	var rej *pipeline.RejectError
 	if errors.As(cause, &rej) {
-		reason, detail = string(rej.Reason), rej.Detail
+		reason, detail = rej.Reason, rej.Detail
 	}
 	dl := nats.NewMsg(dlqPrefix + m.Subject())
 	dl.Data = m.Data()
@@ -48,7 +47,7 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	if id := m.Headers().Get(jetstream.MsgIDHeader); id != "" {
 		dl.Header.Set(HeaderOriginalMsgID, id)
 	}
-	dl.Header.Set(HeaderReason, reason)
+	dl.Header.Set(HeaderReason, string(reason))
 	dl.Header.Set(HeaderDetail, truncate(detail, 1024))
 	dl.Header.Set(HeaderOriginalSubject, m.Subject())
 	if meta, err := m.Metadata(); err == nil {
@@ -59,14 +58,12 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	}
 	if _, err := in.js.PublishMsg(ctx, dl); err != nil {
 		in.log.Warn("dead-letter publish failed, message left for redelivery", "subject", m.Subject(), "reason", reason, "err", err)
-		m.NakWithDelay(backoff(3))
-		in.metrics.release()
+		in.settle(m, nakLater)
 		return
 	}
-	in.log.Debug("dead-lettered", slog.String("subject", m.Subject()), slog.String("reason", reason))
-	in.metrics.countDeadLettered(reason)
-	m.Term()
-	in.metrics.release()
+	in.log.Debug("dead-lettered", slog.String("subject", m.Subject()), slog.String("reason", string(reason)))
+	in.metrics.deadLettered.WithLabelValues(string(reason)).Inc()
+	in.settle(m, term)
 }
 
 // truncate shortens s to at most n bytes without splitting a character.

@@ -8,18 +8,18 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/annotated-data/pipeline/internal/document"
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/dial"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
-// index sends one batch to Elasticsearch and settles every message: ack when its
+// index sends one batch to the store and settles every message: ack when its
 // document was created or already existed, dead-letter when it was rejected, and
 // send again (with backoff, keeping the message in progress) when the failure was
-// temporary. If ctx ends first, the messages left are released for redelivery.
+// temporary. If ctx ends first, the messages left are handed back for redelivery.
 func (in *Ingester) index(ctx context.Context, b *batch) {
 	pending := b
 	for attempt := 0; len(pending.items) > 0; attempt++ {
-		if attempt > 0 && !in.pause(ctx, backoff(attempt), pending.msgs) {
+		if attempt > 0 && !in.pause(ctx, in.retry.Delay(attempt), pending.msgs) {
 			break
 		}
 		results, err := in.bulk(ctx, pending)
@@ -28,7 +28,7 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 				break
 			}
 			in.es.failed(err)
-			in.metrics.countRetried(len(pending.items))
+			in.metrics.retried.Add(float64(len(pending.items)))
 			continue
 		}
 		in.es.succeeded()
@@ -37,21 +37,21 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 		for i, r := range results {
 			m := pending.msgs[i]
 			switch r.Outcome {
-			case store.Created:
-				in.metrics.countIndexed()
-				in.ack(m)
-			case store.Duplicate:
-				in.metrics.countDuplicate()
-				in.ack(m)
-			case store.Retry:
+			case pipeline.Created:
+				in.metrics.indexed.Inc()
+				in.settle(m, ack)
+			case pipeline.Duplicate:
+				in.metrics.duplicates.Inc()
+				in.settle(m, ack)
+			case pipeline.Retry:
 				retry.add(pending.items[i], m)
-			case store.Rejected:
-				in.deadLetter(ctx, m, &document.RejectError{Reason: document.Reason(r.Type), Detail: r.Reason})
+			case pipeline.Rejected:
+				in.deadLetter(ctx, m, &pipeline.RejectError{Reason: pipeline.Reason(r.Type), Detail: r.Reason})
 			}
 		}
-		in.metrics.countRetried(len(retry.items))
+		in.metrics.retried.Add(float64(len(retry.items)))
 		if attempt == persistentAfter && len(retry.items) > 0 {
-			r := results[slices.IndexFunc(results, func(r store.ItemResult) bool { return r.Outcome == store.Retry })]
+			r := results[slices.IndexFunc(results, func(r pipeline.ItemResult) bool { return r.Outcome == pipeline.Retry })]
 			in.log.Warn("documents keep failing; retrying until they succeed", "documents", len(retry.items),
 				"attempts", attempt+1, "status", r.Status, "error_type", r.Type, "reason", r.Reason)
 		}
@@ -60,8 +60,7 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 	// Messages are left only when ctx ended (the shutdown timeout passed): hand
 	// them back at once, so another replica need not wait out AckWait.
 	for _, m := range pending.msgs {
-		m.Nak()
-		in.metrics.release()
+		in.settle(m, nak)
 	}
 }
 
@@ -69,16 +68,9 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 // attention (logged once per batch); a passing 429 resolves well before.
 const persistentAfter = 5
 
-func (in *Ingester) ack(m jetstream.Msg) {
-	// A lost ack only means a redelivery, which op_type=create turns into a duplicate
-	// that is acked again: no need to wait for the server's confirmation.
-	m.Ack()
-	in.metrics.release()
-}
-
 // bulk sends one bulk request, keeping the batch's messages in progress while it
 // runs so JetStream does not redeliver them meanwhile.
-func (in *Ingester) bulk(ctx context.Context, b *batch) ([]store.ItemResult, error) {
+func (in *Ingester) bulk(ctx context.Context, b *batch) ([]pipeline.ItemResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.BulkTimeout)
 	defer cancel()
 	stop := keepInProgress(b.msgs, in.cfg.AckWait/3)
@@ -95,7 +87,7 @@ func (in *Ingester) bulk(ctx context.Context, b *batch) ([]store.ItemResult, err
 func (in *Ingester) pause(ctx context.Context, d time.Duration, msgs []jetstream.Msg) bool {
 	stop := keepInProgress(msgs, in.cfg.AckWait/3)
 	defer stop()
-	return sleep(ctx, d)
+	return dial.Sleep(ctx, d)
 }
 
 // keepInProgress tells JetStream every period that msgs are still being worked on,
@@ -112,7 +104,9 @@ func keepInProgress(msgs []jetstream.Msg, period time.Duration) (stop func()) {
 				return
 			case <-t.C:
 				for _, m := range msgs {
-					m.InProgress()
+					// A lost keep-alive costs at most a redelivery, which op_type=create
+					// turns into a duplicate.
+					_ = m.InProgress()
 				}
 			}
 		}

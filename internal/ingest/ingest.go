@@ -1,49 +1,131 @@
 // Package ingest moves messages from a JetStream stream into Elasticsearch.
 //
-// One goroutine fetches messages and groups them into bulk batches; BULK_WORKERS
-// goroutines send the batches to Elasticsearch. A message is acknowledged only once
-// Elasticsearch holds its document (or already held it); a message that can never be
+// One goroutine fetches messages and groups them into bulk batches; Config.BulkWorkers
+// goroutines send the batches to the store. A message is acknowledged only once the
+// store holds its document (or already held it); a message that can never be
 // indexed goes to the dead-letter stream with its reason; anything else is retried,
 // with the message kept in progress, until it succeeds. When every worker is busy
 // the fetcher waits, so the messages held at once are bounded by the workers and the
 // batch size (and by the consumer's MaxAckPending across replicas), however large
 // the backlog.
+//
+// Every message ends in settle (settle.go): acked, terminated after its dead letter
+// was stored, or handed back for redelivery. Nothing else touches a message's fate.
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/dial"
 	"github.com/annotated-data/pipeline/internal/document"
-	"github.com/annotated-data/pipeline/internal/store"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
+
+// Config is what the ingester consumes and how it batches. The zero value of a
+// field takes the default beside it.
+type Config struct {
+	Stream    string   // the stream to consume, created if missing (default ANNOTATIONS)
+	Subjects  []string // the stream's subjects when it is created (default annotations.>)
+	Durable   string   // durable consumer; replicas with the same name share the work (default webserver)
+	DLQStream string   // the dead-letter stream, created if missing (default ANNOTATIONS_DLQ)
+
+	// Applied only when the ingester creates the streams; existing ones are bound
+	// as they are.
+	StreamMaxAge    time.Duration // 0: keep messages forever
+	StreamMaxBytes  int64         // 0 or -1: no limit
+	StreamReplicas  int           // default 1
+	DuplicateWindow time.Duration // Nats-Msg-Id deduplication on publish (default 2m)
+
+	MaxAckPending int           // default BulkMaxDocs × (BulkWorkers + 2)
+	AckWait       time.Duration // before NATS redelivers; long bulks extend it (default 30s)
+	// MaxDeliver is how often a message may be delivered before it is
+	// dead-lettered as a crash loop (default 5).
+	MaxDeliver      int
+	MaxMessageBytes int // larger messages are dead-lettered (default 1 MiB)
+
+	// How a message's event time is found (see document.Options).
+	TimestampField    string // default timestamp
+	TimestampRequired bool
+	DefaultZone       *time.Location // default UTC
+
+	BulkMaxDocs  int           // documents per bulk request (default 5000)
+	BulkMaxBytes int           // bytes per bulk request (default 5 MiB)
+	BulkMaxWait  time.Duration // longest a partly filled batch waits (default 1s)
+	BulkWorkers  int           // bulk requests in flight (default 2)
+	BulkTimeout  time.Duration // a slower bulk request is abandoned and retried (default 60s)
+
+	ProgressInterval time.Duration // a progress line while there is work (default 10s)
+	ShutdownTimeout  time.Duration // for bulks in flight after a stop (default 30s)
+}
+
+func (c Config) withDefaults() Config {
+	c.Stream = cmp.Or(c.Stream, "ANNOTATIONS")
+	if len(c.Subjects) == 0 {
+		c.Subjects = []string{"annotations.>"}
+	}
+	c.Durable = cmp.Or(c.Durable, "webserver")
+	c.DLQStream = cmp.Or(c.DLQStream, "ANNOTATIONS_DLQ")
+	if c.StreamMaxBytes == 0 {
+		c.StreamMaxBytes = -1
+	}
+	c.StreamReplicas = cmp.Or(c.StreamReplicas, 1)
+	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, 2*time.Minute)
+	c.AckWait = cmp.Or(c.AckWait, 30*time.Second)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, 5)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, 1<<20)
+	c.TimestampField = cmp.Or(c.TimestampField, "timestamp")
+	if c.DefaultZone == nil {
+		c.DefaultZone = time.UTC
+	}
+	c.BulkMaxDocs = cmp.Or(c.BulkMaxDocs, 5000)
+	c.BulkMaxBytes = cmp.Or(c.BulkMaxBytes, 5<<20)
+	c.BulkMaxWait = cmp.Or(c.BulkMaxWait, time.Second)
+	c.BulkWorkers = cmp.Or(c.BulkWorkers, 2)
+	c.BulkTimeout = cmp.Or(c.BulkTimeout, time.Minute)
+	// Enough for every worker's batch, the batch being filled and the next fetch:
+	// the consumer never starves the workers, and never hands out more.
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, c.BulkMaxDocs*(c.BulkWorkers+2))
+	c.ProgressInterval = cmp.Or(c.ProgressInterval, 10*time.Second)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 30*time.Second)
+	return c
+}
 
 // Indexer is what the ingester needs of the store.
 type Indexer interface {
-	Bulk(ctx context.Context, items []store.Item) ([]store.ItemResult, error)
+	// Bulk creates the items and reports each one's outcome, in order; an error
+	// means the request as a whole failed and no outcome is known.
+	Bulk(ctx context.Context, items []pipeline.Item) ([]pipeline.ItemResult, error)
 }
 
 // Ingester consumes one stream through one durable consumer.
 type Ingester struct {
 	js      jetstream.JetStream
 	store   Indexer
-	cfg     config.Webserver
+	cfg     Config
 	log     *slog.Logger
 	metrics *Metrics
 	es      *esState
+	settled settleFailures
+	// retry spaces the attempts of a failing bulk request or fetch.
+	retry dial.Backoff
 }
 
 // New returns an ingester; Run does the work.
-func New(js jetstream.JetStream, st Indexer, cfg config.Webserver, log *slog.Logger, m *Metrics) *Ingester {
-	return &Ingester{js: js, store: st, cfg: cfg, log: log, metrics: m, es: &esState{log: log, metrics: m}}
+func New(js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, m *Metrics) *Ingester {
+	return &Ingester{
+		js: js, store: st, cfg: cfg.withDefaults(), log: log, metrics: m,
+		es:      &esState{log: log, metrics: m},
+		settled: settleFailures{log: log, metrics: m},
+		retry:   dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
+	}
 }
 
 // ElasticsearchErr is non-nil while bulk requests cannot reach Elasticsearch.
@@ -51,8 +133,21 @@ func (in *Ingester) ElasticsearchErr() error { return in.es.err() }
 
 // Run creates the streams and the consumer if they are missing, then ingests until
 // ctx is cancelled. It then stops fetching, lets the batches in hand finish for up to
-// SHUTDOWN_TIMEOUT, and returns; whatever was not acked by then is redelivered later.
+// Config.ShutdownTimeout, and returns; whatever was not acked by then is handed back
+// for redelivery.
 func (in *Ingester) Run(ctx context.Context) error {
+	cons, err := in.setUp(ctx)
+	if err != nil {
+		return err
+	}
+	in.log.Info("consuming", "stream", in.cfg.Stream, "durable", in.cfg.Durable,
+		"bulk_workers", in.cfg.BulkWorkers, "bulk_max_docs", in.cfg.BulkMaxDocs, "max_ack_pending", in.cfg.MaxAckPending)
+	in.consume(ctx, cons)
+	return nil
+}
+
+// setUp creates what is missing: the stream, the dead-letter stream, the durable.
+func (in *Ingester) setUp(ctx context.Context) (jetstream.Consumer, error) {
 	if err := in.ensureStream(ctx, jetstream.StreamConfig{
 		Name:       in.cfg.Stream,
 		Subjects:   in.cfg.Subjects,
@@ -62,7 +157,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		Replicas:   in.cfg.StreamReplicas,
 		Duplicates: in.cfg.DuplicateWindow,
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	if err := in.ensureStream(ctx, jetstream.StreamConfig{
 		Name:     in.cfg.DLQStream,
@@ -70,7 +165,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		Storage:  jetstream.FileStorage,
 		Replicas: in.cfg.StreamReplicas,
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	cons, err := in.js.CreateOrUpdateConsumer(ctx, in.cfg.Stream, jetstream.ConsumerConfig{
 		Durable:       in.cfg.Durable,
@@ -78,17 +173,35 @@ func (in *Ingester) Run(ctx context.Context) error {
 		AckWait:       in.cfg.AckWait,
 		MaxAckPending: in.cfg.MaxAckPending,
 		// Redelivery is unlimited on the server: a message that keeps coming back is
-		// moved to the dead-letter stream here (NATS_MAX_DELIVER), never dropped.
+		// moved to the dead-letter stream here (Config.MaxDeliver), never dropped.
 		MaxDeliver: -1,
 	})
 	if err != nil {
-		return fmt.Errorf("create consumer %s on stream %s: %w", in.cfg.Durable, in.cfg.Stream, err)
+		return nil, fmt.Errorf("create consumer %s on stream %s: %w", in.cfg.Durable, in.cfg.Stream, err)
 	}
-	in.log.Info("consuming", "stream", in.cfg.Stream, "durable", in.cfg.Durable,
-		"bulk_workers", in.cfg.BulkWorkers, "bulk_max_docs", in.cfg.BulkMaxDocs, "max_ack_pending", in.cfg.MaxAckPending)
+	return cons, nil
+}
 
-	// Work in hand outlives the stop signal by up to SHUTDOWN_TIMEOUT: cancelling a
-	// bulk request that is about to succeed would only cause redeliveries.
+func (in *Ingester) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	_, err := in.js.Stream(ctx, cfg.Name)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	if _, err = in.js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s for subjects %v: %w", cfg.Name, cfg.Subjects, err)
+	}
+	in.log.Info("created stream", "stream", cfg.Name, "subjects", cfg.Subjects)
+	return nil
+}
+
+// consume runs the fetcher and the bulk workers until ctx ends, then lets the
+// workers finish what they hold for up to Config.ShutdownTimeout.
+func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) {
+	// Work in hand outlives the stop signal: cancelling a bulk request that is
+	// about to succeed would only cause redeliveries.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(in.cfg.ShutdownTimeout, cancelWork) })
@@ -108,7 +221,6 @@ func (in *Ingester) Run(ctx context.Context) error {
 	in.fetchLoop(ctx, work, cons, batches)
 	close(batches)
 	wg.Wait()
-	return nil
 }
 
 // fetchLoop fetches until ctx ends, handing batches to the workers; sending blocks
@@ -125,8 +237,8 @@ func (in *Ingester) fetchLoop(ctx, work context.Context, cons jetstream.Consumer
 			if failures == 0 {
 				in.log.Warn("fetching from nats failed; retrying", "err", err)
 			}
+			dial.Sleep(ctx, in.retry.Delay(failures))
 			failures++
-			sleep(ctx, backoff(failures))
 			continue
 		}
 		if failures > 0 {
@@ -139,7 +251,18 @@ func (in *Ingester) fetchLoop(ctx, work context.Context, cons jetstream.Consumer
 	}
 }
 
-// fetch pulls up to one batch of messages, waiting at most BULK_MAX_WAIT for them.
+// fetch pulls up to one batch of messages, waiting at most Config.BulkMaxWait for
+// them.
+//
+// nats.go recommends Consume or Messages for continuous work, which keep pull
+// requests open ahead of the consumer. Fetch in a loop is deliberate here: a batch
+// is exactly what one bulk request can take, nothing is pulled while every worker
+// is busy (the send on batches blocks), and so the messages this process holds are
+// bounded by (workers + 1) batches, however slow Elasticsearch is. With Consume the
+// client buffers PullMaxMessages ahead whether or not anyone can index them, and
+// their AckWait runs meanwhile. NATS alone drains far faster than Elasticsearch
+// indexes (see the shared notes), so the round trip per batch costs nothing
+// measurable.
 func (in *Ingester) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
 	fctx, cancel := context.WithTimeout(ctx, in.cfg.BulkMaxWait)
 	defer cancel()
@@ -162,19 +285,19 @@ func (in *Ingester) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetst
 
 // batch is a bulk request's worth of documents and the messages they came from.
 type batch struct {
-	items []store.Item
+	items []pipeline.Item
 	msgs  []jetstream.Msg
 	bytes int
 }
 
-func (b *batch) add(it store.Item, m jetstream.Msg) {
+func (b *batch) add(it pipeline.Item, m jetstream.Msg) {
 	b.items = append(b.items, it)
 	b.msgs = append(b.msgs, m)
 	b.bytes += len(it.Body)
 }
 
 // batchesOf turns fetched messages into documents, dead-lettering those that can
-// never be indexed, and splits them into batches of at most BULK_MAX_BYTES.
+// never be indexed, and splits them into batches of at most Config.BulkMaxBytes.
 func (in *Ingester) batchesOf(ctx context.Context, msgs []jetstream.Msg) []*batch {
 	var out []*batch
 	cur := &batch{}
@@ -188,7 +311,7 @@ func (in *Ingester) batchesOf(ctx context.Context, msgs []jetstream.Msg) []*batc
 			out = append(out, cur)
 			cur = &batch{}
 		}
-		cur.add(store.Item{ID: doc.ID, Timestamp: doc.Timestamp, Body: doc.Body}, m)
+		cur.add(pipeline.Item{ID: doc.ID, Timestamp: doc.Timestamp, Body: doc.Body}, m)
 	}
 	if len(cur.items) > 0 {
 		out = append(out, cur)
@@ -196,24 +319,18 @@ func (in *Ingester) batchesOf(ctx context.Context, msgs []jetstream.Msg) []*batc
 	return out
 }
 
-// Reasons the ingester itself gives for dead-lettering, besides the document's.
-const (
-	reasonTooLarge      document.Reason = "too_large"
-	reasonMaxDeliveries document.Reason = "max_deliveries"
-)
-
 func (in *Ingester) build(m jetstream.Msg) (document.Document, error) {
 	meta, err := m.Metadata()
 	if err != nil {
-		return document.Document{}, fmt.Errorf("message metadata: %w", err)
+		return document.Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidMessage, Detail: "message metadata: " + err.Error()}
 	}
 	if meta.NumDelivered > uint64(in.cfg.MaxDeliver) {
-		return document.Document{}, &document.RejectError{Reason: reasonMaxDeliveries,
-			Detail: fmt.Sprintf("delivered %d times without being indexed (NATS_MAX_DELIVER=%d)", meta.NumDelivered, in.cfg.MaxDeliver)}
+		return document.Document{}, &pipeline.RejectError{Reason: pipeline.ReasonMaxDeliveries,
+			Detail: fmt.Sprintf("delivered %d times without being indexed (the limit is %d)", meta.NumDelivered, in.cfg.MaxDeliver)}
 	}
 	if len(m.Data()) > in.cfg.MaxMessageBytes {
-		return document.Document{}, &document.RejectError{Reason: reasonTooLarge,
-			Detail: fmt.Sprintf("%d bytes, more than MAX_MESSAGE_BYTES=%d", len(m.Data()), in.cfg.MaxMessageBytes)}
+		return document.Document{}, &pipeline.RejectError{Reason: pipeline.ReasonTooLarge,
+			Detail: fmt.Sprintf("%d bytes, more than the limit of %d", len(m.Data()), in.cfg.MaxMessageBytes)}
 	}
 	src := document.Source{
 		Subject:   m.Subject(),
@@ -227,36 +344,4 @@ func (in *Ingester) build(m jetstream.Msg) (document.Document, error) {
 		DefaultZone:    in.cfg.DefaultZone,
 		Required:       in.cfg.TimestampRequired,
 	})
-}
-
-func (in *Ingester) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
-	_, err := in.js.Stream(ctx, cfg.Name)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
-	}
-	if _, err = in.js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s for subjects %v: %w", cfg.Name, cfg.Subjects, err)
-	}
-	in.log.Info("created stream", "stream", cfg.Name, "subjects", cfg.Subjects)
-	return nil
-}
-
-// backoff is exponential with full jitter, from 100ms up to a 30s ceiling.
-func backoff(attempt int) time.Duration {
-	ceiling := min(30*time.Second, 100*time.Millisecond<<min(attempt, 9))
-	return time.Duration(rand.Int64N(int64(ceiling))) + 10*time.Millisecond
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -1,26 +1,24 @@
 package ingest
 
 import (
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
-// Metrics counts what the ingester does, for Prometheus and for its progress line.
+// Metrics counts what the ingester does. The Prometheus collectors are the only
+// record: the progress line reads the same figures from them.
 type Metrics struct {
-	received     prometheus.Counter
-	indexed      prometheus.Counter
-	duplicates   prometheus.Counter
-	retried      prometheus.Counter
-	deadLettered *prometheus.CounterVec
-	bulkSeconds  prometheus.Histogram
-	bulkDocs     prometheus.Histogram
-	unacked      prometheus.Gauge
-	pending      prometheus.Gauge
-	esUp         prometheus.Gauge
-
-	// The same counts, readable without scraping, for the progress line.
-	nIndexed, nDuplicates, nRetried, nDeadLettered, nUnacked atomic.Int64
+	received       prometheus.Counter
+	indexed        prometheus.Counter
+	duplicates     prometheus.Counter
+	retried        prometheus.Counter
+	deadLettered   *prometheus.CounterVec
+	settleFailures *prometheus.CounterVec
+	bulkSeconds    prometheus.Histogram
+	bulkDocs       prometheus.Histogram
+	unacked        prometheus.Gauge
+	pending        prometheus.Gauge
+	esUp           prometheus.Gauge
 }
 
 // NewMetrics registers the ingester's metrics with reg.
@@ -32,6 +30,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		retried:    prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_retried_total", Help: "Bulk items sent again after a temporary failure (429, 5xx, unreachable cluster)."}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_messages_dead_lettered_total", Help: "Messages moved to the dead-letter stream, by reason."},
 			[]string{"reason"}),
+		settleFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_settle_failures_total", Help: "Acks, naks and terms NATS did not take (the message is redelivered after the ack wait), by action."},
+			[]string{"action"}),
 		bulkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_duration_seconds", Help: "Latency of bulk requests to Elasticsearch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		bulkDocs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_documents", Help: "Documents per bulk request.",
@@ -40,29 +40,44 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_consumer_pending", Help: "Messages in the stream not yet delivered to the durable consumer."}),
 		esUp:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_up", Help: "1 while bulk requests reach Elasticsearch, 0 while it is unreachable."}),
 	}
-	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
+	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.settleFailures,
+		m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
 	m.esUp.Set(1)
 	return m
 }
 
+// hold counts n fetched messages, which settle releases one by one.
 func (m *Metrics) hold(n int) {
 	m.received.Add(float64(n))
 	m.unacked.Add(float64(n))
-	m.nUnacked.Add(int64(n))
 }
 
-func (m *Metrics) release() {
-	m.unacked.Dec()
-	m.nUnacked.Add(-1)
+// figures is what the progress line shows.
+type figures struct {
+	indexed, duplicates, deadLettered, retried, unacked int64
 }
 
-func (m *Metrics) countIndexed() { m.indexed.Inc(); m.nIndexed.Add(1) }
+func (m *Metrics) figures() figures {
+	return figures{
+		indexed:      value(m.indexed),
+		duplicates:   value(m.duplicates),
+		deadLettered: value(m.deadLettered),
+		retried:      value(m.retried),
+		unacked:      value(m.unacked),
+	}
+}
 
-func (m *Metrics) countDuplicate() { m.duplicates.Inc(); m.nDuplicates.Add(1) }
-
-func (m *Metrics) countRetried(n int) { m.retried.Add(float64(n)); m.nRetried.Add(int64(n)) }
-
-func (m *Metrics) countDeadLettered(reason string) {
-	m.deadLettered.WithLabelValues(reason).Inc()
-	m.nDeadLettered.Add(1)
+// value is the sum of what a counter or gauge (or a vector of them) holds now.
+func value(c prometheus.Collector) int64 {
+	ch := make(chan prometheus.Metric, 16)
+	go func() { c.Collect(ch); close(ch) }()
+	var sum float64
+	for metric := range ch {
+		var pb dto.Metric
+		if metric.Write(&pb) != nil {
+			continue
+		}
+		sum += pb.GetCounter().GetValue() + pb.GetGauge().GetValue()
+	}
+	return int64(sum)
 }

@@ -7,13 +7,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// reportProgress logs one line every PROGRESS_INTERVAL while there is work (new
-// documents, or messages waiting), and keeps the consumer-pending gauge current.
+// reportProgress logs one line every Config.ProgressInterval while there is work
+// (new documents, or messages waiting), and keeps the consumer-pending gauge
+// current.
 func (in *Ingester) reportProgress(ctx context.Context, cons jetstream.Consumer) {
 	t := time.NewTicker(in.cfg.ProgressInterval)
 	defer t.Stop()
-	m := in.metrics
-	lastIndexed, lastDone, last := int64(0), int64(0), time.Now()
+	var last figures
+	lastAt := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -25,23 +26,25 @@ func (in *Ingester) reportProgress(ctx context.Context, cons jetstream.Consumer)
 			cancel()
 			if err == nil {
 				pending = info.NumPending
-				m.pending.Set(float64(pending))
+				in.metrics.pending.Set(float64(pending))
 			}
-			indexed := m.nIndexed.Load()
-			done := indexed + m.nDuplicates.Load() + m.nDeadLettered.Load()
-			if done == lastDone && pending == 0 && m.nUnacked.Load() == 0 {
+			f := in.metrics.figures()
+			if f.done() == last.done() && pending == 0 && f.unacked == 0 {
 				continue
 			}
 			in.log.Info("progress",
-				"indexed_per_sec", int(float64(indexed-lastIndexed)/now.Sub(last).Seconds()),
-				"indexed", indexed,
-				"duplicates", m.nDuplicates.Load(),
-				"dead_lettered", m.nDeadLettered.Load(),
-				"retried", m.nRetried.Load(),
-				"unacked", m.nUnacked.Load(),
+				"indexed_per_sec", int(float64(f.indexed-last.indexed)/now.Sub(lastAt).Seconds()),
+				"indexed", f.indexed,
+				"duplicates", f.duplicates,
+				"dead_lettered", f.deadLettered,
+				"retried", f.retried,
+				"unacked", f.unacked,
 				"pending", pending,
 			)
-			lastIndexed, lastDone, last = indexed, done, now
+			last, lastAt = f, now
 		}
 	}
 }
+
+// done counts the messages settled for good.
+func (f figures) done() int64 { return f.indexed + f.duplicates + f.deadLettered }

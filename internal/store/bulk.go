@@ -6,39 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"time"
+
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
-
-// Item is one document to create.
-type Item struct {
-	ID        string
-	Timestamp time.Time
-	Body      []byte
-}
-
-// Outcome is what became of one bulk item.
-type Outcome int
-
-// Bulk item outcomes.
-const (
-	Created   Outcome = iota // stored now
-	Duplicate                // already stored under the same index and id: a redelivery
-	Retry                    // not stored, may succeed later (429, 5xx, cluster setup)
-	Rejected                 // not stored, never will be (mapping conflicts and the like)
-)
-
-// ItemResult describes the outcome of one item, in the order the items were given.
-type ItemResult struct {
-	Outcome Outcome
-	Status  int
-	Type    string // Elasticsearch's error type, e.g. mapper_parsing_exception
-	Reason  string
-}
 
 // Bulk creates the items with op_type=create, so that a document that already exists
-// is reported as a Duplicate instead of being overwritten. A non-nil error means the
+// is reported as a pipeline.Duplicate instead of being overwritten. A non-nil error means the
 // request as a whole failed and no item's outcome is known.
-func (s *Store) Bulk(ctx context.Context, items []Item) ([]ItemResult, error) {
+func (s *Store) Bulk(ctx context.Context, items []pipeline.Item) ([]pipeline.ItemResult, error) {
 	size := 0
 	for _, it := range items {
 		size += len(it.Body) + len(it.ID) + len(s.prefix) + 48
@@ -80,27 +55,27 @@ func (s *Store) Bulk(ctx context.Context, items []Item) ([]ItemResult, error) {
 	if len(parsed.Items) != len(items) {
 		return nil, fmt.Errorf("bulk response has %d items for %d documents", len(parsed.Items), len(items))
 	}
-	results := make([]ItemResult, len(items))
+	results := make([]pipeline.ItemResult, len(items))
 	for i, item := range parsed.Items {
 		r := item["create"]
-		results[i] = ItemResult{Outcome: classify(r.Status, r.Error.Type), Status: r.Status, Type: r.Error.Type, Reason: r.Error.Reason}
+		results[i] = pipeline.ItemResult{Outcome: classify(r.Status, r.Error.Type), Status: r.Status, Type: r.Error.Type, Reason: r.Error.Reason}
 	}
 	return results, nil
 }
 
-func classify(status int, errType string) Outcome {
+func classify(status int, errType string) pipeline.Outcome {
 	switch {
 	case status >= 200 && status < 300:
-		return Created
+		return pipeline.Created
 	case status == http.StatusConflict && errType == "version_conflict_engine_exception":
-		return Duplicate
+		return pipeline.Duplicate
 	case status == http.StatusBadRequest:
 		// The document itself is at fault: a mapping conflict, unparsable values.
-		return Rejected
+		return pipeline.Rejected
 	default:
 		// 429 and 5xx pass; 401, 403 and 404 (no privilege, index creation
 		// disabled) are the cluster's setup, not the message's fault: keep the
 		// message until an operator fixes it rather than dead-letter everything.
-		return Retry
+		return pipeline.Retry
 	}
 }

@@ -6,41 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
-
-// Order is the direction an export walks through time.
-type Order int
-
-// Export orders.
-const (
-	Ascending  Order = iota // oldest first
-	Descending              // newest first
-)
-
-// Range selects documents by @timestamp: From inclusive, To exclusive, so adjacent
-// ranges never return a document twice.
-type Range struct {
-	From, To time.Time
-	PageSize int
-	Order    Order
-	// Limit is the most documents to return; 0 returns them all.
-	Limit int
-	// Fields restricts each document to these _source fields (Elasticsearch source
-	// filtering, wildcards allowed); nil returns whole documents.
-	Fields []string
-}
-
-// Page is one page of documents, as the raw _source bytes Elasticsearch returned.
-type Page [][]byte
 
 // QueryObserver is told the outcome of every Elasticsearch request an export makes:
 // op is "open_pit", "search" or "close_pit".
 type QueryObserver func(op string, took time.Duration, err error)
-
-// WithQueryObserver has every export report its requests to observe, for metrics.
-func WithQueryObserver(observe QueryObserver) Option {
-	return func(s *Store) { s.observe = observe }
-}
 
 // pitKeepAlive is how long Elasticsearch keeps a point in time after each request
 // that names it: the longest an export may pause between two pages.
@@ -48,7 +20,7 @@ const pitKeepAlive = "1m"
 
 // fetched is one page on its way from the fetching goroutine to the caller.
 type fetched struct {
-	page Page
+	page pipeline.Page
 	pit  string // the point in time id as of this page
 	err  error
 }
@@ -61,7 +33,7 @@ type fetched struct {
 // The next page is fetched while fn handles the current one, so Elasticsearch and
 // the consumer (usually a network client) work at the same time instead of taking
 // turns. The point in time is closed when Export returns, however it returns.
-func (s *Store) Export(ctx context.Context, r Range, fn func(Page) error) error {
+func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.Page) error) error {
 	if r.PageSize <= 0 {
 		return fmt.Errorf("export: page size must be positive, got %d", r.PageSize)
 	}
@@ -103,7 +75,7 @@ func (s *Store) Export(ctx context.Context, r Range, fn func(Page) error) error 
 
 // fetchPages sends the pages of r to out, one ahead of the consumer, and closes out
 // when the range is exhausted, the limit reached, a request failed or ctx ended.
-func (s *Store) fetchPages(ctx context.Context, r Range, pit string, out chan<- fetched) {
+func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, out chan<- fetched) {
 	defer close(out)
 	var after json.RawMessage
 	remaining := r.Limit
@@ -149,9 +121,9 @@ type pitRef struct {
 
 // searchRequest builds the body of one page's search. Every value from the caller
 // travels as a typed JSON value, never as query text.
-func (r Range) searchRequest(size int, pit string, after json.RawMessage) searchRequest {
+func newSearchRequest(r pipeline.Range, size int, pit string, after json.RawMessage) searchRequest {
 	dir := "asc"
-	if r.Order == Descending {
+	if r.Order == pipeline.Descending {
 		dir = "desc"
 	}
 	req := searchRequest{
@@ -172,8 +144,8 @@ func (r Range) searchRequest(size int, pit string, after json.RawMessage) search
 	return req
 }
 
-func (s *Store) searchPage(ctx context.Context, r Range, size int, pit string, after json.RawMessage) (page Page, last json.RawMessage, nextPIT string, err error) {
-	body, err := json.Marshal(r.searchRequest(size, pit, after))
+func (s *Store) searchPage(ctx context.Context, r pipeline.Range, size int, pit string, after json.RawMessage) (page pipeline.Page, last json.RawMessage, nextPIT string, err error) {
+	body, err := json.Marshal(newSearchRequest(r, size, pit, after))
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("encode search: %w", err)
 	}
@@ -207,7 +179,7 @@ func (s *Store) searchPage(ctx context.Context, r Range, size int, pit string, a
 		return nil, nil, "", fmt.Errorf("decode search response: %w", err)
 	}
 	hits := parsed.Hits.Hits
-	page = make(Page, len(hits))
+	page = make(pipeline.Page, len(hits))
 	for i, h := range hits {
 		page[i] = h.Source
 	}

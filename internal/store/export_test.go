@@ -1,3 +1,5 @@
+//go:build integration
+
 package store_test
 
 import (
@@ -10,28 +12,28 @@ import (
 	"testing"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
 // exportFixture indexes 30 documents, three per timestamp one second apart from
 // 2023-03-09T12:00:00Z, so that ties straddle small pages.
-func exportFixture(t *testing.T, opts ...store.Option) (*store.Store, store.Range) {
+func exportFixture(t *testing.T, observe store.QueryObserver) (*store.Store, pipeline.Range) {
 	t.Helper()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 12, 0, 0, 0, time.UTC)
-	testenv.IndexDocuments(t, esURL, prefix, 30, func(i int) store.Item {
+	testenv.IndexDocuments(t, esURL, prefix, 30, func(i int) pipeline.Item {
 		ts := start.Add(time.Duration(i/3) * time.Second)
 		id := fmt.Sprintf("d%02d", i)
-		return store.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-1")}
+		return pipeline.Item{ID: id, Timestamp: ts, Body: testenv.DocumentBody(id, ts, "cam-1")}
 	})
-	st, err := store.New(config.Elasticsearch{URLs: []string{esURL}, IndexPrefix: prefix}, opts...)
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix, Observe: observe})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st, store.Range{From: start, To: start.Add(time.Hour), PageSize: 4}
+	return st, pipeline.Range{From: start, To: start.Add(time.Hour), PageSize: 4}
 }
 
 type exported struct {
@@ -40,11 +42,11 @@ type exported struct {
 }
 
 // export runs an export and returns its documents and the size of each page.
-func export(t *testing.T, st *store.Store, r store.Range) ([]exported, []int) {
+func export(t *testing.T, st *store.Store, r pipeline.Range) ([]exported, []int) {
 	t.Helper()
 	var docs []exported
 	var sizes []int
-	err := st.Export(context.Background(), r, func(p store.Page) error {
+	err := st.Export(context.Background(), r, func(p pipeline.Page) error {
 		sizes = append(sizes, len(p))
 		for _, raw := range p {
 			var d exported
@@ -76,14 +78,14 @@ func checkOrder(t *testing.T, docs []exported, desc bool) {
 }
 
 func TestExportWalksPagesInOrderThroughTies(t *testing.T) {
-	st, r := exportFixture(t)
-	for _, order := range []store.Order{store.Ascending, store.Descending} {
+	st, r := exportFixture(t, nil)
+	for _, order := range []pipeline.Order{pipeline.Ascending, pipeline.Descending} {
 		r.Order = order
 		docs, sizes := export(t, st, r)
 		if len(docs) != 30 {
 			t.Fatalf("order %d: %d documents, want 30", order, len(docs))
 		}
-		checkOrder(t, docs, order == store.Descending)
+		checkOrder(t, docs, order == pipeline.Descending)
 		// Seven full pages and a short last one: no empty search at the end.
 		if want := []int{4, 4, 4, 4, 4, 4, 4, 2}; !slices.Equal(sizes, want) {
 			t.Errorf("order %d: page sizes %v, want %v", order, sizes, want)
@@ -92,8 +94,8 @@ func TestExportWalksPagesInOrderThroughTies(t *testing.T) {
 }
 
 func TestExportStopsAtTheLimitEvenMidPage(t *testing.T) {
-	st, r := exportFixture(t)
-	r.Limit, r.Order = 10, store.Descending
+	st, r := exportFixture(t, nil)
+	r.Limit, r.Order = 10, pipeline.Descending
 	docs, sizes := export(t, st, r)
 	if !slices.Equal(sizes, []int{4, 4, 2}) {
 		t.Errorf("page sizes %v, want [4 4 2]", sizes)
@@ -109,9 +111,9 @@ func TestExportStopsAtTheLimitEvenMidPage(t *testing.T) {
 }
 
 func TestExportReturnsOnlyTheRequestedFields(t *testing.T) {
-	st, r := exportFixture(t)
+	st, r := exportFixture(t, nil)
 	r.Limit, r.Fields = 1, []string{"id", "objects.label"}
-	err := st.Export(context.Background(), r, func(p store.Page) error {
+	err := st.Export(context.Background(), r, func(p pipeline.Page) error {
 		if got, want := string(p[0]), `{"objects":[{"label":"person"},{"label":"car"}],"id":"d00"}`; got != want {
 			var a, b any
 			json.Unmarshal([]byte(got), &a)
@@ -130,17 +132,17 @@ func TestExportReturnsOnlyTheRequestedFields(t *testing.T) {
 func TestExportStopsWhenTheConsumerFailsAndStillClosesItsPointInTime(t *testing.T) {
 	var mu sync.Mutex
 	var ops []string
-	st, r := exportFixture(t, store.WithQueryObserver(func(op string, _ time.Duration, err error) {
+	st, r := exportFixture(t, func(op string, _ time.Duration, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
 			op += " failed"
 		}
 		ops = append(ops, op)
-	}))
+	})
 	errClientGone := errors.New("client gone")
 	pages := 0
-	err := st.Export(context.Background(), r, func(store.Page) error {
+	err := st.Export(context.Background(), r, func(pipeline.Page) error {
 		pages++
 		if pages == 2 {
 			return errClientGone

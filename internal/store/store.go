@@ -3,6 +3,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,16 +14,15 @@ import (
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
-
-	"github.com/annotated-data/pipeline/internal/config"
 )
 
 // Store talks to one Elasticsearch cluster on behalf of one index prefix.
 type Store struct {
 	es       *elasticsearch.Client
+	cfg      Config
 	prefix   string
 	interval Interval
-	observe  QueryObserver // may be nil; see WithQueryObserver
+	observe  QueryObserver // may be nil; see Config.Observe
 }
 
 // Interval is the time span one index covers.
@@ -34,23 +34,56 @@ const (
 	Monthly Interval = "month"
 )
 
-// Option adjusts a Store.
-type Option func(*Store)
+// Config says where the cluster is, who the pipeline is to it and which
+// certificate it trusts. The zero value of a field takes the default beside it.
+type Config struct {
+	// Addresses of the cluster's nodes (default http://127.0.0.1:9200); requests
+	// are spread over them and retried on another. Ignored when CloudID is set.
+	Addresses []string
+	CloudID   string // an Elastic Cloud deployment, instead of Addresses
 
-// WithInterval sets how much time one index covers (daily by default).
-func WithInterval(i Interval) Option { return func(s *Store) { s.interval = i } }
+	IndexPrefix string   // indices are <prefix>-<date> (default "annotations")
+	Interval    Interval // how much time one index covers (default Daily)
 
-// New builds a client for cfg. It does not contact the cluster; see Check.
-func New(cfg config.Elasticsearch, opts ...Option) (*Store, error) {
+	// Authentication: Username and Password, or APIKey (the base64 "encoded"
+	// form), or neither on a cluster without security.
+	Username, Password string
+	APIKey             string
+
+	// Trust: the system's roots, unless one of these is set. CACertFile only names
+	// CACert's origin in logs and errors.
+	CACert             []byte // PEM
+	CACertFile         string
+	CAFingerprint      string // SHA-256 of the CA or HTTP certificate, 64 hex digits
+	InsecureSkipVerify bool
+
+	Compress bool // gzip request bodies
+
+	// StartupTimeout is how long Connect waits for an unreachable cluster (0: not
+	// at all).
+	StartupTimeout time.Duration
+
+	// Observe, if set, is told the outcome of every request an export makes.
+	Observe QueryObserver
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Addresses) == 0 && c.CloudID == "" {
+		c.Addresses = []string{"http://127.0.0.1:9200"}
+	}
+	c.IndexPrefix = cmp.Or(c.IndexPrefix, "annotations")
+	c.Interval = cmp.Or(c.Interval, Daily)
+	return c
+}
+
+// New builds a client for cfg. It does not contact the cluster; see Connect and Check.
+func New(cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
 	es, err := newClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)
 	}
-	s := &Store{es: es, prefix: cfg.IndexPrefix, interval: Daily}
-	for _, o := range opts {
-		o(s)
-	}
-	return s, nil
+	return &Store{es: es, cfg: cfg, prefix: cfg.IndexPrefix, interval: cfg.Interval, observe: cfg.Observe}, nil
 }
 
 // Check makes one request that proves the cluster is reachable and genuine.

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 func TestIndexNameIsTheUTCDayOrMonthOfTheTimestamp(t *testing.T) {
@@ -19,7 +19,7 @@ func TestIndexNameIsTheUTCDayOrMonthOfTheTimestamp(t *testing.T) {
 		{Monthly, "annotations-2023.03"},
 	}
 	for _, tt := range tests {
-		s, err := New(config.Elasticsearch{URLs: []string{"http://127.0.0.1:9200"}, IndexPrefix: "annotations"}, WithInterval(tt.interval))
+		s, err := New(Config{Addresses: []string{"http://127.0.0.1:9200"}, IndexPrefix: "annotations", Interval: tt.interval})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,19 +33,19 @@ func TestBulkItemOutcomes(t *testing.T) {
 	tests := []struct {
 		status  int
 		errType string
-		want    Outcome
+		want    pipeline.Outcome
 	}{
-		{201, "", Created},
-		{200, "", Created},
-		{409, "version_conflict_engine_exception", Duplicate},
-		{409, "some_other_conflict", Retry},
-		{429, "es_rejected_execution_exception", Retry},
-		{500, "internal_server_error", Retry},
-		{503, "unavailable_shards_exception", Retry},
-		{400, "document_parsing_exception", Rejected},
-		{400, "mapper_parsing_exception", Rejected},
-		{404, "index_not_found_exception", Retry},
-		{403, "security_exception", Retry},
+		{201, "", pipeline.Created},
+		{200, "", pipeline.Created},
+		{409, "version_conflict_engine_exception", pipeline.Duplicate},
+		{409, "some_other_conflict", pipeline.Retry},
+		{429, "es_rejected_execution_exception", pipeline.Retry},
+		{500, "internal_server_error", pipeline.Retry},
+		{503, "unavailable_shards_exception", pipeline.Retry},
+		{400, "document_parsing_exception", pipeline.Rejected},
+		{400, "mapper_parsing_exception", pipeline.Rejected},
+		{404, "index_not_found_exception", pipeline.Retry},
+		{403, "security_exception", pipeline.Retry},
 	}
 	for _, tt := range tests {
 		if got := classify(tt.status, tt.errType); got != tt.want {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -14,9 +14,9 @@ import (
 // the webserver does (its index template, one index per day, op_type create), and
 // makes them searchable. It goes straight to Elasticsearch: tests of what reads
 // documents back need no NATS. Each Item's Body must hold its @timestamp.
-func IndexDocuments(t testing.TB, esURL, prefix string, n int, doc func(i int) store.Item) {
+func IndexDocuments(t testing.TB, esURL, prefix string, n int, doc func(i int) pipeline.Item) {
 	t.Helper()
-	st, err := store.New(config.Elasticsearch{URLs: []string{esURL}, IndexPrefix: prefix})
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,14 +28,14 @@ func IndexDocuments(t testing.TB, esURL, prefix string, n int, doc func(i int) s
 		t.Fatal(err)
 	}
 	const batch = 5000
-	items := make([]store.Item, 0, batch)
+	items := make([]pipeline.Item, 0, batch)
 	flush := func() {
 		results, err := st.Bulk(ctx, items)
 		if err != nil {
 			t.Fatalf("index documents: %v", err)
 		}
 		for i, r := range results {
-			if r.Outcome != store.Created {
+			if r.Outcome != pipeline.Created {
 				t.Fatalf("index document %s: %d %s %s", items[i].ID, r.Status, r.Type, r.Reason)
 			}
 		}

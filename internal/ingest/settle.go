@@ -1,0 +1,79 @@
+package ingest
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// settlement is how a fetched message leaves the ingester's hands.
+type settlement int
+
+const (
+	ack      settlement = iota // its document is stored, or already was
+	term                       // its dead letter is stored: never deliver it again
+	nak                        // hand it back for redelivery at once (shutdown)
+	nakLater                   // hand it back after a pause (its dead letter could not be stored)
+)
+
+var settlementNames = [...]string{ack: "ack", term: "term", nak: "nak", nakLater: "nak"}
+
+func (s settlement) String() string { return settlementNames[s] }
+
+// nakLaterDelay is how long a message whose dead letter could not be published
+// waits before it comes back: long enough for a passing NATS hiccup to pass.
+const nakLaterDelay = 2 * time.Second
+
+// settle is the one place a message is acked, terminated or handed back. Every
+// path through the ingester calls it exactly once per message it fetched; it
+// releases the message from the unacked count and reports a failure to tell the
+// server. Such a failure loses nothing: the server redelivers the message after
+// AckWait, and op_type=create turns the redelivery into a duplicate.
+func (in *Ingester) settle(m jetstream.Msg, s settlement) {
+	var err error
+	switch s {
+	case ack:
+		// No need to wait for the server's confirmation (DoubleAck): a lost ack
+		// only means a redelivery.
+		err = m.Ack()
+	case term:
+		err = m.Term()
+	case nak:
+		err = m.Nak()
+	case nakLater:
+		err = m.NakWithDelay(nakLaterDelay)
+	}
+	in.metrics.unacked.Dec()
+	in.settled.report(s, err)
+}
+
+// settleFailures logs failures to settle once when they start and once when they
+// stop, per kind, rather than once per message: when NATS is unreachable every
+// message of a batch fails the same way.
+type settleFailures struct {
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu      sync.Mutex
+	failing [len(settlementNames)]int // failures in a row, by settlement
+}
+
+func (f *settleFailures) report(s settlement, err error) {
+	if err != nil {
+		f.metrics.settleFailures.WithLabelValues(s.String()).Inc()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case err != nil && f.failing[s] == 0:
+		f.log.Warn("telling nats of a settled message failed; it will be redelivered and acked as a duplicate", "action", s.String(), "err", err)
+		f.failing[s]++
+	case err != nil:
+		f.failing[s]++
+	case f.failing[s] > 0:
+		f.log.Info("telling nats of settled messages works again", "action", s.String(), "failed", f.failing[s])
+		f.failing[s] = 0
+	}
+}

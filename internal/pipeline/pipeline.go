@@ -1,0 +1,74 @@
+// Package pipeline is the vocabulary the ingester, the API and the store share:
+// documents to index and what became of them, time ranges and their pages, and the
+// reasons a message is dead-lettered. It imports nothing of NATS, Elasticsearch or
+// HTTP, so the logic that uses it can be tested with fakes in milliseconds; the
+// adapters (store, natsconn) implement the interfaces that ingest and api declare
+// in these terms.
+package pipeline
+
+import "time"
+
+// Item is one document to create in the store.
+type Item struct {
+	ID        string
+	Timestamp time.Time // chooses the index
+	Body      []byte
+}
+
+// Outcome is what became of one item of a bulk request.
+type Outcome int
+
+// Item outcomes.
+const (
+	Created   Outcome = iota // stored now
+	Duplicate                // already stored under the same index and id: a redelivery
+	Retry                    // not stored, may succeed later (429, 5xx, the cluster's setup)
+	Rejected                 // not stored, never will be (mapping conflicts and the like)
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Created:
+		return "created"
+	case Duplicate:
+		return "duplicate"
+	case Retry:
+		return "retry"
+	case Rejected:
+		return "rejected"
+	}
+	return "unknown"
+}
+
+// ItemResult describes the outcome of one item, in the order the items were given.
+type ItemResult struct {
+	Outcome Outcome
+	Status  int    // the store's status for the item, e.g. 201, 409, 429
+	Type    string // the store's error type, e.g. mapper_parsing_exception
+	Reason  string
+}
+
+// Order is the direction an export walks through time.
+type Order int
+
+// Export orders.
+const (
+	Ascending  Order = iota // oldest first
+	Descending              // newest first
+)
+
+// Range selects documents by @timestamp: From inclusive, To exclusive, so adjacent
+// ranges never return a document twice.
+type Range struct {
+	From, To time.Time
+	PageSize int
+	Order    Order
+	// Limit is the most documents to return; 0 returns them all.
+	Limit int
+	// Fields restricts each document to these fields (wildcards allowed); nil
+	// returns whole documents.
+	Fields []string
+}
+
+// Page is one page of documents, as the raw JSON bytes the store holds.
+type Page [][]byte

@@ -1,0 +1,29 @@
+package pipeline
+
+// Reason names why a message can never be indexed; it travels with the message to
+// the dead-letter stream (the Dlq-Reason header) and labels the dead-letter metric.
+// Besides these, a document the store refuses carries the store's own error type
+// (mapper_parsing_exception, …) as its reason.
+type Reason string
+
+// Reasons a message is dead-lettered before it reaches the store.
+const (
+	ReasonInvalidJSON   Reason = "invalid_json"
+	ReasonNotObject     Reason = "not_an_object"
+	ReasonReserved      Reason = "reserved_field"
+	ReasonNoTimestamp   Reason = "missing_timestamp"
+	ReasonBadMsgID      Reason = "invalid_msg_id"
+	ReasonTooLarge      Reason = "too_large"
+	ReasonMaxDeliveries Reason = "max_deliveries"
+	// ReasonInvalidMessage covers a message whose JetStream metadata cannot be read.
+	ReasonInvalidMessage Reason = "invalid_message"
+)
+
+// RejectError is a permanent problem with a message: retrying cannot help, so the
+// message goes to the dead-letter stream with Reason and Detail.
+type RejectError struct {
+	Reason Reason
+	Detail string
+}
+
+func (e *RejectError) Error() string { return string(e.Reason) + ": " + e.Detail }

@@ -1,0 +1,197 @@
+package testenv
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Run is a binary's run function, called in-process: what main calls with the
+// process's arguments, environment and standard output.
+type Run func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error
+
+// Refusal is a start-up a binary must refuse at once, with one error naming the
+// problem and no secret in anything it wrote.
+type Refusal struct {
+	Name string
+	Env  map[string]string
+	// Want is what each binary's error must say; a binary not listed is not
+	// concerned by this case.
+	Want map[string]string
+	// Patience is how long the refusal may take (default 10s).
+	Patience time.Duration
+	// Waits says the binary first waits for an unreachable service, logging that
+	// once; other refusals must not wait at all.
+	Waits   bool
+	Secrets []string
+}
+
+// Check runs bin in-process with the case's environment (and args) and asserts the
+// refusal.
+func (r Refusal) Check(t *testing.T, bin string, run Run, args ...string) {
+	t.Helper()
+	want, concerned := r.Want[bin]
+	if !concerned {
+		return
+	}
+	env := map[string]string{"ADMIN_ADDR": FreeAddr(t), "LISTEN_ADDR": FreeAddr(t)}
+	for k, v := range r.Env {
+		env[k] = v
+	}
+	patience := r.Patience
+	if patience == 0 {
+		patience = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience+30*time.Second)
+	defer cancel()
+	out := &Buffer{}
+	began := time.Now()
+	err := run(ctx, append([]string{bin}, args...), func(k string) string { return env[k] }, out)
+	took := time.Since(began)
+
+	if err == nil {
+		t.Fatalf("%s started, want a refusal saying %q; output:\n%s", bin, want, out)
+	}
+	if took > patience {
+		t.Errorf("%s took %s to give up, want at most %s", bin, took.Round(time.Millisecond), patience)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("%s refused with\n  %v\nwant it to say\n  %s", bin, err, want)
+	}
+	waited := strings.Contains(out.String(), "not reachable yet; retrying")
+	if waited != r.Waits {
+		t.Errorf("%s logged waiting for an unreachable service: %v, want %v\n%s", bin, waited, r.Waits, out)
+	}
+	for _, s := range r.Secrets {
+		if s != "" && (strings.Contains(out.String(), s) || strings.Contains(err.Error(), s)) {
+			t.Errorf("%s showed a secret in its output or error:\n%v\n%s", bin, err, out)
+		}
+	}
+}
+
+// ElasticsearchRefusals are the ways a secured Elasticsearch turns the webserver
+// and the backend away. natsURL is a NATS server the webserver reaches first.
+func ElasticsearchRefusals(t testing.TB, esURL, natsURL string) []Refusal {
+	secured := StartSecureElasticsearch(t, esURL)
+	other := NewCA(t, "some other CA")
+	wrongPassword := "wrong-pw-" + randomHex(t, 12)
+	wrongKey := base64.StdEncoding.EncodeToString([]byte(randomHex(t, 8) + ":" + randomHex(t, 8)))
+	dead := "https://" + FreeAddr(t)
+	base := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": "secured", "NATS_URL": natsURL}
+	trusted := with(base, map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile})
+	user := map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password}
+	at := "elasticsearch at " + secured.URL
+	both := func(msg string) map[string]string { return map[string]string{"webserver": msg, "backend": msg} }
+	secrets := []string{secured.Password, secured.LimitedPassword, secured.APIKey, wrongPassword, wrongKey}
+
+	cases := []Refusal{
+		{Name: "wrong password",
+			Env:  with(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": wrongPassword}),
+			Want: both(at + ` rejected the credentials of user "pipeline": check ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (401 Unauthorized)`)},
+		{Name: "wrong API key",
+			Env:  with(trusted, map[string]string{"ELASTICSEARCH_API_KEY": wrongKey}),
+			Want: both(at + " rejected the API key in ELASTICSEARCH_API_KEY: it is wrong, expired or invalidated (401 Unauthorized)")},
+		{Name: "no credentials",
+			Env:  trusted,
+			Want: both(at + " requires credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, or ELASTICSEARCH_API_KEY (401 Unauthorized)")},
+		{Name: "a user without privileges",
+			Env: with(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.LimitedUsername, "ELASTICSEARCH_PASSWORD": secured.LimitedPassword}),
+			Want: map[string]string{
+				"webserver": "this binary needs the cluster privileges monitor and manage_index_templates, and index privileges create_doc and create_index on secured-*",
+				"backend":   "this binary needs the cluster privilege monitor, and index privilege read (which covers points in time) on secured-*",
+			}},
+		{Name: "wrong fingerprint",
+			Env:  with(base, with(user, map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": other.Fingerprint()})),
+			Want: both(at + " is not trusted: no certificate it presented has the SHA-256 fingerprint in ELASTICSEARCH_CA_FINGERPRINT")},
+		{Name: "a CA that did not sign the certificate",
+			Env:  with(base, with(user, map[string]string{"ELASTICSEARCH_CA_CERT": other.CertFile})),
+			Want: both(at + ` is not trusted: its TLS certificate is signed by an unknown authority ("CN=secure elasticsearch test CA,O=pipeline tests"); the CA in ELASTICSEARCH_CA_CERT (` + other.CertFile + ") did not sign it")},
+		{Name: "no CA for a private certificate",
+			Env:  with(base, user),
+			Want: both(at + " is not trusted: its TLS certificate is signed by an unknown authority (\"CN=secure elasticsearch test CA,O=pipeline tests\"); set ELASTICSEARCH_CA_CERT")},
+		{Name: "unreachable beyond the start-up timeout",
+			Env:      with(trusted, with(user, map[string]string{"ELASTICSEARCH_URL": dead, "ELASTICSEARCH_STARTUP_TIMEOUT": "3s"})),
+			Want:     both("elasticsearch unreachable at " + dead + ": "),
+			Patience: 15 * time.Second, Waits: true},
+	}
+	for i := range cases {
+		cases[i].Secrets = secrets
+	}
+	return cases
+}
+
+// NATSRefusals are the ways a NATS server turns the webserver and the publisher
+// away.
+func NATSRefusals(t testing.TB) []Refusal {
+	ca := NewCA(t, "nats test CA")
+	other := NewCA(t, "some other CA")
+	password, wrongPassword := "nats-pw-"+randomHex(t, 12), "wrong-pw-"+randomHex(t, 12)
+	withTLS := func(o *server.Options) {
+		o.TLS, o.TLSTimeout = true, 5
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{ca.Issue("nats", "127.0.0.1", "localhost")}, MinVersion: tls.VersionTLS12}
+	}
+	users := StartNATSWith(t, func(o *server.Options) {
+		withTLS(o)
+		o.Users = []*server.User{{Username: "pipeline", Password: password}}
+	})
+	mutual := StartNATSWith(t, func(o *server.Options) {
+		withTLS(o)
+		o.TLSVerify = true
+		o.TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert
+		o.TLSConfig.ClientCAs = ca.Pool()
+	})
+	operator := NewNATSOperator(t)
+	jwtServer := StartNATSWith(t, func(o *server.Options) {
+		withTLS(o)
+		operator.Configure(o)
+	})
+	foreignCreds := operator.ForeignCreds("stranger")
+	strangerCert, strangerKey := other.WriteKeyPair(other.Issue("stranger", "stranger"))
+	both := func(msg string) map[string]string { return map[string]string{"webserver": msg, "publisher": msg} }
+
+	cases := []Refusal{
+		{Name: "wrong password",
+			Env:  map[string]string{"NATS_URL": users.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_USER": "pipeline", "NATS_PASSWORD": wrongPassword},
+			Want: both("nats at " + users.URL() + ` refused the credentials (authorization violation): check NATS_USER ("pipeline") and NATS_PASSWORD`)},
+		{Name: "no credentials",
+			Env:  map[string]string{"NATS_URL": users.URL(), "NATS_CA_CERT": ca.CertFile},
+			Want: both("refused the credentials (authorization violation): the server requires credentials")},
+		{Name: "credentials of an account the server does not trust",
+			Env:  map[string]string{"NATS_URL": jwtServer.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_CREDS": foreignCreds},
+			Want: both("refused the credentials (authorization violation): check NATS_CREDS (" + foreignCreds + ")")},
+		{Name: "a CA that did not sign the server's certificate",
+			Env:  map[string]string{"NATS_URL": users.URL(), "NATS_CA_CERT": other.CertFile, "NATS_USER": "pipeline", "NATS_PASSWORD": password},
+			Want: both(`is not trusted: its TLS certificate is signed by an unknown authority ("CN=nats test CA,O=pipeline tests"); the CA in NATS_CA_CERT (` + other.CertFile + ") did not sign it")},
+		{Name: "no CA for a private certificate",
+			Env:  map[string]string{"NATS_URL": users.URL(), "NATS_USER": "pipeline", "NATS_PASSWORD": password},
+			Want: both("is not trusted: its TLS certificate is signed by an unknown authority (\"CN=nats test CA,O=pipeline tests\"); set NATS_CA_CERT to the CA that signed it")},
+		{Name: "no client certificate for a server that requires one",
+			Env:  map[string]string{"NATS_URL": mutual.URL(), "NATS_CA_CERT": ca.CertFile},
+			Want: both("requires a client certificate (mutual TLS): set NATS_TLS_CERT and NATS_TLS_KEY")},
+		{Name: "a client certificate the server does not trust",
+			Env:  map[string]string{"NATS_URL": mutual.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_TLS_CERT": strangerCert, "NATS_TLS_KEY": strangerKey},
+			Want: both("refused the client certificate in NATS_TLS_CERT (" + strangerCert + ")")},
+	}
+	for i := range cases {
+		cases[i].Secrets = []string{password, wrongPassword}
+	}
+	return cases
+}
+
+// with is base with extra's variables added or replaced.
+func with(base, extra map[string]string) map[string]string {
+	out := make(map[string]string, len(base)+len(extra))
+	for k, v := range base {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
