@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)"
 SERVICES := deploy/local/services.sh
 
-.PHONY: help build test unit bench run services services-down vet lint docker clean
+.PHONY: help build test unit bench run services services-down vet lint docker images compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ docker: ## build both images (needs a Docker engine)
 	  echo "make docker: no Docker engine is reachable here (docker info failed); on a machine with one, run it again or use docker compose up --build"; exit 1; fi
 	docker build -f Dockerfile.webserver --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t annotations-webserver:$(VERSION) .
 	docker build -f Dockerfile.backend --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t annotations-backend:$(VERSION) .
+
+images: ## build local stand-ins for the upstream images compose needs, where missing (deploy/images)
+	deploy/images/build.sh
+
+compose-test: images ## docker compose up for real: health, data, restarts, volumes, stop, non-root, autocert (needs a Docker engine)
+	go test -tags compose -count=1 -timeout 60m -v ./deploy/composetest/
 
 clean: ## remove binaries, build output and local service data (stops services first)
 	-$(SERVICES) down

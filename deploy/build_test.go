@@ -19,7 +19,7 @@ func TestBinariesBuildWithTheDockerfilesFlags(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		line := regexp.MustCompile(`(?m)^RUN (CGO_ENABLED=0 go build .*)$`).FindSubmatch(raw)
+		line := regexp.MustCompile(`(?m)^RUN (?:--mount=\S+ )*(CGO_ENABLED=0 go build .*)$`).FindSubmatch(raw)
 		if line == nil {
 			t.Fatalf("Dockerfile.%s has no 'RUN CGO_ENABLED=0 go build' line", bin)
 		}

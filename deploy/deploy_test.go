@@ -58,16 +58,30 @@ func TestComposeServicesArePinnedHealthCheckedAndOrdered(t *testing.T) {
 		}
 	}
 	pinned := regexp.MustCompile(`^[^:]+:[0-9][^:]*$`)
+	// A one-shot service (it prepares something and exits) is waited for until it
+	// completed; every long-running one has a healthcheck and is waited for until
+	// healthy.
+	oneShot := map[string]bool{}
+	for _, s := range c.Services {
+		for dep, d := range s.DependsOn {
+			if d.Condition == "service_completed_successfully" {
+				oneShot[dep] = true
+			}
+		}
+	}
 	for name, s := range c.Services {
 		if s.Build == nil && !pinned.MatchString(s.Image) {
 			t.Errorf("service %s: image %q is neither built nor pinned to a version tag", name, s.Image)
 		}
-		if s.Healthcheck == nil || len(s.Healthcheck.Test) == 0 {
+		if !oneShot[name] && (s.Healthcheck == nil || len(s.Healthcheck.Test) == 0) {
 			t.Errorf("service %s has no healthcheck", name)
 		}
 		for dep, d := range s.DependsOn {
-			if d.Condition != "service_healthy" {
-				t.Errorf("service %s waits for %s with condition %q, want service_healthy", name, dep, d.Condition)
+			if want := "service_healthy"; d.Condition != want && !(oneShot[dep] && d.Condition == "service_completed_successfully") {
+				t.Errorf("service %s waits for %s with condition %q, want %s", name, dep, d.Condition, want)
+			}
+			if oneShot[dep] && d.Condition != "service_completed_successfully" {
+				t.Errorf("service %s waits for the one-shot %s with condition %q, want service_completed_successfully", name, dep, d.Condition)
 			}
 		}
 	}

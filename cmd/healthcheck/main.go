@@ -32,8 +32,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(stdout)
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	insecure := fs.Bool("insecure", false, "accept any certificate (the probe talks to its own container; the certificate names the public domain)")
+	// The backend's autocert mode answers only handshakes that name one of its
+	// domains, and a probe of 127.0.0.1 names none: by default, name the first.
+	domain, _, _ := strings.Cut(os.Getenv("TLS_DOMAINS"), ",")
+	serverName := fs.String("server-name", strings.TrimSpace(domain), "TLS server name to send (default: the first of $TLS_DOMAINS)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: healthcheck [--timeout D] [--insecure] URL")
+		fmt.Fprintln(fs.Output(), "Usage: healthcheck [--timeout D] [--insecure] [--server-name NAME] URL")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -48,7 +52,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}}}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure, ServerName: *serverName}}}
 	target := fs.Arg(0)
 	status, body, err := get(ctx, client, target)
 	if err == nil && status == http.StatusBadRequest && strings.Contains(body, "HTTPS server") && strings.HasPrefix(target, "http://") {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +17,18 @@ func TestHealthyPlainAndTLSServicesPassAndOthersFail(t *testing.T) {
 	defer plain.Close()
 	secure := httptest.NewTLSServer(ok)
 	defer secure.Close()
+	// Like the backend's autocert mode: no certificate for a handshake without a name.
+	named := httptest.NewUnstartedServer(ok)
+	named.StartTLS()
+	defer named.Close()
+	cert := named.TLS.Certificates[0]
+	named.TLS.Certificates = nil
+	named.TLS.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if hello.ServerName != "api.example.com" {
+			return nil, fmt.Errorf("no certificate for %q", hello.ServerName)
+		}
+		return &cert, nil
+	}
 	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
 	defer down.Close()
 
@@ -26,6 +40,8 @@ func TestHealthyPlainAndTLSServicesPassAndOthersFail(t *testing.T) {
 		{"plain HTTP", []string{plain.URL + "/healthz"}, true},
 		{"TLS probed with http:// and --insecure", []string{"--insecure", "http://" + strings.TrimPrefix(secure.URL, "https://") + "/healthz"}, true},
 		{"TLS with an untrusted certificate", []string{"http://" + strings.TrimPrefix(secure.URL, "https://") + "/healthz"}, false},
+		{"TLS that needs a server name, given one", []string{"--insecure", "--server-name", "api.example.com", "http://" + strings.TrimPrefix(named.URL, "https://") + "/healthz"}, true},
+		{"TLS that needs a server name, given none", []string{"--insecure", "--server-name", "", "http://" + strings.TrimPrefix(named.URL, "https://") + "/healthz"}, false},
 		{"a 503", []string{down.URL + "/healthz"}, false},
 		{"nothing listening", []string{"http://127.0.0.1:1/healthz"}, false},
 	}

@@ -23,7 +23,10 @@ admin="http://${ADMIN_ADDR/#:/localhost:}"
 pids=()
 stop() {
   [ ${#pids[@]} -eq 0 ] && return
-  echo "run: stopping webserver and backend" >&2
+  # After Ctrl-C on `make run | tee log` nobody reads stderr any more: a message
+  # that cannot be written must not end the cleanup (SIGPIPE, or set -e).
+  trap '' PIPE
+  echo "run: stopping webserver and backend" >&2 2>/dev/null || true
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
   pids=()

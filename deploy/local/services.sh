@@ -14,13 +14,19 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-state="$root/.services"
+state=${SERVICES_STATE:-$root/.services}
 es_port=${ES_PORT:-9200}
 nats_port=${NATS_PORT:-4222}
 nats_monitor_port=${NATS_MONITOR_PORT:-8222}
 es_heap=${ES_HEAP:-512m}
 
-say() { printf 'services: %s\n' "$*" >&2; }
+# A message that cannot be written (stderr a pipe whose reader is gone, as after
+# Ctrl-C on `make run | tee log`) is dropped, never fatal: see quiet_on_broken_pipe.
+say() { printf 'services: %s\n' "$*" >&2 2>/dev/null || true; }
+
+# quiet_on_broken_pipe makes this shell ignore SIGPIPE, so that cleanup goes on to
+# stop the servers when its messages can no longer be written; say drops them.
+quiet_on_broken_pipe() { trap '' PIPE; }
 die() { say "$*"; exit 1; }
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required but not installed ($2)"; }
@@ -133,6 +139,7 @@ up() {
 
 # stop_started stops what this call started and drops it from the env file.
 stop_started() {
+  quiet_on_broken_pipe
   for s in "${started[@]}"; do
     stop_one "$s"
     case $s in elasticsearch) es_url= ;; nats) nats_url= ;; esac
@@ -144,7 +151,7 @@ started=()
 cmd=${1:-up}; shift || true
 case $cmd in
   up) up "$@" ;;
-  down) stop_one elasticsearch; stop_one nats; rm -f "$state/env" ;;
+  down) quiet_on_broken_pipe; stop_one elasticsearch; stop_one nats; rm -f "$state/env" ;;
   with)
     want=()
     while [ $# -gt 0 ] && [ "$1" != "--" ]; do want+=("$1"); shift; done

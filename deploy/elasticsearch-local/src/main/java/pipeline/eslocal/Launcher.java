@@ -26,8 +26,12 @@ import java.util.concurrent.TimeUnit;
  *   java -Xms512m -Xmx512m -cp ... pipeline.eslocal.Launcher --port 9200 --home .services/elasticsearch
  * </pre>
  *
- * The node binds HTTP and transport to 127.0.0.1 only, keeps its data under the home
- * directory, and closes cleanly on SIGTERM or SIGINT (a JVM shutdown hook).
+ * The node binds HTTP and transport to 127.0.0.1 unless {@code --host} says otherwise,
+ * keeps its data under the home directory, and closes cleanly on SIGTERM or SIGINT (a
+ * JVM shutdown hook). {@code -E name=value} adds or overrides a node setting, as
+ * Elasticsearch's own command line does; the container stand-in in deploy/images
+ * passes the image's dotted environment variables that way, so Elasticsearch itself
+ * rejects a setting it does not know.
  */
 public final class Launcher {
 
@@ -53,21 +57,22 @@ public final class Launcher {
             Files.copy(log4j, config.resolve("log4j2.properties"), StandardCopyOption.REPLACE_EXISTING);
         }
 
-        Settings settings = Settings.builder()
+        Settings.Builder builder = Settings.builder()
             .put("path.home", home.toString())
             .put("path.data", home.resolve("data").toString())
             .put("path.logs", home.resolve("logs").toString())
             .put("cluster.name", options.clusterName)
             .put("node.name", options.clusterName + "-node")
             .put("discovery.type", "single-node")
-            .put("network.host", "127.0.0.1")
+            .put("network.host", options.host)
             .put("http.port", Integer.toString(options.port))
             .put("transport.port", options.transportPort)
             // A developer machine's disk is shared with everything else; do not turn
             // indices read-only because another program filled it.
             .put("cluster.routing.allocation.disk.threshold_enabled", false)
-            .put("action.destructive_requires_name", false)
-            .build();
+            .put("action.destructive_requires_name", false);
+        options.settings.forEach(builder::put);
+        Settings settings = builder.build();
 
         Environment environment = InternalSettingsPreparer.prepareEnvironment(settings, Map.of(), config, () -> options.clusterName + "-node");
         LogConfigurator.setNodeName(options.clusterName + "-node");
@@ -90,7 +95,7 @@ public final class Launcher {
         }, "elasticsearch-local-shutdown"));
 
         node.start();
-        System.out.printf("elasticsearch-local: Elasticsearch %s ready at http://127.0.0.1:%d%n", Build.current().version(), options.port);
+        System.out.printf("elasticsearch-local: Elasticsearch %s ready at http://%s:%d%n", Build.current().version(), options.host, options.port);
         stopped.await();
     }
 
@@ -98,8 +103,11 @@ public final class Launcher {
     static final class Options {
         static final String USAGE = """
             usage: Launcher [--port N] [--transport-port RANGE] [--home DIR] [--cluster-name NAME]
-              --port            HTTP port on 127.0.0.1 (default 9200)
-              --transport-port  transport port or range on 127.0.0.1 (default 9300-9399)
+                            [--host ADDR] [-E NAME=VALUE]...
+              --port            HTTP port (default 9200)
+              --transport-port  transport port or range (default 9300-9399)
+              --host            address to bind HTTP and transport to (default 127.0.0.1; 0.0.0.0 in a container)
+              -E                a node setting, e.g. -E discovery.type=single-node (repeatable; overrides the defaults)
               --home            directory for config, data and logs (default ./es-home)
               --cluster-name    cluster name (default pipeline-local)
             heap: pass -Xms/-Xmx to java (512m is plenty for tests)""";
@@ -108,6 +116,8 @@ public final class Launcher {
         String transportPort = "9300-9399";
         Path home = Path.of("es-home");
         String clusterName = "pipeline-local";
+        String host = "127.0.0.1";
+        Map<String, String> settings = new java.util.LinkedHashMap<>();
         boolean help;
 
         static Options parse(String[] args) {
@@ -120,6 +130,15 @@ public final class Launcher {
                     case "--transport-port" -> o.transportPort = value(args, ++i, arg);
                     case "--home" -> o.home = Path.of(value(args, ++i, arg));
                     case "--cluster-name" -> o.clusterName = value(args, ++i, arg);
+                    case "--host" -> o.host = value(args, ++i, arg);
+                    case "-E" -> {
+                        String setting = value(args, ++i, arg);
+                        int eq = setting.indexOf('=');
+                        if (eq <= 0) {
+                            throw new IllegalArgumentException("-E needs NAME=VALUE, got " + setting);
+                        }
+                        o.settings.put(setting.substring(0, eq), setting.substring(eq + 1));
+                    }
                     default -> throw new IllegalArgumentException("unknown argument " + arg);
                 }
             }

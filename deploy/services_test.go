@@ -1,0 +1,106 @@
+//go:build integration
+
+package deploy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Ctrl-C after `make run 2>&1 | tee run.log` interrupts tee too: the scripts'
+// cleanup then writes to a pipe nobody reads. It must still stop what it started
+// instead of dying of SIGPIPE and leaving the servers running.
+func TestInterruptedServicesStopWhatTheyStartedWhenTheirOutputIsGone(t *testing.T) {
+	state := t.TempDir()
+	env := []string{"SERVICES_STATE=" + state, "NATS_PORT=" + freePort(t), "NATS_MONITOR_PORT=" + freePort(t)}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "SERVICES_STATE=") {
+			env = append(env, kv)
+		}
+	}
+	cmd := exec.Command("bash", "local/services.sh", "with", "nats", "--", "sleep", "300")
+	cmd.Env = env
+	// A process group of its own, as a terminal gives a pipeline: Ctrl-C reaches
+	// every process in it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "NATS ready") {
+				ready <- true
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatal("services.sh ended before NATS was ready")
+		}
+	case <-time.After(3 * time.Minute):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		t.Fatal("NATS not ready within 3 minutes")
+	}
+	raw, err := os.ReadFile(filepath.Join(state, "nats.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+
+	out.Close() // tee is gone
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) && exit.ExitCode() == -1 {
+			t.Errorf("services.sh was killed by a signal (%v) instead of exiting after its cleanup", exit)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("services.sh did not exit within 45s of Ctrl-C")
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+	}
+	t.Errorf("nats-server (pid %d) still runs after Ctrl-C with the output pipe closed", pid)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
