@@ -127,7 +127,11 @@ func Run(ctx context.Context, js jetstream.JetStream, src Source, opts Options, 
 	if opts.Rate > 0 {
 		limiter = rate.NewLimiter(rate.Limit(opts.Rate), max(1, int(opts.Rate/10)))
 	}
-	window := make(chan jetstream.PubAckFuture, max(opts.Window, 1))
+	// A slot is taken before each publish and given back once its acknowledgement
+	// is handled, so no more than opts.Window publishes are ever outstanding in
+	// the client, which refuses more than its own limit.
+	slots := make(chan struct{}, max(opts.Window, 1))
+	window := make(chan jetstream.PubAckFuture, cap(slots))
 	acked := make(chan error, 1)
 	failed := make(chan struct{}) // closed when a message was not stored
 	go func() {
@@ -141,6 +145,7 @@ func Run(ctx context.Context, js jetstream.JetStream, src Source, opts Options, 
 				} else {
 					stored++
 				}
+				<-slots
 				progress()
 			case err := <-f.Err():
 				acked <- fmt.Errorf("message %q on %s not stored: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), f.Msg().Subject, err)
@@ -168,6 +173,15 @@ func Run(ctx context.Context, js jetstream.JetStream, src Source, opts Options, 
 				break
 			}
 		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			pubErr = ctx.Err()
+		case <-failed:
+		}
+		if pubErr != nil || isClosed(failed) {
+			break
+		}
 		var popts []jetstream.PublishOpt
 		if m.ID != "" {
 			popts = append(popts, jetstream.WithMsgID(m.ID))
@@ -177,16 +191,18 @@ func Run(ctx context.Context, js jetstream.JetStream, src Source, opts Options, 
 			pubErr = fmt.Errorf("publish on %s: %w", m.Subject, err)
 			break
 		}
-		select {
-		case window <- f:
-			continue
-		case <-ctx.Done():
-			pubErr = ctx.Err()
-		case <-failed:
-		}
-		break
+		window <- f // never blocks: slots bound what is in the window
 	}
 	close(window)
 	ackErr := <-acked
 	return stored, duplicates, errors.Join(pubErr, ackErr)
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }

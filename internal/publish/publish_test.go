@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,3 +86,52 @@ func TestPublishingWithoutAStreamFailsInsteadOfHanging(t *testing.T) {
 		t.Errorf("err = %v, want it to say no stream answered", err)
 	}
 }
+
+// The client refuses a publish beyond its limit of pending ones once acks are slow
+// to come back (nats: stalled with too many outstanding async published messages).
+// Run, told a window of exactly that limit, must never go over it.
+func TestAWindowAsLargeAsTheClientsLimitNeverOverrunsIt(t *testing.T) {
+	js := &slowAcks{limit: 3, delay: 5 * time.Millisecond}
+	gen := sample.Generator{Start: time.Date(2023, 3, 9, 19, 40, 0, 0, time.UTC), Interval: time.Second, Cameras: 2}
+	stored, _, err := Run(context.Background(), js, Frames(&gen, "annotations", 60), Options{Window: 3}, func() {})
+	if err != nil || stored != 60 {
+		t.Fatalf("stored %d, err %v; want all 60 and no error", stored, err)
+	}
+}
+
+// slowAcks is a JetStream client whose acknowledgements arrive after delay, and
+// which, like nats.go's, refuses a publish while limit are pending.
+type slowAcks struct {
+	jetstream.JetStream
+	limit int
+	delay time.Duration
+
+	mu      sync.Mutex
+	pending int
+}
+
+func (s *slowAcks) PublishAsync(subject string, data []byte, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending >= s.limit {
+		return nil, jetstream.ErrTooManyStalledMsgs
+	}
+	s.pending++
+	f := &ackFuture{ok: make(chan *jetstream.PubAck, 1), msg: &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}}
+	time.AfterFunc(s.delay, func() {
+		s.mu.Lock()
+		s.pending--
+		s.mu.Unlock()
+		f.ok <- &jetstream.PubAck{Stream: "ANNOTATIONS"}
+	})
+	return f, nil
+}
+
+type ackFuture struct {
+	ok  chan *jetstream.PubAck
+	msg *nats.Msg
+}
+
+func (f *ackFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *ackFuture) Err() <-chan error            { return nil }
+func (f *ackFuture) Msg() *nats.Msg               { return f.msg }
