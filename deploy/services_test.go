@@ -5,7 +5,6 @@ package deploy
 import (
 	"bufio"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
 // Ctrl-C after `make run 2>&1 | tee run.log` interrupts tee too: the scripts'
@@ -21,7 +22,7 @@ import (
 // instead of dying of SIGPIPE and leaving the servers running.
 func TestInterruptedServicesStopWhatTheyStartedWhenTheirOutputIsGone(t *testing.T) {
 	state := t.TempDir()
-	env := []string{"SERVICES_STATE=" + state, "NATS_PORT=" + freePort(t), "NATS_MONITOR_PORT=" + freePort(t)}
+	env := []string{"SERVICES_STATE=" + state, "NATS_PORT=" + strconv.Itoa(testenv.PortOf(t, testenv.FreeAddr(t))), "NATS_MONITOR_PORT=" + strconv.Itoa(testenv.PortOf(t, testenv.FreeAddr(t)))}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "SERVICES_STATE=") {
 			env = append(env, kv)
@@ -93,14 +94,4 @@ func TestInterruptedServicesStopWhatTheyStartedWhenTheirOutputIsGone(t *testing.
 		}
 	}
 	t.Errorf("nats-server (pid %d) still runs after Ctrl-C with the output pipe closed", pid)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }

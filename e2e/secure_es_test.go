@@ -35,7 +35,7 @@ func TestBothBinariesWorkThroughASecuredElasticsearch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			prefix := testenv.IndexPrefix(t, esURL)
 			common := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": prefix}
-			outputs := runPipelineThrough(t, esURL, withEnv(common, tt.webserver), withEnv(common, tt.backend), secureFrames{count: 200})
+			outputs := runPipelineThrough(t, esURL, testenv.WithEnv(common, tt.webserver), testenv.WithEnv(common, tt.backend), secureFrames{count: 200})
 			assertNoSecrets(t, outputs, secured.Password, secured.APIKey)
 		})
 	}
@@ -61,13 +61,13 @@ func TestSeveralElasticsearchAddressesWithOneDeadKeepBothBinariesWorking(t *test
 func runPipelineThrough(t *testing.T, esURL string, webserverEnv, backendEnv map[string]string, frames secureFrames) map[string]string {
 	t.Helper()
 	ns := testenv.StartNATS(t)
-	ws := startSecureWebserver(t, withEnv(webserverEnv, map[string]string{"NATS_URL": ns.URL()}))
+	ws := startSecureWebserver(t, testenv.WithEnv(webserverEnv, map[string]string{"NATS_URL": ns.URL()}))
 	publishFrames(t, map[string]string{"NATS_URL": ns.URL()}, frames)
 	want := frames.ids()
 	waitForDocuments(t, esURL, webserverEnv["ES_INDEX_PREFIX"], want, 2*time.Minute)
 
 	listen := testenv.FreeAddr(t)
-	backend := testenv.StartProcess(t, binary(t, "backend"), withEnv(backendEnv, map[string]string{"LISTEN_ADDR": listen}))
+	backend := testenv.StartProcess(t, binary(t, "backend"), testenv.WithEnv(backendEnv, map[string]string{"LISTEN_ADDR": listen}))
 	waitReady(t, backend, "backend", "http://"+listen+"/readyz")
 	res, err := http.Get("http://" + listen + "/getJsonStream?start_date=2023-03-09T19:40:00Z&end_date=2023-03-10T00:00:00Z")
 	if err != nil {

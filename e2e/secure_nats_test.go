@@ -70,9 +70,9 @@ func TestWebserverAndPublisherConnectToNATSWithEachAuthenticationMethod(t *testi
 				natsTLS(ca)(o)
 				tt.server(o)
 			})
-			natsEnv := withEnv(map[string]string{"NATS_URL": ns.URL(), "NATS_CA_CERT": ca.CertFile}, tt.env)
+			natsEnv := testenv.WithEnv(map[string]string{"NATS_URL": ns.URL(), "NATS_CA_CERT": ca.CertFile}, tt.env)
 			prefix := testenv.IndexPrefix(t, esURL)
-			ws := startSecureWebserver(t, withEnv(natsEnv, map[string]string{"ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix}))
+			ws := startSecureWebserver(t, testenv.WithEnv(natsEnv, map[string]string{"ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix}))
 
 			frames := secureFrames{count: 300}
 			out := publishFrames(t, natsEnv, frames)

@@ -185,13 +185,6 @@ func writeSecret(t *testing.T, secret string) string {
 	return path
 }
 
-// withEnv returns a copy of base with extra added.
-func withEnv(base map[string]string, extra map[string]string) map[string]string {
-	out := maps.Clone(base)
-	maps.Copy(out, extra)
-	return out
-}
-
 // randomSecret is a secret no test output could contain by chance.
 func randomSecret(t *testing.T, prefix string) string {
 	t.Helper()
@@ -225,12 +218,12 @@ func TestSecretsNeverAppearInLogs(t *testing.T) {
 	outputs := map[string]string{}
 
 	// A whole run, at debug level.
-	ws := startSecureWebserver(t, withEnv(natsEnv, esEnv))
+	ws := startSecureWebserver(t, testenv.WithEnv(natsEnv, esEnv))
 	frames := secureFrames{count: 100}
 	outputs["publisher"] = publishFrames(t, natsEnv, frames)
 	waitForDocuments(t, esURL, prefix, frames.ids(), time.Minute)
 	listen := testenv.FreeAddr(t)
-	backendEnv := withEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey), "ELASTICSEARCH_USERNAME": "", "LISTEN_ADDR": listen})
+	backendEnv := testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey), "ELASTICSEARCH_USERNAME": "", "LISTEN_ADDR": listen})
 	backend := testenv.StartProcess(t, binary(t, "backend"), backendEnv)
 	waitReady(t, backend, "backend", "http://"+listen+"/readyz")
 	if code := status(t, "http://"+listen+"/getJsonStream?start_date=2023-03-09&end_date=2023-03-10"); code != http.StatusOK {
@@ -245,13 +238,13 @@ func TestSecretsNeverAppearInLogs(t *testing.T) {
 		name, bin string
 		env       map[string]string
 	}{
-		{"webserver with a wrong NATS token", "webserver", withEnv(esEnv, withEnv(natsEnv, map[string]string{"NATS_TOKEN": wrongToken}))},
-		{"publisher with a wrong NATS token", "publisher", withEnv(natsEnv, map[string]string{"NATS_TOKEN": wrongToken})},
-		{"webserver with a wrong Elasticsearch password", "webserver", withEnv(natsEnv, withEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": wrongPassword}))},
-		{"backend with an API key given twice", "backend", withEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": secured.APIKey, "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey)})},
-		{"backend with a password in the address", "backend", withEnv(esEnv, map[string]string{"ELASTICSEARCH_URL": strings.Replace(secured.URL, "https://", "https://pipeline:"+secured.Password+"@", 1)})},
-		{"publisher with a NATS password but no user", "publisher", withEnv(natsEnv, map[string]string{"NATS_TOKEN": "", "NATS_PASSWORD": natsPassword})},
-		{"webserver with an API key that is not encoded", "webserver", withEnv(natsEnv, withEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": "id:" + wrongPassword}))},
+		{"webserver with a wrong NATS token", "webserver", testenv.WithEnv(esEnv, testenv.WithEnv(natsEnv, map[string]string{"NATS_TOKEN": wrongToken}))},
+		{"publisher with a wrong NATS token", "publisher", testenv.WithEnv(natsEnv, map[string]string{"NATS_TOKEN": wrongToken})},
+		{"webserver with a wrong Elasticsearch password", "webserver", testenv.WithEnv(natsEnv, testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": wrongPassword}))},
+		{"backend with an API key given twice", "backend", testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": secured.APIKey, "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey)})},
+		{"backend with a password in the address", "backend", testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_URL": strings.Replace(secured.URL, "https://", "https://pipeline:"+secured.Password+"@", 1)})},
+		{"publisher with a NATS password but no user", "publisher", testenv.WithEnv(natsEnv, map[string]string{"NATS_TOKEN": "", "NATS_PASSWORD": natsPassword})},
+		{"webserver with an API key that is not encoded", "webserver", testenv.WithEnv(natsEnv, testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": "id:" + wrongPassword}))},
 	}
 	for _, f := range failing {
 		var args []string
@@ -265,7 +258,7 @@ func TestSecretsNeverAppearInLogs(t *testing.T) {
 		outputs[f.name] = out
 	}
 	for _, bin := range []string{"webserver", "backend", "publisher"} {
-		out, _, _ := runToExit(t, binary(t, bin), withEnv(natsEnv, esEnv), time.Minute, "--help")
+		out, _, _ := runToExit(t, binary(t, bin), testenv.WithEnv(natsEnv, esEnv), time.Minute, "--help")
 		outputs[bin+" --help"] = out
 	}
 

@@ -512,9 +512,8 @@ func publishAll(t *testing.T, msgs []publish.Message) {
 		t.Fatalf("connect to %s: %v", natsURL, err)
 	}
 	defer nc.Close()
-	// publish.Run keeps up to its window awaiting acknowledgement, plus the one
-	// being handed over: leave room, or a slow stream stalls PublishAsync.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*4096))
+	// The client's limit of pending publishes is the window publish.Run keeps.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,9 +83,6 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	c.positive("API_MAX_STREAMS", cfg.MaxStreams)
 	c.add(cfg.MaxClientStreams >= 0 && cfg.MaxClientStreams <= max(cfg.MaxStreams, 1), "API_MAX_STREAMS_PER_CLIENT",
 		"must be between 0 and API_MAX_STREAMS (%d), got %d", cfg.MaxStreams, cfg.MaxClientStreams)
-	if cfg.MaxClientStreams == 0 {
-		cfg.MaxClientStreams = max(1, cfg.MaxStreams/4)
-	}
 	c.add(cfg.StallTimeout >= time.Second && cfg.StallTimeout <= maxStallTimeout, "STREAM_STALL_TIMEOUT",
 		"must be between 1s and %s (the point in time of a stream lives 1m past each page), got %s", maxStallTimeout, cfg.StallTimeout)
 	for i, k := range cfg.APIKeys {

@@ -115,9 +115,7 @@ func LoadIngester(getenv func(string) string) (Ingester, error) {
 	c.positive("BULK_WORKERS", cfg.BulkWorkers)
 	c.positiveDuration("BULK_TIMEOUT", cfg.BulkTimeout)
 	if cfg.MaxAckPending == 0 {
-		// Enough for every worker's batch, the batch being filled and the next fetch:
-		// the consumer never starves the workers, and never hands out more.
-		cfg.MaxAckPending = cfg.BulkMaxDocs * (cfg.BulkWorkers + 2)
+		cfg.MaxAckPending = ingest.DefaultMaxAckPending(cfg.BulkMaxDocs, cfg.BulkWorkers)
 	}
 	c.add(cfg.BulkMaxDocs <= cfg.MaxAckPending, "BULK_MAX_DOCS", "%d must not exceed NATS_MAX_ACK_PENDING (%d), or a batch could never fill", cfg.BulkMaxDocs, cfg.MaxAckPending)
 	c.positiveDuration("PROGRESS_INTERVAL", cfg.ProgressInterval)

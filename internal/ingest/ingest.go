@@ -94,13 +94,16 @@ func (c Config) withDefaults() Config {
 	c.BulkMaxWait = cmp.Or(c.BulkMaxWait, time.Second)
 	c.BulkWorkers = cmp.Or(c.BulkWorkers, 2)
 	c.BulkTimeout = cmp.Or(c.BulkTimeout, time.Minute)
-	// Enough for every worker's batch, the batch being filled and the next fetch:
-	// the consumer never starves the workers, and never hands out more.
-	c.MaxAckPending = cmp.Or(c.MaxAckPending, c.BulkMaxDocs*(c.BulkWorkers+2))
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending(c.BulkMaxDocs, c.BulkWorkers))
 	c.ProgressInterval = cmp.Or(c.ProgressInterval, 10*time.Second)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 30*time.Second)
 	return c
 }
+
+// DefaultMaxAckPending is enough for every worker's batch, the batch being filled
+// and the next fetch: the consumer never starves the workers, and never hands out
+// more.
+func DefaultMaxAckPending(bulkMaxDocs, bulkWorkers int) int { return bulkMaxDocs * (bulkWorkers + 2) }
 
 // Indexer is what the ingester needs of the store.
 type Indexer interface {

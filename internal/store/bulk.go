@@ -16,7 +16,7 @@ import (
 func (s *Store) Bulk(ctx context.Context, items []pipeline.Item) ([]pipeline.ItemResult, error) {
 	size := 0
 	for _, it := range items {
-		size += len(it.Body) + len(it.ID) + len(s.prefix) + 48
+		size += len(it.Body) + len(it.ID) + len(s.cfg.IndexPrefix) + 48
 	}
 	body := bytes.NewBuffer(make([]byte, 0, size))
 	for _, it := range items {

@@ -243,7 +243,7 @@ func (s *Store) closePIT(ctx context.Context, id string) {
 }
 
 func (s *Store) observed(op string, start time.Time, err error) {
-	if s.observe != nil {
-		s.observe(op, time.Since(start), err)
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(op, time.Since(start), err)
 	}
 }

@@ -18,11 +18,8 @@ import (
 
 // Store talks to one Elasticsearch cluster on behalf of one index prefix.
 type Store struct {
-	es       *elasticsearch.Client
-	cfg      Config
-	prefix   string
-	interval Interval
-	observe  QueryObserver // may be nil; see Config.Observe
+	es  *elasticsearch.Client
+	cfg Config // with defaults applied
 }
 
 // Interval is the time span one index covers.
@@ -83,7 +80,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)
 	}
-	return &Store{es: es, cfg: cfg, prefix: cfg.IndexPrefix, interval: cfg.Interval, observe: cfg.Observe}, nil
+	return &Store{es: es, cfg: cfg}, nil
 }
 
 // Check makes one request that proves the cluster is reachable and genuine.
@@ -146,11 +143,11 @@ func drain(res *esapi.Response) {
 // (<prefix>-2023.03.09) or month's (<prefix>-2023.03).
 func (s *Store) IndexName(t time.Time) string {
 	layout := "2006.01.02"
-	if s.interval == Monthly {
+	if s.cfg.Interval == Monthly {
 		layout = "2006.01"
 	}
-	return s.prefix + "-" + t.UTC().Format(layout)
+	return s.cfg.IndexPrefix + "-" + t.UTC().Format(layout)
 }
 
 // pattern matches every index of this store.
-func (s *Store) pattern() string { return s.prefix + "-*" }
+func (s *Store) pattern() string { return s.cfg.IndexPrefix + "-*" }

@@ -23,7 +23,7 @@ func (s *Store) EnsureTemplate(ctx context.Context, ts TemplateSettings) error {
 	if err != nil {
 		return fmt.Errorf("encode index template: %w", err)
 	}
-	name := s.prefix
+	name := s.cfg.IndexPrefix
 	res, err := s.es.Indices.PutIndexTemplate(name, bytes.NewReader(body), s.es.Indices.PutIndexTemplate.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("put index template %s: %w", name, err)

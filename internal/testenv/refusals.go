@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func ElasticsearchRefusals(t testing.TB, esURL, natsURL string) []Refusal {
 	wrongKey := base64.StdEncoding.EncodeToString([]byte(randomHex(t, 8) + ":" + randomHex(t, 8)))
 	dead := "https://" + FreeAddr(t)
 	base := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": "secured", "NATS_URL": natsURL}
-	trusted := with(base, map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile})
+	trusted := WithEnv(base, map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile})
 	user := map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password}
 	at := "elasticsearch at " + secured.URL
 	both := func(msg string) map[string]string { return map[string]string{"webserver": msg, "backend": msg} }
@@ -92,31 +93,31 @@ func ElasticsearchRefusals(t testing.TB, esURL, natsURL string) []Refusal {
 
 	cases := []Refusal{
 		{Name: "wrong password",
-			Env:  with(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": wrongPassword}),
+			Env:  WithEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": wrongPassword}),
 			Want: both(at + ` rejected the credentials of user "pipeline": check ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (401 Unauthorized)`)},
 		{Name: "wrong API key",
-			Env:  with(trusted, map[string]string{"ELASTICSEARCH_API_KEY": wrongKey}),
+			Env:  WithEnv(trusted, map[string]string{"ELASTICSEARCH_API_KEY": wrongKey}),
 			Want: both(at + " rejected the API key in ELASTICSEARCH_API_KEY: it is wrong, expired or invalidated (401 Unauthorized)")},
 		{Name: "no credentials",
 			Env:  trusted,
 			Want: both(at + " requires credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, or ELASTICSEARCH_API_KEY (401 Unauthorized)")},
 		{Name: "a user without privileges",
-			Env: with(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.LimitedUsername, "ELASTICSEARCH_PASSWORD": secured.LimitedPassword}),
+			Env: WithEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.LimitedUsername, "ELASTICSEARCH_PASSWORD": secured.LimitedPassword}),
 			Want: map[string]string{
 				"webserver": "this binary needs the cluster privileges monitor and manage_index_templates, and index privileges create_doc and create_index on secured-*",
 				"backend":   "this binary needs the cluster privilege monitor, and index privilege read (which covers points in time) on secured-*",
 			}},
 		{Name: "wrong fingerprint",
-			Env:  with(base, with(user, map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": other.Fingerprint()})),
+			Env:  WithEnv(base, WithEnv(user, map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": other.Fingerprint()})),
 			Want: both(at + " is not trusted: no certificate it presented has the SHA-256 fingerprint in ELASTICSEARCH_CA_FINGERPRINT")},
 		{Name: "a CA that did not sign the certificate",
-			Env:  with(base, with(user, map[string]string{"ELASTICSEARCH_CA_CERT": other.CertFile})),
+			Env:  WithEnv(base, WithEnv(user, map[string]string{"ELASTICSEARCH_CA_CERT": other.CertFile})),
 			Want: both(at + ` is not trusted: its TLS certificate is signed by an unknown authority ("CN=secure elasticsearch test CA,O=pipeline tests"); the CA in ELASTICSEARCH_CA_CERT (` + other.CertFile + ") did not sign it")},
 		{Name: "no CA for a private certificate",
-			Env:  with(base, user),
+			Env:  WithEnv(base, user),
 			Want: both(at + " is not trusted: its TLS certificate is signed by an unknown authority (\"CN=secure elasticsearch test CA,O=pipeline tests\"); set ELASTICSEARCH_CA_CERT")},
 		{Name: "unreachable beyond the start-up timeout",
-			Env:      with(trusted, with(user, map[string]string{"ELASTICSEARCH_URL": dead, "ELASTICSEARCH_STARTUP_TIMEOUT": "3s"})),
+			Env:      WithEnv(trusted, WithEnv(user, map[string]string{"ELASTICSEARCH_URL": dead, "ELASTICSEARCH_STARTUP_TIMEOUT": "3s"})),
 			Want:     both("elasticsearch unreachable at " + dead + ": "),
 			Patience: 15 * time.Second, Waits: true},
 	}
@@ -184,14 +185,12 @@ func NATSRefusals(t testing.TB) []Refusal {
 	return cases
 }
 
-// with is base with extra's variables added or replaced.
-func with(base, extra map[string]string) map[string]string {
-	out := make(map[string]string, len(base)+len(extra))
-	for k, v := range base {
-		out[k] = v
+// WithEnv is base with extra's variables added or replaced; base is unchanged.
+func WithEnv(base, extra map[string]string) map[string]string {
+	out := maps.Clone(base)
+	if out == nil {
+		out = map[string]string{}
 	}
-	for k, v := range extra {
-		out[k] = v
-	}
+	maps.Copy(out, extra)
 	return out
 }
