@@ -15,10 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/api"
 	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
 )
@@ -57,6 +60,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return cfg.Elasticsearch.Explain(err)
 	}
+	// NATS is optional: without it the backend serves stored ranges only.
+	var nc *nats.Conn
+	if cfg.NATS.Enabled() {
+		natsCfg := cfg.NATS.Config
+		natsCfg.Name = "backend"
+		if nc, err = natsconn.Connect(ctx, natsCfg, log); err != nil {
+			return cfg.NATS.Explain(err)
+		}
+		defer nc.Close()
+	}
+	_ = nc // follow=true and TLS_CACHE=nats are built on it
+
 	handler, err := api.NewServer(log, cfg.API, st, metrics)
 	if err != nil {
 		return err

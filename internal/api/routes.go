@@ -37,6 +37,9 @@ type Config struct {
 	MaxClientStreams int
 	StallTimeout     time.Duration // a stream whose client takes nothing this long ends (default 30s)
 
+	MaxFollowers int           // follow=true streams at once, within MaxStreams (default half of MaxStreams, at least 1)
+	Heartbeat    time.Duration // an idle follow stream sends a keep-alive this often (default 15s)
+
 	APIKeys        []string // when set, the data endpoints and /metrics need one
 	CORSOrigins    []string // origins whose pages may call the API
 	RateLimit      int      // requests per RateWindow and client (0: no limit)
@@ -54,6 +57,8 @@ func (c Config) withDefaults() Config {
 	c.MaxStreams = cmp.Or(c.MaxStreams, 32)
 	c.MaxClientStreams = cmp.Or(c.MaxClientStreams, max(c.MaxStreams/4, 1))
 	c.StallTimeout = cmp.Or(c.StallTimeout, 30*time.Second)
+	c.MaxFollowers = cmp.Or(c.MaxFollowers, max(c.MaxStreams/2, 1))
+	c.Heartbeat = cmp.Or(c.Heartbeat, 15*time.Second)
 	c.RateWindow = cmp.Or(c.RateWindow, time.Minute)
 	return c
 }

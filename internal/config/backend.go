@@ -9,6 +9,7 @@ import (
 
 	"github.com/annotated-data/pipeline/internal/api"
 	"github.com/annotated-data/pipeline/internal/certs"
+	"github.com/annotated-data/pipeline/internal/follow"
 )
 
 // Backend is the REST API's configuration.
@@ -16,6 +17,9 @@ type Backend struct {
 	ListenAddr    string
 	TLS           TLS
 	Elasticsearch Elasticsearch
+	// NATS is optional: follow=true and TLS_CACHE=nats need it (NATS.Enabled).
+	NATS   NATS
+	Follow Follow
 
 	API
 	zone string
@@ -26,6 +30,9 @@ type Backend struct {
 
 // TLS is how the backend serves HTTPS.
 type TLS = certs.Config
+
+// Follow is whose progress follow=true waits for, and how it polls.
+type Follow = follow.Config
 
 // API is what the backend's routes need to know.
 type API = api.Config
@@ -53,6 +60,15 @@ func BackendVars(cfg *Backend) []Var {
 		{Name: "ACME_CA_ROOTS", Usage: "autocert mode: PEM file of extra root certificates to trust for the ACME directory (a private CA)", target: &cfg.TLS.ACMECARoots},
 	}
 	vars = append(vars, cfg.Elasticsearch.vars()...)
+	vars = append(vars, cfg.NATS.optionalVars("follow=true")...)
+	vars = append(vars,
+		Var{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "follow=true: the webserver's stream", target: &cfg.Follow.Stream},
+		Var{Name: "NATS_DURABLE", Default: "webserver", Usage: "follow=true: the webserver's durable consumer; its ack floor says which messages are settled", target: &cfg.Follow.Durable},
+		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "1s", Usage: "follow=true: how often new documents are looked for while someone follows", target: &cfg.Follow.PollInterval},
+		Var{Name: "FOLLOW_BUFFER", Default: "10000", Usage: "follow=true: documents held for a follower that has not taken them yet; one further behind is cut", target: &cfg.Follow.Buffer},
+		Var{Name: "FOLLOW_HEARTBEAT", Default: "15s", Usage: "follow=true: an idle stream sends a keep-alive this often, so proxies keep it open", target: &cfg.Heartbeat},
+		Var{Name: "API_MAX_FOLLOWERS", Default: "0", Usage: "follow=true streams served at once (they also count against API_MAX_STREAMS); more are answered 503 (0: half of API_MAX_STREAMS, at least 1)", target: &cfg.MaxFollowers},
+	)
 	vars = append(vars,
 		Var{Name: "API_PAGE_SIZE", Default: "1000", Usage: "documents fetched from Elasticsearch per page while streaming", target: &cfg.PageSize},
 		Var{Name: "API_DEFAULT_TIMEZONE", Default: "UTC", Usage: "IANA zone for start_date/end_date written without one", target: &cfg.zone},
@@ -77,6 +93,19 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	c.hostPort("LISTEN_ADDR", cfg.ListenAddr)
 	checkTLS(&cfg.TLS, c)
 	cfg.Elasticsearch.check(c)
+	cfg.NATS.checkOptional(c)
+	if !cfg.NATS.Enabled() {
+		for _, name := range []string{"NATS_STREAM", "NATS_DURABLE", "FOLLOW_POLL_INTERVAL", "FOLLOW_BUFFER", "FOLLOW_HEARTBEAT", "API_MAX_FOLLOWERS"} {
+			c.add(!c.set[name], name, "is set, but NATS_URL is not: follow=true needs NATS")
+		}
+	}
+	c.add(cfg.Follow.Stream != "", "NATS_STREAM", "must not be empty")
+	c.add(cfg.Follow.Durable != "", "NATS_DURABLE", "must not be empty")
+	c.add(cfg.Follow.PollInterval >= 100*time.Millisecond, "FOLLOW_POLL_INTERVAL", "must be at least 100ms, got %s", cfg.Follow.PollInterval)
+	c.positive("FOLLOW_BUFFER", cfg.Follow.Buffer)
+	c.add(cfg.Heartbeat >= time.Second, "FOLLOW_HEARTBEAT", "must be at least 1s, got %s", cfg.Heartbeat)
+	c.add(cfg.MaxFollowers >= 0 && cfg.MaxFollowers <= max(cfg.MaxStreams, 1), "API_MAX_FOLLOWERS",
+		"must be between 0 and API_MAX_STREAMS (%d), got %d", cfg.MaxStreams, cfg.MaxFollowers)
 	c.add(cfg.PageSize > 0 && cfg.PageSize <= 10000, "API_PAGE_SIZE", "must be between 1 and 10000, got %d", cfg.PageSize)
 	cfg.DefaultZone = c.zone("API_DEFAULT_TIMEZONE", cfg.zone)
 	c.add(cfg.MaxRange >= 0, "API_MAX_RANGE", "must not be negative, got %s", cfg.MaxRange)

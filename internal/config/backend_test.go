@@ -111,3 +111,28 @@ func checkNamed(t *testing.T, load string, vars map[string]string, err error, wa
 		}
 	}
 }
+
+func TestBackendNATSIsOptionalButItsSettingsNeedIt(t *testing.T) {
+	tests := []struct {
+		name      string
+		vars      map[string]string
+		wantNamed []string
+	}{
+		{"no NATS at all", map[string]string{}, nil},
+		{"NATS with follow settings", map[string]string{"NATS_URL": "nats://nats:4222", "FOLLOW_HEARTBEAT": "5s", "NATS_DURABLE": "ingest"}, nil},
+		{"credentials without a server", map[string]string{"NATS_USER": "backend", "NATS_PASSWORD": "pw"}, []string{"NATS_USER", "NATS_PASSWORD"}},
+		{"follow settings without a server", map[string]string{"FOLLOW_HEARTBEAT": "5s", "API_MAX_FOLLOWERS": "2"}, []string{"FOLLOW_HEARTBEAT", "API_MAX_FOLLOWERS"}},
+		{"a bad server address", map[string]string{"NATS_URL": "http://nats:4222"}, []string{"NATS_URL"}},
+		{"followers beyond the streams", map[string]string{"NATS_URL": "nats://nats:4222", "API_MAX_STREAMS": "4", "API_MAX_FOLLOWERS": "5"}, []string{"API_MAX_FOLLOWERS"}},
+		{"a heartbeat too eager", map[string]string{"NATS_URL": "nats://nats:4222", "FOLLOW_HEARTBEAT": "10ms"}, []string{"FOLLOW_HEARTBEAT"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := LoadBackend(env(tt.vars))
+			checkNamed(t, "LoadBackend", tt.vars, err, tt.wantNamed)
+			if err == nil && cfg.NATS.Enabled() != (tt.vars["NATS_URL"] != "") {
+				t.Errorf("NATS.Enabled() = %v with NATS_URL=%q", cfg.NATS.Enabled(), tt.vars["NATS_URL"])
+			}
+		})
+	}
+}

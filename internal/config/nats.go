@@ -10,7 +10,8 @@ import (
 )
 
 // NATS is how a binary connects to NATS: the servers, who it is to them, and which
-// certificates it trusts and presents. The webserver and the publisher share it.
+// certificates it trusts and presents. Every binary shares it: the webserver and
+// the publisher always connect, the backend only when NATS_URL is set.
 // Secrets given as files have been read into the connection's fields.
 type NATS struct {
 	natsconn.Config
@@ -34,6 +35,30 @@ func (n *NATS) vars() []Var {
 		{Name: "NATS_TLS_CERT", Usage: "PEM client certificate (chain), for servers that require mutual TLS", target: &n.CertFile},
 		{Name: "NATS_TLS_KEY", Usage: "PEM private key of NATS_TLS_CERT", target: &n.KeyFile},
 		{Name: "NATS_STARTUP_TIMEOUT", Default: "1m", Usage: "how long to wait at start for unreachable servers (0s: not at all); refused credentials or certificates stop the start at once", target: &n.StartupTimeout},
+	}
+}
+
+// optionalVars are vars for a binary that can run without NATS: NATS_URL has
+// no default, and usage says what needs it.
+func (n *NATS) optionalVars(neededBy string) []Var {
+	vars := n.vars()
+	vars[0].Default = ""
+	vars[0].Usage = "NATS server address (a comma-separated list for a cluster; no credentials in it); optional, needed by " + neededBy
+	return vars
+}
+
+// Enabled reports whether a binary for which NATS is optional connects to it.
+func (n NATS) Enabled() bool { return len(n.URLs) > 0 }
+
+// checkOptional checks the settings of an optional connection: none of them may
+// be given without NATS_URL, since they would silently do nothing.
+func (n *NATS) checkOptional(c *checks) {
+	if n.Enabled() {
+		n.check(c)
+		return
+	}
+	for _, v := range n.vars()[1:] {
+		c.add(!c.set[v.Name], v.Name, "is set, but NATS_URL is not: set NATS_URL too, or remove %s", v.Name)
 	}
 }
 
