@@ -100,18 +100,27 @@ func decodeSSE(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3f
 	if err != nil {
 		return nil, err
 	}
-	records := make([]any, len(events))
-	for i, e := range events {
+	records := make([]any, 0, len(events))
+	for _, e := range events {
+		if e.data == "" {
+			// A keep-alive: a comment and a bare id, which EventSource takes
+			// as the position without firing an event.
+			continue
+		}
 		var data any
 		if err := json.Unmarshal([]byte(e.data), &data); err != nil {
 			return nil, fmt.Errorf("SSE data %q: %w", e.data, err)
 		}
-		records[i] = map[string]any{"event": e.event, "data": data}
+		record := map[string]any{"event": e.event, "data": data}
+		if e.id != "" {
+			record["id"] = e.id
+		}
+		records = append(records, record)
 	}
 	return records, nil
 }
 
-type sseEvent struct{ event, data string }
+type sseEvent struct{ event, data, id string }
 
 // parseSSE reads the events of a text/event-stream body; an event without a name
 // is a "message", as EventSource has it.
@@ -130,6 +139,9 @@ func parseSSE(body io.Reader) ([]sseEvent, error) {
 			cur.event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
 			cur.data += strings.TrimPrefix(line, "data: ")
+		case strings.HasPrefix(line, "id: "):
+			cur.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, ":"): // a comment
 		default:
 			return nil, fmt.Errorf("unexpected SSE line %q", line)
 		}
