@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -127,8 +128,16 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 	}
 }
 
-// cut ends a follower that could not keep up.
+// cut ends a follower that could not keep up, or because the backend stops.
 func (f *following) cut(err error, count int) error {
+	if errors.Is(err, follow.ErrClosed) {
+		f.m.followCuts.WithLabelValues("shutdown").Inc()
+		return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "shutting_down",
+			Message: fmt.Sprintf("the stream was ended after %d documents: the backend is stopping; resume with the last cursor received (EventSource does so by itself)", count)}}
+	}
+	if !errors.Is(err, follow.ErrTooSlow) {
+		return err
+	}
 	f.m.followCuts.WithLabelValues("too_slow").Inc()
 	return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "follower_too_slow",
 		Message: fmt.Sprintf("the stream was ended after %d documents: the client did not keep up with new documents; resume with the last cursor received", count)}}
