@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -262,6 +265,51 @@ func TestTheFieldsPatternHoldsTheLimits(t *testing.T) {
 		_, err := parseFields(s)
 		if parsed, matched := err == nil && s != "", pattern.MatchString(s) && len(s) <= maxLength; parsed != matched {
 			t.Errorf("%.40q: the parser accepts it: %v, the pattern: %v", s, parsed, matched)
+		}
+	}
+}
+
+// Every error code the handlers can answer is one the description lists, so a
+// client generated from it can switch on them.
+func TestEveryErrorCodeIsDescribed(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				Error struct {
+					Properties struct {
+						Error struct {
+							Properties struct {
+								Code struct {
+									Enum []string `json:"enum"`
+								} `json:"code"`
+							} `json:"properties"`
+						} `json:"error"`
+					} `json:"properties"`
+				} `json:"Error"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPIDocument, &doc); err != nil {
+		t.Fatal(err)
+	}
+	described := doc.Components.Schemas.Error.Properties.Error.Properties.Code.Enum
+	sources, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`Code:\s+"([a-z_]+)"`)
+	for _, name := range sources {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range used.FindAllSubmatch(src, -1) {
+			if code := string(m[1]); !slices.Contains(described, code) {
+				t.Errorf("%s answers error code %q, which openapi.json's Error schema does not list", name, code)
+			}
 		}
 	}
 }
