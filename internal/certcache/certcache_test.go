@@ -269,7 +269,7 @@ func TestOfReplicasWhoseRenewalTimersFireOnlyOneRenews(t *testing.T) {
 	}
 }
 
-func TestTokensAndTheAccountKeyAreNeverWaitedFor(t *testing.T) {
+func TestTokensAndTheAccountKeyAreSharedAndNeverWaitedFor(t *testing.T) {
 	caches, _ := replicas(t, 2, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -280,6 +280,13 @@ func TestTokensAndTheAccountKeyAreNeverWaitedFor(t *testing.T) {
 		start := time.Now()
 		if _, err := caches[1].Get(ctx, name); !errors.Is(err, autocert.ErrCacheMiss) || time.Since(start) > time.Second {
 			t.Errorf("Get %s while another replica orders: %v after %s, want a miss at once", name, err, time.Since(start))
+		}
+		// What the ordering replica stores, the other answers the CA with.
+		if err := caches[0].Put(ctx, name, []byte("value of "+name)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := caches[1].Get(ctx, name); err != nil || string(got) != "value of "+name {
+			t.Errorf("Get %s from another replica = %q, %v; want what the first one stored", name, got, err)
 		}
 	}
 }
