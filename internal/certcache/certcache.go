@@ -296,8 +296,12 @@ func associatedData(name string) []byte { return []byte("autocert cache entry " 
 // Bucket keys allow only letters, digits and -/_=. (and no leading or trailing
 // dot); cache names hold "+" and whatever a domain holds. Unpadded URL-safe base64
 // maps every name to that alphabet, one to one.
-func entryKey(name string) string { return "entry." + base64.RawURLEncoding.EncodeToString([]byte(name)) }
-func leaseKey(name string) string { return "lease." + base64.RawURLEncoding.EncodeToString([]byte(name)) }
+func entryKey(name string) string {
+	return "entry." + base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+func leaseKey(name string) string {
+	return "lease." + base64.RawURLEncoding.EncodeToString([]byte(name))
+}
 
 // isCertificate reports whether name holds a certificate autocert orders from the
 // CA ("<domain>", "<domain>+rsa"), as opposed to its account key, the TLS-ALPN-01

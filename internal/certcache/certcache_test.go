@@ -74,10 +74,14 @@ func bundle(t *testing.T, notBefore, notAfter time.Time) []byte {
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 }
 
-func fresh(t *testing.T) []byte { return bundle(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour)) }
+func fresh(t *testing.T) []byte {
+	return bundle(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
+}
 
 // due has a third of its lifetime or less left: autocert renews it.
-func due(t *testing.T) []byte { return bundle(t, time.Now().Add(-2*time.Hour), time.Now().Add(30*time.Minute)) }
+func due(t *testing.T) []byte {
+	return bundle(t, time.Now().Add(-2*time.Hour), time.Now().Add(30*time.Minute))
+}
 
 func TestEntriesAreSealedAndOpenOnlyUnderTheirOwnName(t *testing.T) {
 	caches, kv := replicas(t, 1, Config{})
