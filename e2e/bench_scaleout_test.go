@@ -48,6 +48,10 @@ func scaleOutDrain(b *testing.B, esURL string, frames []frame, replicas int) flo
 		"ES_INDEX_PREFIX":   testenv.IndexPrefix(b, esURL), // one set of indices for all replicas
 		"ES_INDEX_REPLICAS": "0",
 		"LOG_LEVEL":         "warn",
+		// The cap is the durable's, shared by every replica: raised with their
+		// number, as the README's "Scaling out" says, or added replicas only split
+		// one replica's window. 20,000 is one replica's default (5,000 × (2 + 2)).
+		"NATS_MAX_ACK_PENDING": fmt.Sprint(replicas * 20000),
 	}
 	start := time.Now()
 	var procs []*testenv.Process
