@@ -54,10 +54,9 @@ func dashboardExprs(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	var dash struct {
-		UID    string
 		Panels []struct {
 			Type, Title string
-			Targets         []struct{ Expr string }
+			Targets     []struct{ Expr string }
 		}
 	}
 	if err := json.Unmarshal(data, &dash); err != nil {
