@@ -38,6 +38,11 @@
 // and takes part in the lease; and a certificate Get returns as not due always
 // has its next renewal in the future, so autocert does not order on it.
 //
+// autocert holds its state lock while it reads a certificate it has not loaded
+// yet, so while a replica waits for a first certificate its other handshakes wait
+// too: at a first start they would wait for that certificate anyway. A renewal
+// waits outside that lock, serving the current certificate meanwhile.
+//
 // A holder that fails to order (the CA is down) keeps the lease until LeaseTTL:
 // the others wait that long, then one of them tries. An order that takes longer
 // than LeaseTTL may be placed twice; LeaseTTL must exceed the longest order.
