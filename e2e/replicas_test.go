@@ -195,6 +195,19 @@ func TestReplicasBehindALoadBalancerShareOneCertificate(t *testing.T) {
 			}
 		}
 	})
+	t.Run("every replica exports the certificate's expiry", func(t *testing.T) {
+		for i, addr := range rs.listens {
+			res, err := httpsClient(rs.roots, replicaDomain, addr).Get("https://" + replicaDomain + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if !bytes.Contains(body, []byte(`backend_tls_certificate_expiry_timestamp_seconds{name="`+replicaDomain+`"}`)) {
+				t.Errorf("replica %d's /metrics has no expiry for %s:\n%s", i, replicaDomain, body)
+			}
+		}
+	})
 	t.Run("no private key in clear in the bucket", func(t *testing.T) {
 		raw := rs.rawBucket(t)
 		if len(raw) < 2 {

@@ -191,7 +191,7 @@ func (c *Cache) Get(ctx context.Context, name string) ([]byte, error) {
 			}
 			return data, nil
 		}
-		if !waiting {
+		if !waiting && holder != "" {
 			c.log.Info("another replica is ordering the certificate; waiting for it", "name", name, "holder", holder)
 			waiting = true
 		}
@@ -203,7 +203,8 @@ func (c *Cache) Get(ctx context.Context, name string) ([]byte, error) {
 	}
 }
 
-// lease takes name's lease if nobody holds it, and returns its holder.
+// lease takes name's lease if nobody holds it, and returns its holder: "" when
+// the lease expired between the attempt and the look, and the next round decides.
 func (c *Cache) lease(ctx context.Context, name string) (string, error) {
 	key := leaseKey(name)
 	_, err := c.kv.Create(ctx, key, c.holder, jetstream.KeyTTL(c.cfg.LeaseTTL))
@@ -215,8 +216,7 @@ func (c *Cache) lease(ctx context.Context, name string) (string, error) {
 	}
 	e, err := c.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		// It expired between the Create and the Get: the next round may take it.
-		return "(expired)", nil
+		return "", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read the lease on %s: %w", name, err)
