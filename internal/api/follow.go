@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -85,8 +86,13 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 		pos = p.Keys[len(p.Keys)-1].Seq
 		return send(p)
 	})
-	if err != nil {
+	if errors.Is(err, follow.ErrTooSlow) {
 		return f.cut(err, sw.count)
+	}
+	if err != nil {
+		// The store failed while catching up, or the client left: not a
+		// client too slow, which is what cut would tell it and count.
+		return err
 	}
 	defer fl.Close()
 
