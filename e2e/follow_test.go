@@ -461,13 +461,15 @@ func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing
 	rng := rand.New(rand.NewPCG(20, 20))
 	query := rangeParams(from, nil)
 	var cursors []string
+	historyCuts := 0
 	for cut := range 20 {
-		// Every other cut after a number of events (early ones land in the
-		// history); every cut after a time at the latest.
+		// The first five cuts and every other one after that come after a
+		// number of events (the first ones land in the 3,000 of the history);
+		// every cut after a time at the latest.
 		ctx, cancel := context.WithCancel(h.ctx)
-		if cut%2 == 0 {
+		if cut < 5 || cut%2 == 0 {
 			r.mu.Lock()
-			n := r.count + 1 + rng.IntN(800)
+			n := r.count + 1 + rng.IntN(500)
 			r.mu.Unlock()
 			go func() {
 				for ctx.Err() == nil {
@@ -494,6 +496,9 @@ func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing
 			t.Fatalf("connection %d: %s", cut, failure)
 		}
 		cursors = append(cursors, after)
+		if _, live, _, _ := r.snapshot(); !live {
+			historyCuts++
+		}
 	}
 	<-published
 	h.waitIngested(time.Minute)
@@ -523,7 +528,10 @@ func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing
 	if len(want) != pub.good {
 		t.Errorf("getJsonStream has %d documents, %d frames were published", len(want), pub.good)
 	}
-	t.Logf("%d documents over 21 connections", len(want))
+	t.Logf("%d documents over 21 connections, %d cut during the history", len(want), historyCuts)
+	if historyCuts == 0 {
+		t.Errorf("no connection was cut during the history")
+	}
 
 	// A cursor altered by one character, or issued for another range, is refused.
 	real := cursors[len(cursors)-1]
