@@ -111,10 +111,11 @@ func decodeSSE(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3f
 	return records, nil
 }
 
-type sseEvent struct{ event, data string }
+type sseEvent struct{ event, data, id string }
 
 // parseSSE reads the events of a text/event-stream body; an event without a name
-// is a "message", as EventSource has it.
+// is a "message", as EventSource has it. Ids (cursors) are kept; comments
+// (keep-alives) are skipped.
 func parseSSE(body io.Reader) ([]sseEvent, error) {
 	var events []sseEvent
 	cur := sseEvent{event: "message"}
@@ -124,12 +125,17 @@ func parseSSE(body io.Reader) ([]sseEvent, error) {
 		line := sc.Text()
 		switch {
 		case line == "":
-			events = append(events, cur)
+			if cur.data != "" || cur.event != "message" { // a keep-alive fires no event
+				events = append(events, cur)
+			}
 			cur = sseEvent{event: "message"}
 		case strings.HasPrefix(line, "event: "):
 			cur.event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
 			cur.data += strings.TrimPrefix(line, "data: ")
+		case strings.HasPrefix(line, "id: "):
+			cur.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, ":"):
 		default:
 			return nil, fmt.Errorf("unexpected SSE line %q", line)
 		}
