@@ -88,7 +88,7 @@ func BackendVars(cfg *Backend) []Var {
 	vars = append(vars,
 		Var{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "follow=true: the webserver's stream", target: &cfg.Follow.Stream},
 		Var{Name: "NATS_DURABLE", Default: "webserver", Usage: "follow=true: the webserver's durable consumer; its ack floor says which messages are settled", target: &cfg.Follow.Durable},
-		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "1s", Usage: "follow=true: how often new documents are looked for while someone follows", target: &cfg.Follow.PollInterval},
+		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "250ms", Usage: "follow=true: how often the webserver's progress is read while someone follows; a refresh and a query follow only when it moved", target: &cfg.Follow.PollInterval},
 		Var{Name: "FOLLOW_BUFFER", Default: "10000", Usage: "follow=true: documents held for a follower that has not taken them yet; one further behind is cut", target: &cfg.Follow.Buffer},
 		Var{Name: "FOLLOW_HEARTBEAT", Default: "15s", Usage: "follow=true: an idle stream sends a keep-alive this often, so proxies keep it open", target: &cfg.Heartbeat},
 		Var{Name: "API_MAX_FOLLOWERS", Default: "0", Usage: "follow=true streams served at once (they also count against API_MAX_STREAMS); more are answered 503 (0: half of API_MAX_STREAMS, at least 1)", target: &cfg.MaxFollowers},
