@@ -151,7 +151,7 @@ func (a *Auditor) Audit(ctx context.Context, w Window) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.requests++
+	r.Requests++
 	deleted := within(st.Deleted, lo, hi)
 	var lettered []uint64
 	for seq := range letters {
@@ -195,7 +195,7 @@ func (a *Auditor) stored(ctx context.Context, r *Report, seqs []uint64) ([]uint6
 	if len(seqs) == 0 {
 		return nil, nil
 	}
-	r.requests++
+	r.Requests++
 	counts, err := a.Index.SeqsStored(ctx, a.Name, seqs)
 	if err != nil {
 		return nil, err
@@ -222,7 +222,7 @@ type check struct {
 }
 
 func (c *check) buckets(ctx context.Context, from, to, width uint64) error {
-	c.r.requests++
+	c.r.Requests++
 	got, err := c.a.Index.SeqBuckets(ctx, c.a.Name, from, to, width)
 	if err != nil {
 		return err
@@ -255,7 +255,7 @@ func (c *check) buckets(ctx context.Context, from, to, width uint64) error {
 
 // leaf resolves from to to sequence by sequence.
 func (c *check) leaf(ctx context.Context, from, to uint64) error {
-	c.r.requests++
+	c.r.Requests++
 	counts, err := c.a.Index.SeqCounts(ctx, c.a.Name, from, to)
 	if err != nil {
 		return err
@@ -281,7 +281,7 @@ func (c *check) leaf(ctx context.Context, from, to uint64) error {
 	if len(candidates) == 0 {
 		return nil
 	}
-	c.r.requests++
+	c.r.Requests++
 	ids, err := c.a.Stream.DocumentIDs(ctx, candidates)
 	if err != nil {
 		return err
@@ -290,7 +290,7 @@ func (c *check) leaf(ctx context.Context, from, to uint64) error {
 	for _, id := range ids {
 		unique[id] = true
 	}
-	c.r.requests++
+	c.r.Requests++
 	copies, err := c.a.Index.CopiesOf(ctx, sortedKeys(unique))
 	if err != nil {
 		return err
@@ -322,7 +322,7 @@ func (c *check) finish(ctx context.Context) error {
 		return nil
 	}
 	slices.Sort(c.doubled)
-	c.r.requests++
+	c.r.Requests++
 	copies, err := c.a.Index.CopiesOfSeqs(ctx, c.a.Name, c.doubled)
 	if err != nil {
 		return err

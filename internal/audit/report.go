@@ -50,9 +50,12 @@ type Report struct {
 	// stream after it was indexed: not a loss, and not counted as messages.
 	IndexedNotInStream int64 `json:"indexed_not_in_stream"`
 
+	// Requests counts the requests the audit made to Elasticsearch and NATS: it
+	// grows with the problems found (and the producer duplicates), not with the
+	// documents.
+	Requests int `json:"requests"`
 	// MissingSeqs are the missing sequences, one by one, for a repair.
 	MissingSeqs []uint64 `json:"-"`
-	requests    int
 }
 
 // Clean reports whether every message of the window is accounted for exactly once
@@ -60,10 +63,6 @@ type Report struct {
 func (r *Report) Clean() bool {
 	return r.Missing == 0 && len(r.IndexedTwice) == 0 && len(r.IndexedAndDeadLettered) == 0 && r.BeyondStream == nil
 }
-
-// Requests is how many requests the audit made to Elasticsearch and NATS: it grows
-// with the problems found, not with the documents.
-func (r *Report) Requests() int { return r.requests }
 
 // WriteJSON writes r as one JSON object, with "clean" added.
 func (r *Report) WriteJSON(w io.Writer) error {

@@ -104,7 +104,8 @@ func DeadLetters(ctx context.Context, js jetstream.JetStream, dlqStream, stream 
 		return nil, fmt.Errorf("read dead-letter stream %s: %w", dlqStream, err)
 	}
 	for read := uint64(0); read < info.State.Msgs; {
-		batch, err := cons.Fetch(4096, jetstream.FetchMaxWait(5*time.Second))
+		// Never more than the stream holds: a fetch waits until its batch is full.
+		batch, err := cons.Fetch(int(min(4096, info.State.Msgs-read)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("read dead-letter stream %s: %w", dlqStream, err)
 		}

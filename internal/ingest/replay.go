@@ -99,6 +99,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 		cons jetstream.Consumer
 		w    Window
 		last uint64
+		n    uint64 // messages to expect, at most
 	}
 	var plans []planned
 	var total int64
@@ -135,17 +136,17 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 		if err != nil {
 			return res, fmt.Errorf("ordered consumer on stream %s: %w", in.cfg.Stream, err)
 		}
-		n := int64(ci.NumPending)
+		n := ci.NumPending
 		if w.FromSeq > 0 {
-			n = min(n, int64(last-cfg.OptStartSeq+1))
+			n = min(n, last-cfg.OptStartSeq+1)
 		}
-		total += n
-		plans = append(plans, planned{cons: cons, w: w, last: last})
+		total += int64(n)
+		plans = append(plans, planned{cons: cons, w: w, last: last, n: n})
 	}
 
 	in.replay = &replaying{letters: letters, bar: progress.New(progressOut, "messages", total)}
 	for _, p := range plans {
-		if err = in.replayWindow(ctx, p.cons, p.w, p.last); err != nil {
+		if err = in.replayWindow(ctx, p.cons, p.w, p.last, p.n); err != nil {
 			break
 		}
 	}
@@ -174,9 +175,9 @@ func beforeFirstHeld(ctx context.Context, stream jetstream.Stream, state jetstre
 	return first.Time.After(t), nil
 }
 
-// replayWindow indexes the messages of w up to sequence last with the bulk
-// workers, as consume does for the durable.
-func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w Window, last uint64) error {
+// replayWindow indexes the messages of w up to sequence last, at most n of them,
+// with the bulk workers, as consume does for the durable.
+func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w Window, last, n uint64) error {
 	// As in consume: batches in hand may finish for ShutdownTimeout after a stop.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -185,10 +186,11 @@ func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w
 
 	var err error
 	in.withWorkers(work, func(batches chan<- *batch) {
-		for ctx.Err() == nil {
+		left := n
+		for ctx.Err() == nil && left > 0 {
 			var msgs []jetstream.Msg
 			var done bool
-			msgs, done, err = in.fetchWindow(ctx, cons, w, last)
+			msgs, left, done, err = in.fetchWindow(ctx, cons, w, last, left)
 			if err != nil {
 				return
 			}
@@ -199,21 +201,28 @@ func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w
 				return
 			}
 		}
-		err = ctx.Err()
+		if err == nil {
+			err = ctx.Err()
+		}
 	})
 	return err
 }
 
-// fetchWindow fetches the next batch of w; done says the window ends with it.
-func (in *Ingester) fetchWindow(ctx context.Context, cons jetstream.Consumer, w Window, last uint64) (msgs []jetstream.Msg, done bool, err error) {
-	res, err := cons.Fetch(in.cfg.BulkMaxDocs, jetstream.FetchMaxWait(in.cfg.BulkMaxWait), jetstream.FetchContext(ctx))
+// fetchWindow fetches the next batch of w, of which left messages at most are
+// still to come (a fetch waits until its batch is full, so it never asks for more);
+// it returns how many may still come after, and done when the window ends.
+func (in *Ingester) fetchWindow(ctx context.Context, cons jetstream.Consumer, w Window, last, left uint64) (msgs []jetstream.Msg, stillLeft uint64, done bool, err error) {
+	fctx, cancel := context.WithTimeout(ctx, in.cfg.BulkMaxWait)
+	defer cancel()
+	res, err := cons.Fetch(int(min(uint64(in.cfg.BulkMaxDocs), left)), jetstream.FetchContext(fctx))
 	if err != nil {
-		return nil, false, fmt.Errorf("fetch from stream %s: %w", in.cfg.Stream, err)
+		return nil, 0, false, fmt.Errorf("fetch from stream %s: %w", in.cfg.Stream, err)
 	}
+	stillLeft = left
 	for m := range res.Messages() {
 		meta, err := m.Metadata()
 		if err != nil {
-			continue // the pull's status messages carry no metadata
+			continue
 		}
 		seq := meta.Sequence.Stream
 		if seq > last || (!w.Until.IsZero() && !meta.Timestamp.Before(w.Until)) {
@@ -223,23 +232,24 @@ func (in *Ingester) fetchWindow(ctx context.Context, cons jetstream.Consumer, w 
 		if !done {
 			msgs = append(msgs, m)
 		}
-		if seq == last || meta.NumPending == 0 {
+		stillLeft = min(meta.NumPending, last-seq)
+		if stillLeft == 0 {
 			done = true
 		}
 	}
 	in.metrics.hold(len(msgs))
 	if err := res.Error(); err != nil && len(msgs) == 0 && !done &&
 		!errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-		return nil, false, fmt.Errorf("fetch from stream %s: %w", in.cfg.Stream, err)
+		return nil, 0, false, fmt.Errorf("fetch from stream %s: %w", in.cfg.Stream, err)
 	}
 	if len(msgs) == 0 && !done {
 		// Nothing came: the window may hold no message at all (a filter that
 		// matches none).
 		info, err := cons.Info(ctx)
 		if err != nil {
-			return nil, false, fmt.Errorf("ordered consumer on stream %s: %w", in.cfg.Stream, err)
+			return nil, 0, false, fmt.Errorf("ordered consumer on stream %s: %w", in.cfg.Stream, err)
 		}
 		done = info.NumPending == 0
 	}
-	return msgs, done, nil
+	return msgs, stillLeft, done, nil
 }
