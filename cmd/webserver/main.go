@@ -112,6 +112,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		),
 		ReadHeaderTimeout: 5 * time.Second,
 	}}
+	upkeep := startUpkeep(ctx, cfg, js, st, reg, log)
+	defer upkeep()
 	log.Info("webserver started", "version", version)
 
 	// The admin server lives as long as the ingester; if it fails, the process

@@ -8,14 +8,17 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/annotated-data/pipeline/internal/audit"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/ingest"
 	"github.com/annotated-data/pipeline/internal/natsconn"
+	"github.com/annotated-data/pipeline/internal/retention"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -289,4 +292,29 @@ func when(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is neither a time like 2026-11-28T00:00:00Z nor a span like 24h", s)
 	}
 	return t, nil
+}
+
+// startUpkeep starts what runs beside ingestion when configured: index retention
+// (ES_RETENTION) and the periodic audit (AUDIT_INTERVAL). The returned function
+// stops them and waits until they have.
+func startUpkeep(ctx context.Context, cfg config.Ingester, js jetstream.JetStream, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if cfg.Upkeep.Retention > 0 {
+		r := retention.New(st, retention.Config{
+			Prefix: cfg.Elasticsearch.Config.IndexPrefix, Monthly: cfg.Index.Interval == "month", Retention: cfg.Upkeep.Retention,
+		}, log, reg)
+		maxAge := cfg.StreamMaxAge // what the stream gets if the ingester creates it
+		if s, err := js.Stream(ctx, cfg.Stream); err == nil {
+			maxAge = s.CachedInfo().Config.MaxAge
+		}
+		r.WarnIfStreamKeepsLess(cfg.Stream, maxAge)
+		wg.Go(func() { r.Run(ctx) })
+	}
+	if cfg.Upkeep.AuditInterval > 0 {
+		a := newAuditor(&services{cfg: cfg, js: js, store: st})
+		g := audit.NewGauges(reg)
+		wg.Go(func() { a.Periodically(ctx, cfg.Upkeep.AuditInterval, cfg.Upkeep.AuditWindow, g, log) })
+	}
+	return func() { cancel(); wg.Wait() }
 }

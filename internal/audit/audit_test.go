@@ -25,8 +25,10 @@ type fakeStream struct {
 func (s *fakeStream) State(context.Context) (State, error) {
 	return State{First: s.first, Last: s.last, Deleted: s.deleted, Settled: s.settled, HasDurable: s.settled > 0}, nil
 }
-func (s *fakeStream) Since(context.Context, time.Time) (uint64, bool, error) { return s.first, false, nil }
-func (s *fakeStream) DeadLetters(context.Context) (map[uint64]int, error)     { return s.letters, nil }
+func (s *fakeStream) Since(context.Context, time.Time) (uint64, bool, error) {
+	return s.first, false, nil
+}
+func (s *fakeStream) DeadLetters(context.Context) (map[uint64]int, error) { return s.letters, nil }
 func (s *fakeStream) DocumentIDs(_ context.Context, seqs []uint64) (map[uint64]string, error) {
 	out := map[uint64]string{}
 	for _, seq := range seqs {
