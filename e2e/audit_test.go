@@ -326,7 +326,7 @@ func deleteIndex(t *testing.T, esURL, index string) {
 	esDo(t, http.MethodDelete, esURL+"/"+index, "", nil, nil)
 }
 
-func esDo(t *testing.T, method, url, contentType string, body []byte, out any) {
+func esDo(t testing.TB, method, url, contentType string, body []byte, out any) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
 	if contentType != "" {

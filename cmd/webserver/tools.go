@@ -202,10 +202,9 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 
 func newAuditor(svc *services) *audit.Auditor {
 	return &audit.Auditor{
-		Stream:      audit.JetStream{JS: svc.js, Stream: svc.cfg.Stream, DLQStream: svc.cfg.DLQStream, Durable: svc.cfg.Durable},
-		Index:       svc.store,
-		Name:        svc.cfg.Stream,
-		BucketWidth: min(16384, store.MaxExactBucket),
+		Stream: audit.JetStream{JS: svc.js, Stream: svc.cfg.Stream, DLQStream: svc.cfg.DLQStream, Durable: svc.cfg.Durable},
+		Index:  svc.store,
+		Name:   svc.cfg.Stream,
 	}
 }
 

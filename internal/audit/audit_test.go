@@ -43,39 +43,48 @@ func (s *fakeStream) DocumentIDs(_ context.Context, seqs []uint64) (map[uint64]s
 	return out, nil
 }
 
-// fakeIndex holds documents; its distinct counts are exact.
+// fakeIndex holds documents.
 type fakeIndex struct {
 	docs    []pipeline.Copy
 	buckets int // histogram requests
 	leaves  int // composite requests
 }
 
-func (x *fakeIndex) SeqBuckets(_ context.Context, _ string, from, to, width uint64) ([]pipeline.SeqBucket, error) {
+func (x *fakeIndex) SeqBuckets(_ context.Context, _ string, ranges []pipeline.SeqRange, width, offset uint64) ([]pipeline.SeqBucket, error) {
 	x.buckets++
-	var out []pipeline.SeqBucket
-	for start := from; start <= to; start += width {
-		b := pipeline.SeqBucket{From: start, To: min(to, start+width-1)}
-		seen := map[uint64]bool{}
-		for _, d := range x.docs {
-			if d.Seq >= b.From && d.Seq <= b.To {
-				b.Documents++
-				seen[d.Seq] = true
-			}
+	byStart := map[uint64]*pipeline.SeqBucket{}
+	for _, d := range x.docs {
+		if !in(ranges, d.Seq) {
+			continue
 		}
-		b.Sequences = int64(len(seen))
-		out = append(out, b)
+		start := (d.Seq-offset)/width*width + offset
+		b := byStart[start]
+		if b == nil {
+			b = &pipeline.SeqBucket{From: start, To: start + width - 1}
+			byStart[start] = b
+		}
+		b.Documents++
+		b.SeqSum += d.Seq
+	}
+	var out []pipeline.SeqBucket
+	for _, b := range byStart {
+		out = append(out, *b)
 	}
 	return out, nil
 }
-func (x *fakeIndex) SeqCounts(_ context.Context, _ string, from, to uint64) (map[uint64]int, error) {
+func (x *fakeIndex) SeqCounts(_ context.Context, _ string, ranges []pipeline.SeqRange) (map[uint64]int, error) {
 	x.leaves++
 	out := map[uint64]int{}
 	for _, d := range x.docs {
-		if d.Seq >= from && d.Seq <= to {
+		if in(ranges, d.Seq) {
 			out[d.Seq]++
 		}
 	}
 	return out, nil
+}
+
+func in(ranges []pipeline.SeqRange, seq uint64) bool {
+	return slices.ContainsFunc(ranges, func(r pipeline.SeqRange) bool { return seq >= r.From && seq <= r.To })
 }
 func (x *fakeIndex) SeqsStored(_ context.Context, _ string, seqs []uint64) (map[uint64]int, error) {
 	out := map[uint64]int{}
@@ -134,7 +143,7 @@ func (x *fakeIndex) remove(seqs ...uint64) {
 
 func audit(t *testing.T, s *fakeStream, x *fakeIndex, w Window) *Report {
 	t.Helper()
-	r, err := (&Auditor{Stream: s, Index: x, Name: "S", BucketWidth: 1000, LeafWidth: 100}).Audit(context.Background(), w)
+	r, err := (&Auditor{Stream: s, Index: x, Name: "S", BucketWidth: 1024, LeafWidth: 16}).Audit(context.Background(), w)
 	if err != nil {
 		t.Fatal(err)
 	}

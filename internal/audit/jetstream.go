@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -97,23 +98,42 @@ func (j JetStream) DeadLetters(ctx context.Context) (map[uint64]int, error) {
 	return ingest.DeadLetters(ctx, j.JS, j.DLQStream, j.Stream)
 }
 
-// DocumentIDs reads each message (a direct get by sequence) and derives its
-// document id as the webserver does.
+// DocumentIDs reads each message (a get by sequence; a few at once, since each
+// is a round trip) and derives its document id as the webserver does.
 func (j JetStream) DocumentIDs(ctx context.Context, seqs []uint64) (map[uint64]string, error) {
 	s, err := j.JS.Stream(ctx, j.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", j.Stream, err)
 	}
-	out := make(map[uint64]string, len(seqs))
-	for _, seq := range seqs {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
+	ids := make([]string, len(seqs))
+	errs := make([]error, len(seqs))
+	slots := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i, seq := range seqs {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			m, err := s.GetMsg(ctx, seq)
+			switch {
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+			case err != nil:
+				errs[i] = fmt.Errorf("read message %d of stream %s: %w", seq, j.Stream, err)
+			default:
+				ids[i] = document.ID(document.Source{Stream: j.Stream, Sequence: seq, MsgID: m.Header.Get(jetstream.MsgIDHeader)})
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
-			return nil, fmt.Errorf("read message %d of stream %s: %w", seq, j.Stream, err)
+			return nil, err // the first is enough: the others are likely the same
 		}
-		out[seq] = document.ID(document.Source{Stream: j.Stream, Sequence: seq, MsgID: m.Header.Get(jetstream.MsgIDHeader)})
+	}
+	out := make(map[uint64]string, len(seqs))
+	for i, seq := range seqs {
+		if ids[i] != "" {
+			out[seq] = ids[i]
+		}
 	}
 	return out, nil
 }

@@ -1,13 +1,14 @@
 package pipeline
 
+// SeqRange is a span of stream sequences, both ends included.
+type SeqRange struct{ From, To uint64 }
+
 // SeqBucket is what the store holds of one range of stream sequences: how many
-// documents, and how many distinct sequences among them.
+// documents, and the sum of their sequences, both exact.
 type SeqBucket struct {
 	From, To  uint64 // both included
 	Documents int64
-	// Sequences is the number of distinct sequences, which may be counted short
-	// (never long) by a hash collision; Documents is exact.
-	Sequences int64
+	SeqSum    uint64
 }
 
 // Copy is one stored document of a message: where it is.

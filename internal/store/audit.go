@@ -15,35 +15,28 @@ import (
 // stream's documents, and every answer comes from aggregations or small searches,
 // so none reads the documents themselves.
 
-// exactSequences is the cardinality aggregation's precision threshold: below it,
-// Elasticsearch counts distinct values in a hash set, so the count is exact but for
-// hash collisions, which can only make it short. Elasticsearch's maximum.
-const exactSequences = 40000
-
-// MaxExactBucket is the widest range of sequences whose distinct count SeqBuckets
-// can give exactly (see exactSequences).
-const MaxExactBucket = exactSequences / 2
-
 // termsBatch bounds the values in one terms query (Elasticsearch's limit is 65,536).
 const termsBatch = 10000
 
-// SeqBuckets counts the documents of stream, and their distinct sequences, in
-// consecutive ranges of width sequences from from to to (both included), one
-// request for them all. width must not exceed MaxExactBucket.
-func (s *Store) SeqBuckets(ctx context.Context, stream string, from, to, width uint64) ([]pipeline.SeqBucket, error) {
-	if width == 0 || width > MaxExactBucket {
-		return nil, fmt.Errorf("sequence buckets of %d: must be between 1 and %d", width, MaxExactBucket)
+// exactSum is the largest sum a sum aggregation, a double, holds exactly.
+const exactSum = 1 << 53
+
+// SeqBuckets counts the documents of stream, and sums their sequences, in buckets
+// of width sequences aligned on offset, over ranges, in one request; buckets
+// without documents are left out. Both figures are exact: a count, and a sum kept
+// below 2^53, where a double still counts in ones.
+func (s *Store) SeqBuckets(ctx context.Context, stream string, ranges []pipeline.SeqRange, width, offset uint64) ([]pipeline.SeqBucket, error) {
+	last := ranges[len(ranges)-1].To
+	if width == 0 || float64(width)*float64(last) >= exactSum {
+		return nil, fmt.Errorf("sequence buckets of %d up to %d: a bucket's sum of sequences could exceed 2^53", width, last)
 	}
 	req := object{
 		"size":             0,
 		"track_total_hits": false,
-		"query":            seqRange(stream, from, to),
+		"query":            seqRanges(stream, ranges),
 		"aggs": object{"seqs": object{
-			"histogram": object{
-				"field": "@nats.seq", "interval": width, "offset": from % width,
-				"min_doc_count": 0, "extended_bounds": object{"min": from, "max": to},
-			},
-			"aggs": object{"distinct": object{"cardinality": object{"field": "@nats.seq", "precision_threshold": exactSequences}}},
+			"histogram": object{"field": "@nats.seq", "interval": width, "offset": offset % width, "min_doc_count": 1},
+			"aggs":      object{"sum": object{"sum": object{"field": "@nats.seq"}}},
 		}},
 	}
 	var parsed struct {
@@ -52,9 +45,9 @@ func (s *Store) SeqBuckets(ctx context.Context, stream string, from, to, width u
 				Buckets []struct {
 					Key      float64 `json:"key"`
 					DocCount int64   `json:"doc_count"`
-					Distinct struct {
-						Value int64 `json:"value"`
-					} `json:"distinct"`
+					Sum      struct {
+						Value float64 `json:"value"`
+					} `json:"sum"`
 				} `json:"buckets"`
 			} `json:"seqs"`
 		} `json:"aggregations"`
@@ -62,21 +55,18 @@ func (s *Store) SeqBuckets(ctx context.Context, stream string, from, to, width u
 	if err := s.search(ctx, "count sequences", req, &parsed); err != nil {
 		return nil, err
 	}
-	out := make([]pipeline.SeqBucket, 0, len(parsed.Aggregations.Seqs.Buckets))
-	for _, b := range parsed.Aggregations.Seqs.Buckets {
+	out := make([]pipeline.SeqBucket, len(parsed.Aggregations.Seqs.Buckets))
+	for i, b := range parsed.Aggregations.Seqs.Buckets {
 		start := uint64(b.Key)
-		if start < from || start > to { // extended bounds may add an edge bucket
-			continue
-		}
-		out = append(out, pipeline.SeqBucket{From: start, To: min(start+width-1, to), Documents: b.DocCount, Sequences: b.Distinct.Value})
+		out[i] = pipeline.SeqBucket{From: start, To: start + width - 1, Documents: b.DocCount, SeqSum: uint64(b.Sum.Value)}
 	}
 	return out, nil
 }
 
-// SeqCounts returns how many documents of stream hold each sequence from from to
-// to (both included), exactly: a composite aggregation, paged.
-func (s *Store) SeqCounts(ctx context.Context, stream string, from, to uint64) (map[uint64]int, error) {
-	return s.seqCounts(ctx, seqRange(stream, from, to))
+// SeqCounts returns how many documents of stream hold each sequence in ranges,
+// exactly: a composite aggregation, paged.
+func (s *Store) SeqCounts(ctx context.Context, stream string, ranges []pipeline.SeqRange) (map[uint64]int, error) {
+	return s.seqCounts(ctx, seqRanges(stream, ranges))
 }
 
 // SeqsStored returns, of seqs, those that have documents of stream, and how many.
@@ -189,11 +179,15 @@ func (s *Store) copies(ctx context.Context, query object, size int) ([]pipeline.
 	return out, nil
 }
 
-func seqRange(stream string, from, to uint64) object {
-	return object{"bool": object{"filter": []object{
-		{"term": object{"@nats.stream": stream}},
-		{"range": object{"@nats.seq": object{"gte": from, "lte": to}}},
-	}}}
+// seqRanges selects the documents of stream whose sequence is in one of ranges.
+func seqRanges(stream string, ranges []pipeline.SeqRange) object {
+	should := make([]object, len(ranges))
+	for i, r := range ranges {
+		should[i] = object{"range": object{"@nats.seq": object{"gte": r.From, "lte": r.To}}}
+	}
+	return object{"bool": object{
+		"filter": []object{{"term": object{"@nats.stream": stream}}, {"bool": object{"should": should, "minimum_should_match": 1}}},
+	}}
 }
 
 // search runs one search over every index of the prefix and decodes the answer
