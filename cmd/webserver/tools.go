@@ -201,11 +201,18 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 }
 
 func newAuditor(svc *services) *audit.Auditor {
-	return &audit.Auditor{
+	a := &audit.Auditor{
 		Stream: audit.JetStream{JS: svc.js, Stream: svc.cfg.Stream, DLQStream: svc.cfg.DLQStream, Durable: svc.cfg.Durable},
 		Index:  svc.store,
 		Name:   svc.cfg.Stream,
 	}
+	// Documents acknowledged just before the audit read the ack floor become
+	// searchable at the next refresh; a second more covers the refresh itself.
+	// (With refreshes off, -1, there is nothing to wait for.)
+	if refresh, err := time.ParseDuration(svc.cfg.Index.RefreshInterval); err == nil && refresh > 0 {
+		a.Visible = refresh + time.Second
+	}
+	return a
 }
 
 const replayUsage = `Usage: webserver replay --from-seq N [--to-seq M] | --since T [--until T] [--subject S ...]

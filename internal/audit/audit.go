@@ -107,6 +107,11 @@ type Auditor struct {
 	BucketWidth uint64
 	// LeafWidth is the widest range resolved sequence by sequence (default 64).
 	LeafWidth uint64
+	// Visible is how long after it is stored a document becomes searchable (the
+	// index refresh interval). The audit waits this long after reading the
+	// durable's ack floor before it counts, so that a message acknowledged just
+	// before is not taken for a missing one.
+	Visible time.Duration
 }
 
 // bucketsPerRequest bounds the buckets one histogram request asks for.
@@ -151,6 +156,13 @@ func (a *Auditor) Audit(ctx context.Context, w Window) (*Report, error) {
 	}
 	r.Audited = &Range{From: lo, To: hi}
 
+	if a.Visible > 0 && st.HasDurable {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(a.Visible):
+		}
+	}
 	letters, err := a.Stream.DeadLetters(ctx)
 	if err != nil {
 		return nil, err

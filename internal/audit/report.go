@@ -67,10 +67,22 @@ func (r *Report) Clean() bool {
 // WriteJSON writes r as one JSON object, with "clean" added.
 func (r *Report) WriteJSON(w io.Writer) error {
 	type plain Report
+	p := plain(*r)
+	// Empty lists as [], not null: readers iterate them without a check.
+	p.MissingRanges = nonNil(p.MissingRanges)
+	p.IndexedTwice = nonNil(p.IndexedTwice)
+	p.IndexedAndDeadLettered = nonNil(p.IndexedAndDeadLettered)
 	return json.NewEncoder(w).Encode(struct {
 		Clean bool `json:"clean"`
 		*plain
-	}{r.Clean(), (*plain)(r)})
+	}{r.Clean(), &p})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // WriteText writes r for a person.
