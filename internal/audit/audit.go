@@ -42,6 +42,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -103,7 +104,9 @@ type Auditor struct {
 	Name   string // the stream's name, as documents record it in @nats.stream
 
 	// BucketWidth is the widest range of sequences counted in one bucket
-	// (default 16384); each level of the walk divides it by eight.
+	// (default 16384, rounded down to a power of two); each level of the walk
+	// divides it by eight, so every bucket lies within one bucket of the level
+	// above.
 	BucketWidth uint64
 	// LeafWidth is the widest range resolved sequence by sequence (default 64).
 	LeafWidth uint64
@@ -119,8 +122,6 @@ const bucketsPerRequest = 4096
 
 // Audit compares the stream, the dead letters and the documents over w.
 func (a *Auditor) Audit(ctx context.Context, w Window) (*Report, error) {
-	a.BucketWidth = cmp.Or(a.BucketWidth, 16384)
-	a.LeafWidth = cmp.Or(a.LeafWidth, 64)
 	st, err := a.Stream.State(ctx)
 	if err != nil {
 		return nil, err
@@ -190,7 +191,8 @@ func (a *Auditor) Audit(ctx context.Context, w Window) (*Report, error) {
 	}
 	r.IndexedNotInStream = int64(len(orphans))
 
-	c := &check{a: a, r: r, lo: lo, deleted: deleted, orphans: orphans, lettered: lettered, onlyLettered: without(lettered, both), letters: letters}
+	c := &check{a: a, r: r, deleted: deleted, orphans: orphans, onlyLettered: without(lettered, both), letters: letters,
+		bucket: uint64(1) << (bits.Len64(cmp.Or(a.BucketWidth, 16384)) - 1), leaf: cmp.Or(a.LeafWidth, 64)}
 	if err := c.walk(ctx, lo, hi); err != nil {
 		return nil, err
 	}
@@ -221,10 +223,9 @@ func (a *Auditor) stored(ctx context.Context, r *Report, seqs []uint64) ([]uint6
 type check struct {
 	a            *Auditor
 	r            *Report
-	lo           uint64   // where the audit begins: every bucket is aligned on it
+	bucket, leaf uint64   // the widths of the first level and of leaves
 	deleted      []uint64 // sorted
 	orphans      []uint64 // deleted sequences that have documents, sorted
-	lettered     []uint64 // dead-lettered sequences, sorted
 	onlyLettered []uint64 // dead-lettered and not indexed, sorted
 	letters      map[uint64]int
 	missing      []uint64
@@ -237,7 +238,7 @@ type check struct {
 // LeafWidth that disagree are resolved sequence by sequence.
 func (c *check) walk(ctx context.Context, lo, hi uint64) error {
 	parents := []pipeline.SeqRange{{From: lo, To: hi}}
-	for width := c.a.BucketWidth; len(parents) > 0; width = max(1, width/8) {
+	for width := c.bucket; len(parents) > 0; width = max(1, width/8) {
 		var next, leaves []pipeline.SeqRange
 		for batch := range batches(parents, width) {
 			c.r.Requests++
@@ -254,7 +255,7 @@ func (c *check) walk(ctx context.Context, lo, hi uint64) error {
 					end := min(p.To, start+width-1)
 					switch {
 					case c.agrees(byStart[start], start, end):
-					case end-start+1 <= c.a.LeafWidth || width == 1:
+					case end-start+1 <= c.leaf || width == 1:
 						leaves = append(leaves, pipeline.SeqRange{From: start, To: end})
 					default:
 						next = append(next, pipeline.SeqRange{From: start, To: end})

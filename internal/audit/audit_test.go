@@ -143,7 +143,7 @@ func (x *fakeIndex) remove(seqs ...uint64) {
 
 func audit(t *testing.T, s *fakeStream, x *fakeIndex, w Window) *Report {
 	t.Helper()
-	r, err := (&Auditor{Stream: s, Index: x, Name: "S", BucketWidth: 1024, LeafWidth: 16}).Audit(context.Background(), w)
+	r, err := (&Auditor{Stream: s, Index: x, Name: "S", BucketWidth: 1000, LeafWidth: 16}).Audit(context.Background(), w)
 	if err != nil {
 		t.Fatal(err)
 	}
