@@ -52,7 +52,7 @@ func (s *Store) SeqBuckets(ctx context.Context, stream string, ranges []pipeline
 			} `json:"seqs"`
 		} `json:"aggregations"`
 	}
-	if err := s.search(ctx, "count sequences", req, &parsed); err != nil {
+	if err := s.searchJSON(ctx, "count sequences", req, &parsed); err != nil {
 		return nil, err
 	}
 	out := make([]pipeline.SeqBucket, len(parsed.Aggregations.Seqs.Buckets))
@@ -109,7 +109,7 @@ func (s *Store) seqCounts(ctx context.Context, query object) (map[uint64]int, er
 				} `json:"seqs"`
 			} `json:"aggregations"`
 		}
-		if err := s.search(ctx, "list sequences", req, &parsed); err != nil {
+		if err := s.searchJSON(ctx, "list sequences", req, &parsed); err != nil {
 			return nil, err
 		}
 		for _, b := range parsed.Aggregations.Seqs.Buckets {
@@ -165,7 +165,7 @@ func (s *Store) copies(ctx context.Context, query object, size int) ([]pipeline.
 			} `json:"hits"`
 		} `json:"hits"`
 	}
-	if err := s.search(ctx, "find documents", req, &parsed); err != nil {
+	if err := s.searchJSON(ctx, "find documents", req, &parsed); err != nil {
 		return nil, err
 	}
 	out := make([]pipeline.Copy, 0, len(parsed.Hits.Hits))
@@ -190,10 +190,10 @@ func seqRanges(stream string, ranges []pipeline.SeqRange) object {
 	}}
 }
 
-// search runs one search over every index of the prefix and decodes the answer
+// searchJSON runs one search over every index of the prefix and decodes the answer
 // into out. A shard that fails fails the search: a partial count would be a
 // wrong one.
-func (s *Store) search(ctx context.Context, what string, req object, out any) error {
+func (s *Store) searchJSON(ctx context.Context, what string, req object, out any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", what, err)
