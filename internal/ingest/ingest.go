@@ -280,9 +280,24 @@ func (in *Ingester) fetchLoop(ctx, work context.Context, cons jetstream.Consumer
 			in.log.Info("fetching from nats again", "after_failures", failures)
 			failures = 0
 		}
-		for _, b := range in.batchesOf(work, msgs) {
-			batches <- b
-		}
+		in.handOver(in.batchesOf(work, msgs), batches)
+	}
+}
+
+// handOver gives bs to the workers. While every worker is busy a batch waits here
+// as long as a bulk takes: its messages are kept in progress meanwhile, as during
+// their own bulk, or a slow Elasticsearch would make NATS redeliver them, and
+// each redelivery counts towards MaxDeliver, which dead-letters a valid message
+// as a crash loop.
+func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
+	var msgs []jetstream.Msg
+	for _, b := range bs {
+		msgs = append(msgs, b.msgs...)
+	}
+	stop := keepInProgress(msgs, in.cfg.AckWait/3)
+	defer stop()
+	for _, b := range bs {
+		batches <- b
 	}
 }
 
