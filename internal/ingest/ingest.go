@@ -294,7 +294,7 @@ func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
 	for _, b := range bs {
 		msgs = append(msgs, b.msgs...)
 	}
-	stop := keepInProgress(msgs, in.cfg.AckWait/3)
+	stop := in.keepInProgress(msgs)
 	defer stop()
 	for _, b := range bs {
 		batches <- b
