@@ -97,6 +97,10 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, m *Metrics) (http.Hand
 	r.Get("/healthz", admin.Healthz)
 	r.Get("/readyz", readyz(st))
 	r.With(limited).Get("/openapi.json", describe)
+	web := webPage() // the browser page holds no data, so it needs no key
+	r.With(limited).Get("/", web)
+	r.With(limited).Get("/app.js", web)
+	r.With(limited).Get("/app.css", web)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
 	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
 		streamDocuments(rules, cfg.StallTimeout, st, m, func(*http.Request) format { return jsonArray }))
