@@ -61,6 +61,10 @@ cat <<MSG
 
     $url
 
+  or see them per minute in a browser:
+
+    $api/?start=2023-03-09T19:40:00Z&end=2023-03-09T19:45:00Z
+
   or stream them as NDJSON:  curl -N '$api/getStream?start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00'
   Health: $admin/readyz (webserver)  $api/readyz (backend)
   Logs follow below; Ctrl-C stops everything this command started.
