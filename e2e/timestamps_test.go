@@ -180,7 +180,7 @@ func exportHas(t *testing.T, st *store.Store, from, to time.Time, row string) bo
 	t.Helper()
 	found := false
 	err := st.Export(t.Context(), pipeline.Range{From: from, To: to, PageSize: 1000}, func(p pipeline.Page) error {
-		for _, doc := range p {
+		for _, doc := range p.Docs {
 			if strings.Contains(string(doc), `"row":"`+row+`"`) {
 				found = true
 			}

@@ -21,6 +21,8 @@ import (
 	"github.com/annotated-data/pipeline/internal/api"
 	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/consumer"
+	"github.com/annotated-data/pipeline/internal/follow"
 	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
@@ -70,9 +72,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		defer nc.Close()
 	}
-	_ = nc // follow=true and TLS_CACHE=nats are built on it
+	var hub *follow.Hub
+	if nc != nil {
+		webserver, err := consumer.New(nc, cfg.Follow.Stream, cfg.Follow.Durable)
+		if err != nil {
+			return err
+		}
+		hub = follow.NewHub(cfg.Follow, webserver, st, log, metrics.ObserveFollowStep)
+	}
 
-	handler, err := api.NewServer(log, cfg.API, st, metrics)
+	handler, err := api.NewServer(log, cfg.API, st, hub, metrics)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func (e *endlessStore) Export(ctx context.Context, _ pipeline.Range, fn func(pip
 	defer func() { e.ended <- time.Now() }()
 	var p pipeline.Page
 	for i := range 256 {
-		p = append(p, fmt.Appendf(nil, `{"id":"%06d","pad":"%s"}`, i, strings.Repeat("x", 1000)))
+		p.Docs = append(p.Docs, fmt.Appendf(nil, `{"id":"%06d","pad":"%s"}`, i, strings.Repeat("x", 1000)))
 	}
 	for ctx.Err() == nil {
 		if err := fn(p); err != nil {
@@ -132,7 +132,7 @@ func startTLSBackend(t *testing.T, st api.Exporter, vars map[string]string) (str
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	h, err := api.NewServer(log, cfg.API, st, api.NewMetrics(admin.NewRegistry()))
+	h, err := api.NewServer(log, cfg.API, st, nil, api.NewMetrics(admin.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}

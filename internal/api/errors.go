@@ -37,3 +37,20 @@ func unavailable(w http.ResponseWriter, e apiError) {
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, e)
 }
+
+// failure is an error a handler meets with its answer attached: the status
+// while nothing is sent yet, the record that ends a stream after that.
+type failure struct {
+	status int
+	apiError
+	err error // the cause, for the log
+}
+
+func (f *failure) Error() string {
+	if f.err != nil {
+		return f.Message + ": " + f.err.Error()
+	}
+	return f.Message
+}
+
+func (f *failure) Unwrap() error { return f.err }

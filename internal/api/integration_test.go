@@ -42,7 +42,7 @@ func startBackend(t *testing.T, esURL, prefix string, cfg Config) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewServer(slog.New(slog.DiscardHandler), cfg, st, m)
+	h, err := NewServer(slog.New(slog.DiscardHandler), cfg, st, nil, m)
 	if err != nil {
 		t.Fatal(err)
 	}

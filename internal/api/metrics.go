@@ -17,6 +17,12 @@ type Metrics struct {
 	streams   prometheus.Gauge
 	queries   *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
+
+	followers  prometheus.Gauge
+	followed   prometheus.Counter
+	followCuts *prometheus.CounterVec
+	steps      *prometheus.HistogramVec
+	stepDocs   prometheus.Counter
 }
 
 // NewMetrics registers the backend's metrics with reg, which /metrics serves.
@@ -39,7 +45,20 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_elasticsearch_request_failures_total",
 			Help: "Elasticsearch requests that failed, by operation."}, []string{"operation"}),
 	}
-	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures)
+	m.followers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "backend_followers",
+		Help: "follow=true streams being served now."})
+	m.followed = prometheus.NewCounter(prometheus.CounterOpts{Name: "backend_follow_documents_total",
+		Help: "Live documents sent to followers (after their history)."})
+	m.followCuts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_follow_cut_total",
+		Help: "Followers ended by the backend, by reason (too_slow: it did not take new documents)."}, []string{"reason"})
+	m.steps = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "backend_follow_step_duration_seconds",
+		Help:    "Time of one shared follow step (ack floor, refresh, query, hand-out), by outcome (ok, error).",
+		Buckets: prometheus.ExponentialBuckets(0.002, 2, 14)}, []string{"outcome"})
+	m.stepDocs = prometheus.NewCounter(prometheus.CounterOpts{Name: "backend_follow_step_documents_total",
+		Help: "Documents the shared follow steps read, once however many followers take them."})
+	m.followCuts.WithLabelValues("too_slow")
+	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,
+		m.followers, m.followed, m.followCuts, m.steps, m.stepDocs)
 	return m
 }
 
@@ -53,4 +72,15 @@ func (m *Metrics) ObserveQuery(op string, took time.Duration, err error) {
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.gatherer, promhttp.HandlerOpts{})
+}
+
+// ObserveFollowStep records one shared follow step; it is the observer of
+// follow.NewHub.
+func (m *Metrics) ObserveFollowStep(took time.Duration, docs int, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.steps.WithLabelValues(outcome).Observe(took.Seconds())
+	m.stepDocs.Add(float64(docs))
 }

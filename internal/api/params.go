@@ -15,7 +15,10 @@ import (
 
 // queryParams are the parameters the document endpoints accept; anything else is
 // an error, so that a misspelt "limt" is not silently ignored.
-var queryParams = []string{"start_date", "end_date", "limit", "order", "fields"}
+var queryParams = []string{"start_date", "end_date", "limit", "order", "fields", "follow", "after"}
+
+// openEnd stands for the end of a followed range that has no end_date.
+var openEnd = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
 
 // Bounds of the optional parameters.
 const (
@@ -31,11 +34,22 @@ type rangeRules struct {
 	pageSize    int
 }
 
-// parseQuery turns the query string of a document request into a pipeline.Range, or
+// request is what a document request asks for.
+type request struct {
+	pipeline.Range
+	follow bool   // follow=true: live documents after the history
+	open   bool   // followed without an end_date: To is openEnd
+	after  string // a cursor to resume after
+	// afterParam names where after came from: the after parameter, or the
+	// Last-Event-ID header.
+	afterParam string
+}
+
+// parseQuery turns the query string of a document request into a request, or
 // into the error that names the first parameter at fault. Nothing from the request
 // is ever placed into query text: dates become times, the rest typed values.
-func parseQuery(q url.Values, rules rangeRules) (pipeline.Range, *apiError) {
-	rng := pipeline.Range{PageSize: rules.pageSize}
+func parseQuery(q url.Values, rules rangeRules) (request, *apiError) {
+	rng := request{Range: pipeline.Range{PageSize: rules.pageSize}}
 	// In name order, so that a request with several problems always gets the same answer.
 	for _, name := range slices.Sorted(maps.Keys(q)) {
 		values := q[name]
@@ -49,11 +63,24 @@ func parseQuery(q url.Values, rules rangeRules) (pipeline.Range, *apiError) {
 		}
 	}
 
+	if raw, ok := q["follow"]; ok {
+		switch raw[0] {
+		case "true":
+			rng.follow = true
+		case "false":
+		default:
+			return rng, &apiError{Code: "invalid_parameter", Param: "follow", Message: fmt.Sprintf("follow must be true or false, got %q", shorten(raw[0], maxEcho))}
+		}
+	}
 	for _, p := range []struct {
 		name string
 		dst  *time.Time
 	}{{"start_date", &rng.From}, {"end_date", &rng.To}} {
 		raw := q.Get(p.name)
+		if raw == "" && p.name == "end_date" && rng.follow && !q.Has("end_date") {
+			rng.To, rng.open = openEnd, true
+			continue
+		}
 		if raw == "" {
 			return rng, &apiError{Code: "missing_parameter", Param: p.name, Message: p.name + " is required, e.g. 2023-03-09T19:40:00"}
 		}
@@ -66,7 +93,12 @@ func parseQuery(q url.Values, rules rangeRules) (pipeline.Range, *apiError) {
 	if rng.From.After(rng.To) {
 		return rng, &apiError{Code: "invalid_range", Param: "start_date", Message: "start_date is after end_date"}
 	}
-	if length := rng.To.Sub(rng.From); rules.maxRange > 0 && length > rules.maxRange {
+	if rng.open {
+		if history := time.Since(rng.From); rules.maxRange > 0 && history > rules.maxRange {
+			return rng, &apiError{Code: "range_too_long", Param: "start_date",
+				Message: fmt.Sprintf("start_date is %s ago; a followed range may begin at most %s ago", history.Round(time.Second), rules.maxRange)}
+		}
+	} else if length := rng.To.Sub(rng.From); rules.maxRange > 0 && length > rules.maxRange {
 		return rng, &apiError{Code: "range_too_long", Param: "end_date",
 			Message: fmt.Sprintf("the range is %s long; at most %s may be asked for at once", length, rules.maxRange)}
 	}
@@ -95,6 +127,20 @@ func parseQuery(q url.Values, rules rangeRules) (pipeline.Range, *apiError) {
 			return rng, &apiError{Code: "invalid_parameter", Param: "fields", Message: err.Error()}
 		}
 		rng.Fields = fields
+	}
+	if raw, ok := q["after"]; ok {
+		if raw[0] == "" {
+			return rng, &apiError{Code: "invalid_parameter", Param: "after", Message: "after must be a cursor: the id of the last event received"}
+		}
+		rng.after = raw[0]
+	}
+	if rng.follow {
+		switch {
+		case rng.Limit > 0:
+			return rng, &apiError{Code: "invalid_parameter", Param: "limit", Message: "limit cannot be combined with follow=true, which has no last document"}
+		case rng.Order == pipeline.Descending:
+			return rng, &apiError{Code: "invalid_parameter", Param: "order", Message: "order=desc cannot be combined with follow=true: new documents come after the history"}
+		}
 	}
 	return rng, nil
 }

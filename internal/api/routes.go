@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/annotated-data/pipeline/internal/admin"
+	"github.com/annotated-data/pipeline/internal/follow"
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
@@ -47,6 +48,11 @@ type Config struct {
 	TrustedProxies []string // CIDRs whose X-Forwarded-For names the client
 
 	HSTS bool // the API is served over HTTPS: tell browsers to keep to it
+
+	// CursorKey authenticates the cursors handed to clients. Replicas behind one
+	// load balancer need the same key, and one that survives restarts, so that a
+	// client resumes on any of them.
+	CursorKey []byte
 }
 
 func (c Config) withDefaults() Config {
@@ -64,7 +70,8 @@ func (c Config) withDefaults() Config {
 }
 
 // NewServer returns the whole API. Every route is listed here, with what guards it.
-func NewServer(log *slog.Logger, cfg Config, st Exporter, m *Metrics) (http.Handler, error) {
+// hub, when not nil, serves follow=true.
+func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Metrics) (http.Handler, error) {
 	cfg = cfg.withDefaults()
 	// BestSpeed: a JSON stream still shrinks several times over, and the CPU it
 	// saves goes to Elasticsearch and to other streams.
@@ -77,6 +84,10 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, m *Metrics) (http.Hand
 	keyed := requireAPIKey(cfg.APIKeys)
 	streams := limitStreams(cfg.MaxStreams, cfg.MaxClientStreams, m)
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize}
+	docs := &streamer{rules: rules, stall: cfg.StallTimeout, st: st, m: m, cursors: cursors{key: cfg.CursorKey}}
+	if hub != nil {
+		docs.follow = &following{hub: hub, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}
+	}
 
 	describe, err := openAPI(len(cfg.APIKeys) > 0)
 	if err != nil {
@@ -103,9 +114,9 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, m *Metrics) (http.Hand
 	r.With(limited).Get("/app.css", web)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
 	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
-		streamDocuments(rules, cfg.StallTimeout, st, m, func(*http.Request) format { return jsonArray }))
+		docs.serve(func(*http.Request) format { return jsonArray }))
 	r.With(limited, keyed, compress, streams).Get("/getStream",
-		streamDocuments(rules, cfg.StallTimeout, st, m, func(r *http.Request) format {
+		docs.serve(func(r *http.Request) format {
 			if wantsEventStream(r) {
 				return serverSentEvents
 			}

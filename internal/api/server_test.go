@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,7 +45,15 @@ func (f *fakeExporter) Export(ctx context.Context, r pipeline.Range, fn func(pip
 	f.mu.Lock()
 	f.ranges = append(f.ranges, r)
 	f.mu.Unlock()
+	var seq uint64
 	for i, p := range f.pages {
+		if r.Keys && p.Keys == nil {
+			// As the store orders documents that carry cursors: by key.
+			for range p.Docs {
+				seq++
+				p.Keys = append(p.Keys, pipeline.Key{Time: int64(seq), Seq: seq})
+			}
+		}
 		if i > 0 && f.gate != nil {
 			select {
 			case <-f.gate:
@@ -62,9 +71,9 @@ func (f *fakeExporter) Export(ctx context.Context, r pipeline.Range, fn func(pip
 func (f *fakeExporter) Check(context.Context) error { return f.checkErr }
 
 func page(docs ...string) pipeline.Page {
-	p := make(pipeline.Page, len(docs))
+	p := pipeline.Page{Docs: make([][]byte, len(docs))}
 	for i, d := range docs {
-		p[i] = []byte(d)
+		p.Docs[i] = []byte(d)
 	}
 	return p
 }
@@ -74,7 +83,7 @@ func page(docs ...string) pipeline.Page {
 func serve(t *testing.T, st Exporter, cfg Config) (*httptest.Server, *testenv.Buffer) {
 	t.Helper()
 	logs := &testenv.Buffer{}
-	h, err := NewServer(slog.New(slog.NewJSONHandler(logs, nil)), cfg, st, NewMetrics(prometheus.NewRegistry()))
+	h, err := NewServer(slog.New(slog.NewJSONHandler(logs, nil)), cfg, st, nil, NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +164,7 @@ func TestAStreamThatFailsMidwayIsVisiblyIncomplete(t *testing.T) {
 	t.Run("SSE ends with an error event", func(t *testing.T) {
 		res := get(t, srv.URL+"/getStream"+someRange, "Accept", "text/event-stream")
 		body, err := readAll(t, res)
+		body = withoutEventIDs(t, body, 2)
 		want := "data: {\"id\":\"a\"}\n\ndata: {\"id\":\"b\"}\n\nevent: error\ndata: "
 		if !strings.HasPrefix(body, want) || !strings.HasSuffix(body, "\n\n") || strings.Contains(body, "event: end") {
 			t.Fatalf("body = %q, want two events and an error event", body)
@@ -173,16 +183,18 @@ func TestACompleteStreamEndsWellFormed(t *testing.T) {
 	srv, _ := serve(t, st, Config{})
 	for _, tt := range []struct {
 		name, path, accept, contentType, body string
+		ids                                   int // SSE events with a cursor
 	}{
-		{"JSON array", "/getJsonStream", "", "application/json", `[{"id":"a"},{"id":"b"},{"id":"c"}]` + "\n"},
-		{"NDJSON", "/getStream", "", "application/x-ndjson", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}\n"},
-		{"NDJSON for a browser's Accept", "/getStream", "text/html,application/xhtml+xml,*/*;q=0.8", "application/x-ndjson", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}\n"},
+		{"JSON array", "/getJsonStream", "", "application/json", `[{"id":"a"},{"id":"b"},{"id":"c"}]` + "\n", 0},
+		{"NDJSON", "/getStream", "", "application/x-ndjson", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}\n", 0},
+		{"NDJSON for a browser's Accept", "/getStream", "text/html,application/xhtml+xml,*/*;q=0.8", "application/x-ndjson", "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}\n", 0},
 		{"SSE", "/getStream", "text/event-stream", "text/event-stream",
-			"data: {\"id\":\"a\"}\n\ndata: {\"id\":\"b\"}\n\ndata: {\"id\":\"c\"}\n\nevent: end\ndata: {\"documents\":3}\n\n"},
+			"data: {\"id\":\"a\"}\n\ndata: {\"id\":\"b\"}\n\ndata: {\"id\":\"c\"}\n\nevent: end\ndata: {\"documents\":3}\n\n", 3},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			res := get(t, srv.URL+tt.path+someRange, "Accept", tt.accept)
 			body, err := readAll(t, res)
+			body = withoutEventIDs(t, body, tt.ids)
 			if err != nil || res.StatusCode != http.StatusOK || body != tt.body {
 				t.Errorf("got %d %q (%v), want 200 %q", res.StatusCode, body, err, tt.body)
 			}
@@ -470,7 +482,7 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 	}
 	for _, hsts := range []bool{false, true} {
 		t.Run(fmt.Sprint("HSTS ", hsts), func(t *testing.T) {
-			h, err := NewServer(slog.New(slog.DiscardHandler), Config{HSTS: hsts}, &fakeExporter{err: errStoreDown}, NewMetrics(prometheus.NewRegistry()))
+			h, err := NewServer(slog.New(slog.DiscardHandler), Config{HSTS: hsts}, &fakeExporter{err: errStoreDown}, nil, NewMetrics(prometheus.NewRegistry()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -538,7 +550,7 @@ func TestMetricsCountRequestsDocumentsAndQueries(t *testing.T) {
 	m := NewMetrics(admin.NewRegistry())
 	m.ObserveQuery("search", 30*time.Millisecond, nil)
 	m.ObserveQuery("open_pit", time.Millisecond, errStoreDown)
-	h, err := NewServer(slog.New(slog.DiscardHandler), Config{}, st, m)
+	h, err := NewServer(slog.New(slog.DiscardHandler), Config{}, st, nil, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,3 +625,15 @@ type permanentError struct{ msg string }
 
 func (e permanentError) Error() string   { return e.msg }
 func (e permanentError) Temporary() bool { return false }
+
+var eventID = regexp.MustCompile(`(?m)^id: [A-Za-z0-9_-]+\n`)
+
+// withoutEventIDs checks that body has n SSE event ids (opaque cursors), and
+// returns it without them.
+func withoutEventIDs(t *testing.T, body string, n int) string {
+	t.Helper()
+	if got := len(eventID.FindAllString(body, -1)); got != n {
+		t.Errorf("%d event ids in %q, want %d", got, body, n)
+	}
+	return eventID.ReplaceAllString(body, "")
+}

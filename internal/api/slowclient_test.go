@@ -30,8 +30,8 @@ func (e *endlessExporter) Export(ctx context.Context, _ pipeline.Range, fn func(
 	// Documents of about 1 KB, so a page is many small writes.
 	filler := strings.Repeat("x", 1000)
 	var p pipeline.Page
-	for i := 0; len(p)*1024 < e.pageBytes; i++ {
-		p = append(p, fmt.Appendf(nil, `{"id":"%06d","pad":"%s"}`, i, filler))
+	for i := 0; len(p.Docs)*1024 < e.pageBytes; i++ {
+		p.Docs = append(p.Docs, fmt.Appendf(nil, `{"id":"%06d","pad":"%s"}`, i, filler))
 	}
 	for i := 0; e.pages == 0 || i < e.pages; i++ {
 		if err := ctx.Err(); err != nil {
@@ -98,7 +98,7 @@ func (e *endlessExporter) sample() []byte { return make([]byte, e.pageBytes*9/10
 
 func mustServer(t *testing.T, st Exporter, cfg Config) http.Handler {
 	t.Helper()
-	h, err := NewServer(slog.New(slog.DiscardHandler), cfg, st, NewMetrics(prometheus.NewRegistry()))
+	h, err := NewServer(slog.New(slog.DiscardHandler), cfg, st, nil, NewMetrics(prometheus.NewRegistry()))
 	if err != nil {
 		t.Fatal(err)
 	}

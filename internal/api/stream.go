@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,18 +22,24 @@ import (
 type format struct {
 	contentType string
 	begin       func(w *bufio.Writer)
-	doc         func(w *bufio.Writer, n int, doc []byte) // n: documents written before this one
-	end         func(w *bufio.Writer, count int)
+	// doc writes one document; n: documents written before it; id: its cursor,
+	// or "" where the stream has none.
+	doc func(w *bufio.Writer, n int, doc []byte, id string)
+	end func(w *bufio.Writer, count int)
 	// fail writes a last record saying the stream broke off. nil for encodings that
 	// cannot carry one (a JSON array), where only the truncated body tells.
 	fail func(w *bufio.Writer, e apiError)
+	// position records that everything up to cursor c has been sent, without a
+	// document: when a follow turns live (live is true), and as an idle
+	// stream's keep-alive. nil for encodings that cannot follow.
+	position func(w *bufio.Writer, c string, count int, live bool)
 }
 
 var (
 	jsonArray = format{
 		contentType: "application/json",
 		begin:       func(w *bufio.Writer) { w.WriteByte('[') },
-		doc: func(w *bufio.Writer, n int, doc []byte) {
+		doc: func(w *bufio.Writer, n int, doc []byte, _ string) {
 			if n > 0 {
 				w.WriteByte(',')
 			}
@@ -41,10 +48,13 @@ var (
 		end: func(w *bufio.Writer, _ int) { w.WriteString("]\n") },
 	}
 
+	// ndjson writes a document per line. A stream that can be resumed (a follow,
+	// or one resumed with after=) also writes {"cursor":"…"} records: each says
+	// that every document line before it is covered by that cursor.
 	ndjson = format{
 		contentType: "application/x-ndjson",
 		begin:       func(*bufio.Writer) {},
-		doc: func(w *bufio.Writer, _ int, doc []byte) {
+		doc: func(w *bufio.Writer, _ int, doc []byte, _ string) {
 			w.Write(oneLine(doc))
 			w.WriteByte('\n')
 		},
@@ -52,14 +62,27 @@ var (
 		fail: func(w *bufio.Writer, e apiError) {
 			json.NewEncoder(w).Encode(errorBody{Error: e}) // Encode ends the line
 		},
+		position: func(w *bufio.Writer, c string, _ int, _ bool) {
+			w.WriteString(`{"cursor":"`) // cursors are base64url: nothing to escape
+			w.WriteString(c)
+			w.WriteString("\"}\n")
+		},
 	}
 
 	// serverSentEvents sends each document as an unnamed event (EventSource's
-	// "message"), then an "end" event with the count, or an "error" event.
+	// "message") with its cursor as the event id, then an "end" event with the
+	// count, or an "error" event. A follow sends a "live" event when its history
+	// is done, and keep-alives: a comment with the position as a bare id, which
+	// moves EventSource's Last-Event-ID on without firing an event.
 	serverSentEvents = format{
 		contentType: "text/event-stream",
 		begin:       func(*bufio.Writer) {},
-		doc: func(w *bufio.Writer, _ int, doc []byte) {
+		doc: func(w *bufio.Writer, _ int, doc []byte, id string) {
+			if id != "" {
+				w.WriteString("id: ")
+				w.WriteString(id)
+				w.WriteByte('\n')
+			}
 			w.WriteString("data: ")
 			w.Write(oneLine(doc))
 			w.WriteString("\n\n")
@@ -74,6 +97,13 @@ var (
 			w.WriteString("event: error\ndata: ")
 			w.Write(body)
 			w.WriteString("\n\n")
+		},
+		position: func(w *bufio.Writer, c string, count int, live bool) {
+			if live {
+				w.WriteString("event: live\nid: " + c + "\n" + `data: {"documents":` + strconv.Itoa(count) + "}\n\n")
+				return
+			}
+			w.WriteString(": keep-alive\nid: " + c + "\n\n")
 		},
 	}
 )
@@ -146,10 +176,20 @@ func (s *stallWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// streamDocuments serves the documents of [start_date, end_date) page by page,
-// flushing after each page so that a client sees the first documents at once.
-// pick chooses the encoding for the request.
-func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metrics, pick func(*http.Request) format) http.HandlerFunc {
+// streamer serves the document endpoints.
+type streamer struct {
+	rules   rangeRules
+	stall   time.Duration
+	st      Exporter
+	m       *Metrics
+	cursors cursors
+	follow  *following // nil without NATS: follow=true is refused
+}
+
+// serve streams the documents of [start_date, end_date) page by page, flushing
+// after each page so that a client sees the first documents at once, and with
+// follow=true goes on with the live ones. pick chooses the encoding.
+func (s *streamer) serve(pick func(*http.Request) format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		// r.URL.Query() would drop what it cannot read, and report a parameter
 		// written with a bad escape or after a ';' as missing.
@@ -159,34 +199,113 @@ func streamDocuments(rules rangeRules, stall time.Duration, st Exporter, m *Metr
 				Message: fmt.Sprintf("the query string cannot be read (%s): separate parameters with & and write a literal %% as %%25", shorten(err.Error(), maxEcho))})
 			return
 		}
-		rng, bad := parseQuery(q, rules)
+		req, bad := parseQuery(q, s.rules)
+		if bad == nil {
+			bad = s.check(&req, r, pick(r))
+		}
 		if bad != nil {
 			writeError(w, http.StatusBadRequest, *bad)
 			return
 		}
+		var resume *cursor
+		if req.after != "" {
+			c, err := s.cursors.decode(req, req.after)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, apiError{Code: "invalid_cursor", Param: req.afterParam, Message: req.afterParam + " " + err.Error()})
+				return
+			}
+			resume = &c
+		}
+		if req.follow {
+			if s.follow == nil {
+				writeError(w, http.StatusNotImplemented, apiError{Code: "follow_unavailable", Param: "follow",
+					Message: "this backend cannot follow: it is not connected to NATS (NATS_URL)"})
+				return
+			}
+			release, ok := s.follow.acquire(w)
+			if !ok {
+				return
+			}
+			defer release()
+		}
 
-		sw := newStreamWriter(w, pick(r), stall)
+		sw := newStreamWriter(w, pick(r), s.stall)
 		if r.Method == http.MethodHead {
 			// The headers a GET would begin with, without asking the store for
 			// documents that would not be sent.
 			sw.begin()
 			return
 		}
-		info, counted := requestInfoFrom(r.Context()), m.documents.WithLabelValues(routeOf(r))
-		err = st.Export(r.Context(), rng, func(p pipeline.Page) error {
-			err := sw.page(p)
+		info, counted := requestInfoFrom(r.Context()), s.m.documents.WithLabelValues(routeOf(r))
+		sent := func(p pipeline.Page) {
 			info.documents = sw.count
-			counted.Add(float64(len(p)))
-			return err
-		})
-		if err == nil {
-			err = sw.finish()
+			counted.Add(float64(len(p.Docs)))
+		}
+		if req.follow {
+			err = s.follow.stream(r.Context(), sw, req, resume, s, sent)
+		} else {
+			err = s.history(r.Context(), sw, req, resume, nil, sent)
+			if err == nil {
+				err = sw.finish()
+			}
 		}
 		if err != nil {
 			info.err = err
 			sw.fail(r, err)
 		}
 	}
+}
+
+// check refuses what the chosen encoding cannot do, and takes a cursor from
+// Last-Event-ID (which EventSource sends when it reconnects, with the original
+// URL: so it wins over after=).
+func (s *streamer) check(req *request, r *http.Request, f format) *apiError {
+	req.afterParam = "after"
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		req.after, req.afterParam = id, "Last-Event-ID"
+	}
+	if f.position == nil && (req.follow || req.after != "") {
+		param := "follow"
+		if !req.follow {
+			param = "after"
+		}
+		return &apiError{Code: "invalid_parameter", Param: param,
+			Message: param + " needs a stream that can carry cursors: use /getStream (NDJSON, or SSE with Accept: text/event-stream)"}
+	}
+	// Cursors cost a sort on @nats.seq: only streams that hand them out pay it.
+	req.Keys = f.contentType == serverSentEvents.contentType || req.follow || req.after != ""
+	return nil
+}
+
+// history streams the stored documents of req, after resume when given, and
+// with a floor only those up to that sequence (a follow's history).
+func (s *streamer) history(ctx context.Context, sw *streamWriter, req request, resume *cursor, floor *uint64, sent func(pipeline.Page)) error {
+	rng := req.Range
+	rng.UpTo = floor
+	if resume != nil {
+		rng.After = &resume.key
+	}
+	var id func(pipeline.Page) func(int) string
+	if rng.Keys {
+		id = func(p pipeline.Page) func(int) string {
+			return func(i int) string {
+				c := cursor{key: p.Keys[i]}
+				if floor != nil {
+					c.floor = *floor
+				}
+				return s.cursors.encode(req, c)
+			}
+		}
+	}
+	return s.st.Export(ctx, rng, func(p pipeline.Page) error {
+		var ids func(int) string
+		if id != nil {
+			ids = id(p)
+		}
+		err := sw.page(p, ids)
+		sent(p)
+		return err
+	})
 }
 
 // streamWriter writes one document stream in one encoding: begin sends the status,
@@ -225,15 +344,33 @@ func (s *streamWriter) begin() {
 	s.f.begin(s.bw)
 }
 
-// page writes a page of documents and sends it.
-func (s *streamWriter) page(p pipeline.Page) error {
+// page writes a page of documents and sends it; id, when not nil, gives each
+// document's cursor.
+func (s *streamWriter) page(p pipeline.Page, id func(i int) string) error {
 	if !s.started {
 		s.begin()
 	}
-	for _, doc := range p {
-		s.f.doc(s.bw, s.count, doc)
+	for i, doc := range p.Docs {
+		var c string
+		if id != nil {
+			c = id(i)
+		}
+		s.f.doc(s.bw, s.count, doc, c)
 		s.count++
 	}
+	return s.flush()
+}
+
+// position sends a position record (see format.position), where the encoding
+// has them.
+func (s *streamWriter) position(c string, live bool) error {
+	if !s.started {
+		s.begin()
+	}
+	if s.f.position == nil {
+		return nil
+	}
+	s.f.position(s.bw, c, s.count, live)
 	return s.flush()
 }
 
@@ -269,9 +406,19 @@ func (s *streamWriter) flush() error {
 // not end well-formed, after a final error record where the encoding has one.
 func (s *streamWriter) fail(r *http.Request, err error) {
 	gone := r.Context().Err() != nil
+	var f *failure
+	isFailure := errors.As(err, &f)
 	if !s.started {
 		if gone {
 			return // the client left before the first document: nobody to answer
+		}
+		if isFailure {
+			if f.status == http.StatusServiceUnavailable {
+				unavailable(s.w, f.apiError)
+				return
+			}
+			writeError(s.w, f.status, f.apiError)
+			return
 		}
 		var t interface{ Temporary() bool }
 		if errors.As(err, &t) && !t.Temporary() {
@@ -284,8 +431,12 @@ func (s *streamWriter) fail(r *http.Request, err error) {
 	}
 	var ce clientError
 	if s.f.fail != nil && !errors.As(err, &ce) && !gone {
-		s.f.fail(s.bw, apiError{Code: "stream_interrupted",
-			Message: fmt.Sprintf("the document store failed after %d documents; the response is incomplete", s.count)})
+		e := apiError{Code: "stream_interrupted",
+			Message: fmt.Sprintf("the document store failed after %d documents; the response is incomplete", s.count)}
+		if isFailure {
+			e = f.apiError
+		}
+		s.f.fail(s.bw, e)
 		_ = s.flush()
 	}
 	panic(http.ErrAbortHandler)

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"crypto/sha256"
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,6 +132,7 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	}
 	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
 	cfg.HSTS = cfg.TLS.Mode != certs.Off
+	cfg.CursorKey = cursorKey(cfg)
 	cfg.Logging.check(c)
 	return cfg, c.err()
 }
@@ -185,4 +188,18 @@ func validHostName(h string) bool {
 		}
 	}
 	return true
+}
+
+// cursorKey derives the key that authenticates the API's cursors from what
+// every replica of one deployment shares, and keeps across restarts: its
+// indices, its stream and, when set, its API keys, which keep the key secret.
+// A deployment without API keys serves its documents to anyone, and its cursors
+// only need to be recognised, not kept secret.
+func cursorKey(cfg Backend) []byte {
+	h := sha256.New()
+	for _, part := range append([]string{"cursor-key-v1", cfg.Elasticsearch.IndexPrefix, cfg.Follow.Stream, cfg.Follow.Durable}, slices.Sorted(slices.Values(cfg.APIKeys))...) {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)
 }

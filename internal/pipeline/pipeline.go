@@ -68,7 +68,30 @@ type Range struct {
 	// Fields restricts each document to these fields (wildcards allowed); nil
 	// returns whole documents.
 	Fields []string
+
+	// Keys asks for each document's Key (Page.Keys), for cursors: documents are
+	// then ordered by Key, which a later export can continue from, instead of by
+	// @timestamp and the cheaper but per-export shard order.
+	Keys bool
+	// After, when set, continues an export after this key (in Order): a resumed
+	// stream. It needs Keys.
+	After *Key
+	// UpTo, when set, keeps only documents created by messages with stream
+	// sequence ≤ *UpTo: the history a follow hands over to live documents at.
+	UpTo *uint64
 }
 
-// Page is one page of documents, as the raw JSON bytes the store holds.
-type Page [][]byte
+// Key is a document's place in a stream: its @timestamp (Unix milliseconds) and
+// the stream sequence of the message that created it (@nats.seq), which no other
+// document shares.
+type Key struct {
+	Time int64
+	Seq  uint64
+}
+
+// Page is one page of documents, as the raw JSON bytes the store holds, with their
+// keys when the range asked for them.
+type Page struct {
+	Docs [][]byte
+	Keys []Key // nil unless Range.Keys
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
@@ -31,7 +33,7 @@ type fetched struct {
 
 // Export calls fn with each page of documents in the range, in r.Order. It pages
 // through a point in time with search_after (sorted by @timestamp, tie-broken by
-// _shard_doc), so a range of any size is read with memory bounded by two pages,
+// _shard_doc, or by @nats.seq when r.Keys), so a range of any size is read with memory bounded by two pages,
 // and documents indexed meanwhile do not shift pages.
 //
 // The next page is fetched while fn handles the current one, so Elasticsearch and
@@ -66,7 +68,7 @@ func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.P
 		case exportErr != nil: // draining after a failure
 		case f.err != nil:
 			exportErr = f.err
-		case len(f.page) > 0:
+		case len(f.page.Docs) > 0:
 			if err := fn(f.page); err != nil {
 				exportErr = err
 				stopFetching()
@@ -102,9 +104,9 @@ func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, ou
 		case <-ctx.Done():
 			return
 		}
-		remaining -= len(page)
+		remaining -= len(page.Docs)
 		// A short page is the last one: no need for one more empty search.
-		if len(page) < size || r.Limit > 0 && remaining <= 0 {
+		if len(page.Docs) < size || r.Limit > 0 && remaining <= 0 {
 			return
 		}
 		after = last
@@ -116,7 +118,7 @@ type searchRequest struct {
 	Query          any             `json:"query"`
 	Sort           []any           `json:"sort"`
 	Source         any             `json:"_source,omitempty"`
-	PIT            pitRef          `json:"pit"`
+	PIT            *pitRef         `json:"pit,omitempty"`
 	SearchAfter    json.RawMessage `json:"search_after,omitempty"`
 	TrackTotalHits bool            `json:"track_total_hits"`
 }
@@ -126,22 +128,34 @@ type pitRef struct {
 	KeepAlive string `json:"keep_alive"`
 }
 
-// searchRequest builds the body of one page's search. Every value from the caller
-// travels as a typed JSON value, never as query text.
+// seqField is where a document keeps the stream sequence of its message.
+const seqField = "@nats.seq"
+
+// newSearchRequest builds the body of one page's search. Every value from the
+// caller travels as a typed JSON value, never as query text.
 func newSearchRequest(r pipeline.Range, size int, pit string, after json.RawMessage) searchRequest {
 	dir := "asc"
 	if r.Order == pipeline.Descending {
 		dir = "desc"
 	}
+	filter := []any{timeRange(r.From, r.To)}
+	if r.UpTo != nil {
+		filter = append(filter, object{"range": object{seqField: object{"lte": *r.UpTo}}})
+	}
+	// Without keys, _shard_doc breaks ties: the cheapest order, but one that only
+	// holds within this point in time.
+	sort := []any{object{"@timestamp": dir}, object{"_shard_doc": dir}}
+	if r.Keys {
+		sort = []any{object{"@timestamp": dir}, object{seqField: dir}}
+		if after == nil && r.After != nil {
+			after, _ = json.Marshal([]any{r.After.Time, r.After.Seq})
+		}
+	}
 	req := searchRequest{
-		Size: size,
-		Query: object{"range": object{"@timestamp": object{
-			"gte":    r.From.UTC().Format(time.RFC3339Nano),
-			"lt":     r.To.UTC().Format(time.RFC3339Nano),
-			"format": "strict_date_optional_time_nanos",
-		}}},
-		Sort:           []any{object{"@timestamp": dir}, object{"_shard_doc": dir}},
-		PIT:            pitRef{ID: pit, KeepAlive: pitKeepAlive},
+		Size:           size,
+		Query:          object{"bool": object{"filter": filter}},
+		Sort:           sort,
+		PIT:            &pitRef{ID: pit, KeepAlive: pitKeepAlive},
 		SearchAfter:    after,
 		TrackTotalHits: false,
 	}
@@ -151,44 +165,35 @@ func newSearchRequest(r pipeline.Range, size int, pit string, after json.RawMess
 	return req
 }
 
+func timeRange(from, to time.Time) object {
+	return object{"range": object{"@timestamp": object{
+		"gte":    from.UTC().Format(time.RFC3339Nano),
+		"lt":     to.UTC().Format(time.RFC3339Nano),
+		"format": "strict_date_optional_time_nanos",
+	}}}
+}
+
+// hit is one document of a search response: its source and its sort values.
+type hit struct {
+	Source json.RawMessage `json:"_source"`
+	Sort   json.RawMessage `json:"sort"`
+}
+
 func (s *Store) searchPage(ctx context.Context, r pipeline.Range, size int, pit string, after json.RawMessage) (page pipeline.Page, last json.RawMessage, nextPIT string, err error) {
-	body, err := json.Marshal(newSearchRequest(r, size, pit, after))
+	parsed, err := s.search(ctx, newSearchRequest(r, size, pit, after))
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("encode search: %w", err)
-	}
-	start := time.Now()
-	defer func() { s.observed("search", start, err) }()
-	res, err := s.es.Search(
-		s.es.Search.WithContext(ctx),
-		s.es.Search.WithBody(bytes.NewReader(body)),
-		// A page with a shard missing would silently drop documents: fail instead.
-		s.es.Search.WithAllowPartialSearchResults(false),
-		// Only what the export uses: drops _index, _id and _score from every hit.
-		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"),
-	)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("search %s: %w", s.pattern(), err)
-	}
-	defer drain(res)
-	if res.IsError() {
-		return nil, nil, "", fmt.Errorf("search %s: %w", s.pattern(), responseError(res))
-	}
-	var parsed struct {
-		PITID string `json:"pit_id"`
-		Hits  struct {
-			Hits []struct {
-				Source json.RawMessage `json:"_source"`
-				Sort   json.RawMessage `json:"sort"`
-			} `json:"hits"`
-		} `json:"hits"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
-		return nil, nil, "", fmt.Errorf("decode search response: %w", err)
+		return pipeline.Page{}, nil, "", err
 	}
 	hits := parsed.Hits.Hits
-	page = make(pipeline.Page, len(hits))
+	page.Docs = make([][]byte, len(hits))
 	for i, h := range hits {
-		page[i] = h.Source
+		page.Docs[i] = h.Source
+	}
+	if r.Keys {
+		// Sorted by @timestamp, then @nats.seq.
+		if page.Keys, err = keys(hits, 0, 1); err != nil {
+			return pipeline.Page{}, nil, "", err
+		}
 	}
 	if len(hits) > 0 {
 		last = hits[len(hits)-1].Sort
@@ -197,6 +202,62 @@ func (s *Store) searchPage(ctx context.Context, r pipeline.Range, size int, pit 
 		parsed.PITID = pit
 	}
 	return page, last, parsed.PITID, nil
+}
+
+type searchResponse struct {
+	PITID string `json:"pit_id"`
+	Hits  struct {
+		Hits []hit `json:"hits"`
+	} `json:"hits"`
+}
+
+// search runs one search over the store's indices.
+func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchResponse, err error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return parsed, fmt.Errorf("encode search: %w", err)
+	}
+	start := time.Now()
+	defer func() { s.observed("search", start, err) }()
+	opts := []func(*esapi.SearchRequest){
+		s.es.Search.WithContext(ctx),
+		s.es.Search.WithBody(bytes.NewReader(body)),
+		// A page with a shard missing would silently drop documents: fail instead.
+		s.es.Search.WithAllowPartialSearchResults(false),
+		// Only what the export uses: drops _index, _id and _score from every hit.
+		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"),
+	}
+	if req.PIT == nil {
+		// A point in time names its indices; a plain search must.
+		opts = append(opts, s.es.Search.WithIndex(s.pattern()), s.es.Search.WithIgnoreUnavailable(true), s.es.Search.WithAllowNoIndices(true))
+	}
+	res, err := s.es.Search(opts...)
+	if err != nil {
+		return parsed, fmt.Errorf("search %s: %w", s.pattern(), err)
+	}
+	defer drain(res)
+	if res.IsError() {
+		return parsed, fmt.Errorf("search %s: %w", s.pattern(), responseError(res))
+	}
+	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
+		return parsed, fmt.Errorf("decode search response: %w", err)
+	}
+	return parsed, nil
+}
+
+// keys reads each hit's Key from its sort values: the time at index ti, the
+// sequence at index si. A document without @nats.seq sorts with Long.MAX_VALUE
+// (ascending) or Long.MIN_VALUE, which still orders it and continues after it.
+func keys(hits []hit, ti, si int) ([]pipeline.Key, error) {
+	out := make([]pipeline.Key, len(hits))
+	for i, h := range hits {
+		var v []int64
+		if err := json.Unmarshal(h.Sort, &v); err != nil || len(v) <= max(ti, si) {
+			return nil, fmt.Errorf("search response: sort values %s are not [@timestamp, @nats.seq] numbers", h.Sort)
+		}
+		out[i] = pipeline.Key{Time: v[ti], Seq: uint64(v[si])}
+	}
+	return out, nil
 }
 
 // openPIT opens a point in time. The request is not cancelled with ctx: a request

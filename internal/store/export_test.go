@@ -47,8 +47,8 @@ func export(t *testing.T, st *store.Store, r pipeline.Range) ([]exported, []int)
 	var docs []exported
 	var sizes []int
 	err := st.Export(context.Background(), r, func(p pipeline.Page) error {
-		sizes = append(sizes, len(p))
-		for _, raw := range p {
+		sizes = append(sizes, len(p.Docs))
+		for _, raw := range p.Docs {
 			var d exported
 			if err := json.Unmarshal(raw, &d); err != nil {
 				return err
@@ -114,7 +114,7 @@ func TestExportReturnsOnlyTheRequestedFields(t *testing.T) {
 	st, r := exportFixture(t, nil)
 	r.Limit, r.Fields = 1, []string{"id", "objects.label"}
 	err := st.Export(context.Background(), r, func(p pipeline.Page) error {
-		if got, want := string(p[0]), `{"objects":[{"label":"person"},{"label":"car"}],"id":"d00"}`; got != want {
+		if got, want := string(p.Docs[0]), `{"objects":[{"label":"person"},{"label":"car"}],"id":"d00"}`; got != want {
 			var a, b any
 			json.Unmarshal([]byte(got), &a)
 			json.Unmarshal([]byte(want), &b)

@@ -1,0 +1,163 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/follow"
+	"github.com/annotated-data/pipeline/internal/pipeline"
+)
+
+// endGrace is how long after end_date a follow waits for a message stored
+// before it when NATS has stored none since: allowance for the clocks of the
+// backend and the NATS servers to differ.
+const endGrace = 2 * time.Second
+
+// following serves follow=true: the history of a range, then its documents as
+// the webserver settles them (see package follow for why nothing is missed or
+// repeated).
+type following struct {
+	hub       *follow.Hub
+	slots     chan struct{}
+	heartbeat time.Duration
+	poll      time.Duration
+	m         *Metrics
+}
+
+// acquire takes a follower's slot, or answers 503.
+func (f *following) acquire(w http.ResponseWriter) (release func(), ok bool) {
+	select {
+	case f.slots <- struct{}{}:
+	default:
+		unavailable(w, apiError{Code: "too_many_followers",
+			Message: fmt.Sprintf("the backend is already serving %d follow=true streams; try again shortly", cap(f.slots))})
+		return nil, false
+	}
+	f.m.followers.Inc()
+	return func() {
+		f.m.followers.Dec()
+		<-f.slots
+	}, true
+}
+
+// stream sends the history of req up to the webserver's ack floor, then the
+// live documents, until end_date's messages are all settled (never, without an
+// end_date), the client leaves, or it cannot keep up.
+func (f *following) stream(ctx context.Context, sw *streamWriter, req request, resume *cursor, s *streamer, sent func(pipeline.Page)) error {
+	floor, err := f.hub.Start(ctx)
+	if err != nil {
+		return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "follow_unavailable",
+			Message: "the webserver's progress cannot be read from NATS; try again shortly"}}
+	}
+	pos := floor
+	if resume != nil {
+		// A cursor beyond what is settled was not issued here, or by another
+		// pipeline: resuming from it would skip documents.
+		at := resume.floor
+		if resume.live {
+			at = resume.key.Seq
+		}
+		if at > floor {
+			return &failure{status: http.StatusBadRequest, apiError: apiError{Code: "invalid_cursor", Param: req.afterParam,
+				Message: fmt.Sprintf("%s is ahead of the documents settled so far (sequence %d > %d): it belongs to another pipeline", req.afterParam, at, floor)}}
+		}
+		pos = at
+	}
+	live := func(seq uint64) string { return s.cursors.encode(req, cursor{live: true, key: pipeline.Key{Seq: seq}}) }
+	if resume == nil || !resume.live {
+		if err := s.history(ctx, sw, req, resume, &pos, sent); err != nil {
+			return err
+		}
+		if err := sw.position(live(pos), true); err != nil {
+			return err
+		}
+	}
+
+	send := func(p pipeline.Page) error {
+		err := sw.page(p, func(i int) string { return live(p.Keys[i].Seq) })
+		sent(p)
+		f.m.followed.Add(float64(len(p.Docs)))
+		return err
+	}
+	fl, err := f.hub.Follow(ctx, pos, req.From, req.To, req.Fields, func(p pipeline.Page) error {
+		pos = p.Keys[len(p.Keys)-1].Seq
+		return send(p)
+	})
+	if err != nil {
+		return f.cut(err, sw.count)
+	}
+	defer fl.Close()
+
+	end := endOf{f: f, to: req.To, open: req.open}
+	heartbeat := time.NewTicker(f.heartbeat)
+	defer heartbeat.Stop()
+	poll := time.NewTicker(f.poll)
+	defer poll.Stop()
+	wrote := false
+	for {
+		if end.reached(ctx, pos) {
+			return sw.finish()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-fl.Ready():
+			page, reached, err := fl.Next()
+			if err != nil {
+				return f.cut(err, sw.count)
+			}
+			if len(page.Docs) > 0 {
+				if err := send(page); err != nil {
+					return err
+				}
+				wrote = true
+			}
+			pos = max(pos, reached)
+		case <-heartbeat.C:
+			if !wrote {
+				if err := sw.position(live(pos), false); err != nil {
+					return err
+				}
+			}
+			wrote = false
+		case <-poll.C: // end_date may have passed
+		}
+	}
+}
+
+// cut ends a follower that could not keep up.
+func (f *following) cut(err error, count int) error {
+	f.m.followCuts.WithLabelValues("too_slow").Inc()
+	return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "follower_too_slow",
+		Message: fmt.Sprintf("the stream was ended after %d documents: the client did not keep up with new documents; resume with the last cursor received", count)}}
+}
+
+// endOf finds when a follow with an end_date is complete: once every message
+// stored before end_date is settled, its documents have all been sent.
+type endOf struct {
+	f      *following
+	to     time.Time
+	open   bool
+	seq    uint64 // the last sequence stored before to, once known
+	known  bool
+	failed bool
+}
+
+func (e *endOf) reached(ctx context.Context, pos uint64) bool {
+	if e.open {
+		return false
+	}
+	if !e.known && !time.Now().Before(e.to) {
+		last, final, err := e.f.hub.PublishedBefore(ctx, e.to)
+		switch {
+		case err != nil:
+			// Asked again at the next poll; the stream goes on meanwhile.
+			e.failed = true
+		case final || time.Since(e.to) > endGrace:
+			e.seq, e.known = last, true
+		}
+	}
+	return e.known && pos >= e.seq
+}
