@@ -100,8 +100,9 @@ async function stream(url, signal) {
         if (!lastId) view.reset(); // nothing to resume from: the range starts over
         await readEvents(res.body, event => {
           if (signal.aborted) return;
-          if (event.id) lastId = event.id;
-          on[event.event ?? 'message']?.(event);
+          // Keep-alives carry an id too, without data: the position so far.
+          if ('id' in event) lastId = event.id;
+          if ('data' in event) on[event.event ?? 'message']?.(event);
         });
         if (ended) {
           setPhase('complete');
@@ -142,7 +143,7 @@ async function readEvents(body, onEvent) {
     partial = lines.pop(); // the start of a line still on its way
     for (const line of lines.map(l => l.replace(/\r$/, ''))) {
       if (line === '') { // a blank line ends an event
-        if ('data' in event) onEvent(event);
+        if (Object.keys(event).length) onEvent(event);
         event = {};
       } else if (!line.startsWith(':')) {
         const [, field, text] = line.match(/^([^:]*):? ?(.*)$/);
