@@ -50,11 +50,12 @@ func TestBrowserShowsARangeAndFollowsNewFrames(t *testing.T) {
 	ca := testenv.NewCA(t, "browser test")
 	cert := ca.Issue("backend", "127.0.0.1")
 	certFile, keyFile := ca.WriteKeyPair(cert)
-	backend := startBackendProcess(t, map[string]string{
-		"ES_INDEX_PREFIX": prefix, "NATS_URL": ns.URL(),
+	backendEnv := map[string]string{
+		"ES_INDEX_PREFIX": prefix, "NATS_URL": ns.URL(), "LISTEN_ADDR": testenv.FreeAddr(t),
 		"TLS_MODE": "file", "TLS_CERT_FILE": certFile, "TLS_KEY_FILE": keyFile,
 		"API_KEYS": key, "CORS_ALLOWED_ORIGINS": elsewhere.URL,
-	})
+	}
+	backend := startBackendProcess(t, backendEnv)
 	origin := "https://" + backend.listen
 	waitHTTPS(t, ca, origin+"/healthz")
 	// Chromium trusts the backend's certificate, and only that one.
@@ -87,20 +88,32 @@ func TestBrowserShowsARangeAndFollowsNewFrames(t *testing.T) {
 		}
 	})
 
-	t.Run("follow: the stored frames, then each new one once", func(t *testing.T) {
+	following := t.Run("follow: the stored frames, then each new one once", func(t *testing.T) {
 		tab.do(t, chromedp.Click(chromedp.ID("follow")), chromedp.Click(chromedp.ID("show")))
 		tab.waitFor(t, "the history to be sent", func(s pageState) bool { return s.Phase == "live" && s.Count == "60" })
-		publishNext(t, js, frames, 60)
-		published += 60
-		got := tab.waitFor(t, "the new frames", func(s pageState) bool { return s.Count == "120" })
-		tab.screenshot(t, "follow.png")
-		time.Sleep(time.Second) // long enough for a duplicate to show
-		got = tab.state(t)
-		want := pageState{Count: "120", Phase: "live", Bars: 5, Cameras: latestFrames(4, 30)}
-		if !got.equal(want) {
-			t.Errorf("the page shows %+v, want %+v", got, want)
-		}
+		publishNext(t, js, frames, 30)
+		published += 30
+		tab.waitFor(t, "the new frames", func(s pageState) bool { return s.Count == "90" })
 	})
+
+	if following {
+		// The connection breaks, and the page asks the new backend to go on after
+		// the last document it received.
+		backend.proc.Kill()
+		backend = startBackendProcess(t, backendEnv)
+		publishNext(t, js, frames, 30)
+		published += 30
+		t.Run("follow across a restart of the backend: nothing missed, nothing repeated", func(t *testing.T) {
+			tab.waitFor(t, "the frames after the restart", func(s pageState) bool { return s.Count == "120" && s.Phase == "live" })
+			tab.screenshot(t, "follow.png")
+			time.Sleep(time.Second) // long enough for a duplicate to show
+			got := tab.state(t)
+			want := pageState{Count: "120", Phase: "live", Bars: 5, Cameras: latestFrames(4, 30)}
+			if !got.equal(want) || !strings.HasPrefix(got.Status, "Reconnected") {
+				t.Errorf("the page shows %+v, want %+v, reconnected", got, want)
+			}
+		})
+	}
 
 	t.Run("a wrong key: the API's message", func(t *testing.T) {
 		tab.do(t, chromedp.SetValue(chromedp.ID("key"), "not-the-key-0123456789"), chromedp.Click(chromedp.ID("show")))

@@ -72,19 +72,23 @@ function show() {
 // sent again with the last id received in Last-Event-ID, and the backend goes on
 // right after that document, with nothing skipped or repeated.
 async function stream(url, signal) {
-  let lastId = '', ended = false, problem = '', delay = 1000;
+  let lastId = '', live = false, ended = false, problem = '', backoff = 1000;
   const on = {
     message: event => view.add(JSON.parse(event.data)),
-    live: () => { setPhase('live'); say('Following: new frames appear as they are indexed.'); },
+    live: () => {
+      live = true;
+      setPhase('live');
+      say('Following: new frames appear as they are indexed.');
+    },
     end: () => { ended = true; },
-    error: event => { problem = JSON.parse(event.data).error.message; say(problem, true); },
+    error: event => { problem = JSON.parse(event.data).error.message; },
   };
   while (!signal.aborted) {
     const headers = {Accept: 'text/event-stream'};
     const key = keyInput.value.trim();
     if (key) headers.Authorization = 'Bearer ' + key;
     if (lastId) headers['Last-Event-ID'] = lastId;
-    let wait = delay;
+    let wait = backoff, connected = false;
     try {
       const res = await fetch(url, {headers, signal, cache: 'no-store'});
       if (!res.ok) {
@@ -97,7 +101,11 @@ async function stream(url, signal) {
         if (!retryAfter) return fail(problem);
         wait = retryAfter * 1000;
       } else {
-        if (!lastId) view.reset(); // nothing to resume from: the range starts over
+        if (lastId) say('Reconnected: the stream goes on after the last document received.');
+        else view.reset(); // nothing to resume from: the range starts over
+        setPhase(live ? 'live' : 'history');
+        connected = true;
+        backoff = wait = 1000; // it was up: the next break is a new one
         await readEvents(res.body, event => {
           if (signal.aborted) return;
           // Keep-alives carry an id too, without data: the position so far.
@@ -108,19 +116,18 @@ async function stream(url, signal) {
           setPhase('complete');
           return say(`All ${view.count} documents of the range.`);
         }
-        problem ||= 'the connection closed';
-        delay = 1000; // it was up: the next break is a new one
+        problem ||= 'the stream broke off';
       }
     } catch (err) {
       if (signal.aborted) return;
-      // A network failure, or (fetch cannot tell them apart) a cross-origin API
-      // whose CORS_ALLOWED_ORIGINS does not list this page's origin.
-      problem = `cannot reach ${url.origin}: ${err.message}`;
+      // fetch cannot tell a network failure from a cross-origin API whose
+      // CORS_ALLOWED_ORIGINS does not list this page's origin.
+      problem ||= connected ? `the stream broke off (${err.message})` : `no answer from ${url.origin} (${err.message})`;
     }
     setPhase('reconnecting');
-    say(`${problem}; reconnecting in ${Math.round(wait / 1000)} s…`, true);
+    say(`${problem}; trying again in ${Math.round(wait / 1000)} s…`, true);
     await sleep(wait, signal);
-    delay = Math.min(delay * 2, 30000);
+    backoff = Math.min(backoff * 2, 30000);
     problem = '';
   }
 
