@@ -28,6 +28,7 @@ form.addEventListener('submit', event => {
 $('stop').addEventListener('click', () => {
   running?.abort();
   setPhase('stopped');
+  say('Stopped. Show starts again.');
 });
 if (params.has('start')) show();
 
@@ -36,6 +37,7 @@ function show() {
   const from = new Date(startInput.value); // datetime-local: read as local time
   const follow = followInput.checked;
   const to = endInput.value ? new Date(endInput.value) : follow ? null : new Date();
+  if (isNaN(from)) return say('Pick the start of the range.', true);
   if (to && to < from) return say('From is after To.', true);
 
   // The API takes RFC 3339 dates; toISOString writes them in UTC.
@@ -56,12 +58,12 @@ function show() {
   if (base) link.set('api', base);
   history.replaceState(null, '', '?' + link);
 
-  running = new AbortController();
+  const run = running = new AbortController();
   view.reset(from, to);
   setPhase('history');
   say(follow ? 'Loading the range, then following it…' : 'Loading the range…');
   $('stop').disabled = false;
-  stream(url, running.signal).finally(() => { $('stop').disabled = true; });
+  stream(url, run.signal).finally(() => { if (running === run) $('stop').disabled = true; });
 }
 
 // stream shows the Server-Sent Events of url until the range ends or signal aborts.
