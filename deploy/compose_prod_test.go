@@ -148,6 +148,7 @@ func TestProductionNATSConfigServesTheWebserverAndOnlyLetsThePublisherPublish(t 
 	}
 	t.Setenv("NATS_WEBSERVER_PASSWORD", "webserver-secret")
 	t.Setenv("NATS_PUBLISHER_PASSWORD", "publisher-secret")
+	t.Setenv("NATS_BACKEND_PASSWORD", "backend-secret")
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		t.Fatalf("deploy/nats-server.conf: %v", err)
@@ -191,5 +192,18 @@ func TestProductionNATSConfigServesTheWebserverAndOnlyLetsThePublisherPublish(t 
 	defer cancelShort()
 	if err := publisher.DeleteStream(short, "ANNOTATIONS"); err == nil {
 		t.Errorf("the publisher's user could delete the stream")
+	}
+
+	if _, err := webserver.CreateOrUpdateConsumer(ctx, "ANNOTATIONS", jetstream.ConsumerConfig{Durable: "webserver", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatalf("the webserver's user cannot create its consumer: %v", err)
+	}
+	backend := connect("backend", "backend-secret")
+	if _, err := backend.Consumer(ctx, "ANNOTATIONS", "webserver"); err != nil {
+		t.Errorf("the backend's user cannot read the webserver's progress (follow=true): %v", err)
+	}
+	short2, cancelShort2 := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort2()
+	if _, err := backend.Publish(short2, "annotations.cam-01", []byte(`{"frame":2}`)); err == nil {
+		t.Errorf("the backend's user could publish a frame")
 	}
 }

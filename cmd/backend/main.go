@@ -79,6 +79,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return err
 		}
 		hub = follow.NewHub(cfg.Follow, webserver, st, log, metrics.ObserveFollowStep)
+		// Follows never end by themselves: at a stop they end at once, with a
+		// record saying so, and their clients resume elsewhere.
+		go func() {
+			<-ctx.Done()
+			hub.Close()
+		}()
 	}
 
 	handler, err := api.NewServer(log, cfg.API, st, hub, metrics)

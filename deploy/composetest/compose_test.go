@@ -236,7 +236,7 @@ func TestDockerComposeUpForReal(t *testing.T) {
 			t.Fatalf("filling the certs volume: %v\n%s", err, out)
 		}
 		env := t.TempDir() + "/secrets.env"
-		secrets := "NATS_WEBSERVER_PASSWORD=webserver-secret\nNATS_PUBLISHER_PASSWORD=publisher-secret\n" +
+		secrets := "NATS_WEBSERVER_PASSWORD=webserver-secret\nNATS_PUBLISHER_PASSWORD=publisher-secret\nNATS_BACKEND_PASSWORD=backend-secret\n" +
 			"ELASTIC_PASSWORD=x\nES_WEBSERVER_PASSWORD=x\nES_BACKEND_PASSWORD=x\n"
 		if err := os.WriteFile(env, []byte(secrets), 0o600); err != nil {
 			t.Fatal(err)

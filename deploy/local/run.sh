@@ -66,6 +66,9 @@ cat <<MSG
     $api/?start=2023-03-09T19:40:00Z&end=2023-03-09T19:45:00Z
 
   or stream them as NDJSON:  curl -N '$api/getStream?start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00'
+  or follow the range as frames arrive:
+    curl -N -H 'Accept: text/event-stream' '$api/getStream?start_date=2023-03-09T19:40:00&follow=true'
+  and, in another terminal, publish 80 more frames (121 to 200), 20 a second:  bin/publisher --count 200 --rate 20
   Health: $admin/readyz (webserver)  $api/readyz (backend)
   Logs follow below; Ctrl-C stops everything this command started.
 

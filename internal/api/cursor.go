@@ -26,7 +26,7 @@ type cursor struct {
 const (
 	cursorVersion = 1
 	cursorBody    = 1 + 1 + 8 + 8 + 8 + 8
-	cursorMAC     = 10
+	cursorMAC     = 8
 	flagLive      = 1
 )
 

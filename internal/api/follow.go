@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -66,9 +67,15 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 		pos = at
 	}
 	live := func(seq uint64) string { return s.cursors.encode(req, cursor{live: true, key: pipeline.Key{Seq: seq}}) }
+	// limit, when set, ends the stream after that many documents, live ones
+	// included: "the next 100 frames".
+	done := func() bool { return req.Limit > 0 && sw.count >= req.Limit }
 	if resume == nil || !resume.live {
 		if err := s.history(ctx, sw, req, resume, &pos, sent); err != nil {
 			return err
+		}
+		if done() {
+			return sw.finish()
 		}
 		if err := sw.position(live(pos), true); err != nil {
 			return err
@@ -76,12 +83,19 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 	}
 
 	send := func(p pipeline.Page) error {
+		if req.Limit > 0 && sw.count+len(p.Docs) > req.Limit {
+			n := req.Limit - sw.count
+			p = pipeline.Page{Docs: p.Docs[:n], Keys: p.Keys[:n]}
+		}
 		err := sw.page(p, func(i int) string { return live(p.Keys[i].Seq) })
 		sent(p)
 		f.m.followed.Add(float64(len(p.Docs)))
 		return err
 	}
 	fl, err := f.hub.Follow(ctx, pos, req.From, req.To, req.Fields, func(p pipeline.Page) error {
+		if done() {
+			return nil // the rest of the catch-up is not wanted
+		}
 		pos = p.Keys[len(p.Keys)-1].Seq
 		return send(p)
 	})
@@ -97,7 +111,7 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 	defer poll.Stop()
 	wrote := false
 	for {
-		if end.reached(ctx, pos) {
+		if done() || end.reached(ctx, pos) {
 			return sw.finish()
 		}
 		select {
@@ -127,8 +141,16 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 	}
 }
 
-// cut ends a follower that could not keep up.
+// cut ends a follower that could not keep up, or because the backend stops.
 func (f *following) cut(err error, count int) error {
+	if errors.Is(err, follow.ErrClosed) {
+		f.m.followCuts.WithLabelValues("shutdown").Inc()
+		return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "shutting_down",
+			Message: fmt.Sprintf("the stream was ended after %d documents: the backend is stopping; resume with the last cursor received (EventSource does so by itself)", count)}}
+	}
+	if !errors.Is(err, follow.ErrTooSlow) {
+		return err
+	}
 	f.m.followCuts.WithLabelValues("too_slow").Inc()
 	return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "follower_too_slow",
 		Message: fmt.Sprintf("the stream was ended after %d documents: the client did not keep up with new documents; resume with the last cursor received", count)}}

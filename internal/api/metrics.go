@@ -50,13 +50,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.followed = prometheus.NewCounter(prometheus.CounterOpts{Name: "backend_follow_documents_total",
 		Help: "Live documents sent to followers (after their history)."})
 	m.followCuts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_follow_cut_total",
-		Help: "Followers ended by the backend, by reason (too_slow: it did not take new documents)."}, []string{"reason"})
+		Help: "Followers ended by the backend, by reason (too_slow: it did not take new documents; shutdown: the backend stopped)."}, []string{"reason"})
 	m.steps = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "backend_follow_step_duration_seconds",
 		Help:    "Time of one shared follow step (ack floor, refresh, query, hand-out), by outcome (ok, error).",
 		Buckets: prometheus.ExponentialBuckets(0.002, 2, 14)}, []string{"outcome"})
 	m.stepDocs = prometheus.NewCounter(prometheus.CounterOpts{Name: "backend_follow_step_documents_total",
 		Help: "Documents the shared follow steps read, once however many followers take them."})
 	m.followCuts.WithLabelValues("too_slow")
+	m.followCuts.WithLabelValues("shutdown")
 	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,
 		m.followers, m.followed, m.followCuts, m.steps, m.stepDocs)
 	return m

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,18 +106,27 @@ func decodeSSE(body io.Reader, _ http.Header, _ *openapi3.SchemaRef, _ openapi3f
 	if err != nil {
 		return nil, err
 	}
-	records := make([]any, len(events))
-	for i, e := range events {
+	records := make([]any, 0, len(events))
+	for _, e := range events {
+		if e.data == "" {
+			// A keep-alive: a comment and a bare id, which EventSource takes
+			// as the position without firing an event.
+			continue
+		}
 		var data any
 		if err := json.Unmarshal([]byte(e.data), &data); err != nil {
 			return nil, fmt.Errorf("SSE data %q: %w", e.data, err)
 		}
-		records[i] = map[string]any{"event": e.event, "data": data}
+		record := map[string]any{"event": e.event, "data": data}
+		if e.id != "" {
+			record["id"] = e.id
+		}
+		records = append(records, record)
 	}
 	return records, nil
 }
 
-type sseEvent struct{ event, data string }
+type sseEvent struct{ event, data, id string }
 
 // parseSSE reads the events of a text/event-stream body; an event without a name
 // is a "message", as EventSource has it.
@@ -133,6 +145,9 @@ func parseSSE(body io.Reader) ([]sseEvent, error) {
 			cur.event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
 			cur.data += strings.TrimPrefix(line, "data: ")
+		case strings.HasPrefix(line, "id: "):
+			cur.id = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, ":"): // a comment
 		default:
 			return nil, fmt.Errorf("unexpected SSE line %q", line)
 		}
@@ -253,6 +268,51 @@ func TestTheFieldsPatternHoldsTheLimits(t *testing.T) {
 		_, err := parseFields(s)
 		if parsed, matched := err == nil && s != "", pattern.MatchString(s) && len(s) <= maxLength; parsed != matched {
 			t.Errorf("%.40q: the parser accepts it: %v, the pattern: %v", s, parsed, matched)
+		}
+	}
+}
+
+// Every error code the handlers can answer is one the description lists, so a
+// client generated from it can switch on them.
+func TestEveryErrorCodeIsDescribed(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas struct {
+				Error struct {
+					Properties struct {
+						Error struct {
+							Properties struct {
+								Code struct {
+									Enum []string `json:"enum"`
+								} `json:"code"`
+							} `json:"properties"`
+						} `json:"error"`
+					} `json:"properties"`
+				} `json:"Error"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openAPIDocument, &doc); err != nil {
+		t.Fatal(err)
+	}
+	described := doc.Components.Schemas.Error.Properties.Error.Properties.Code.Enum
+	sources, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`Code:\s+"([a-z_]+)"`)
+	for _, name := range sources {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range used.FindAllSubmatch(src, -1) {
+			if code := string(m[1]); !slices.Contains(described, code) {
+				t.Errorf("%s answers error code %q, which openapi.json's Error schema does not list", name, code)
+			}
 		}
 	}
 }

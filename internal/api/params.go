@@ -134,14 +134,6 @@ func parseQuery(q url.Values, rules rangeRules) (request, *apiError) {
 		}
 		rng.after = raw[0]
 	}
-	if rng.follow {
-		switch {
-		case rng.Limit > 0:
-			return rng, &apiError{Code: "invalid_parameter", Param: "limit", Message: "limit cannot be combined with follow=true, which has no last document"}
-		case rng.Order == pipeline.Descending:
-			return rng, &apiError{Code: "invalid_parameter", Param: "order", Message: "order=desc cannot be combined with follow=true: new documents come after the history"}
-		}
-	}
 	return rng, nil
 }
 

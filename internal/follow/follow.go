@@ -64,6 +64,11 @@ type Store interface {
 	Settled(ctx context.Context, after, upTo uint64, from, to time.Time, size int, fields []string) (pipeline.Page, error)
 }
 
+// ErrClosed ends every follower when the backend stops, so that clients resume
+// on another replica (or this one, restarted) instead of being cut at the end
+// of the shutdown's grace period.
+var ErrClosed = errors.New("the backend is stopping")
+
 // ErrTooSlow cuts a follower that left Config.Buffer documents untaken for
 // longer than the poller waits.
 var ErrTooSlow = errors.New("the client did not keep up with new documents")
@@ -80,6 +85,20 @@ type Hub struct {
 
 	mu      sync.Mutex
 	pollers map[string]*poller // by fields asked for
+	closed  bool
+}
+
+// Close ends every follower with ErrClosed, and refuses new ones.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	ps := slices.Collect(maps.Values(h.pollers))
+	h.mu.Unlock()
+	for _, p := range ps {
+		for _, f := range p.followers() {
+			f.fail(ErrClosed)
+		}
+	}
 }
 
 // NewHub returns a hub that reads the floor and the store for its followers.
@@ -141,6 +160,10 @@ const maxCatchUps = 20
 func (h *Hub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields []string, send func(pipeline.Page) error) (*Follower, error) {
 	key := strings.Join(fields, "\x00")
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
 	p := h.pollers[key]
 	if p == nil {
 		p = &poller{hub: h, fields: fields, subs: map[*Follower]struct{}{}}
@@ -167,7 +190,8 @@ func (f *Follower) Ready() <-chan struct{} { return f.ready }
 
 // Next takes what the steps have queued: documents in sequence order with their
 // keys, and the floor they reach (every document of the range up to it has now
-// been handed out). err is ErrTooSlow; after it the follower is closed.
+// been handed out). err is ErrTooSlow or ErrClosed; after it the follower is
+// done.
 func (f *Follower) Next() (pipeline.Page, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,0 +1,261 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/pipeline"
+)
+
+// fakeFloor is the webserver's progress, moved by the test.
+type fakeFloor struct {
+	mu    sync.Mutex
+	floor uint64
+}
+
+func (f *fakeFloor) set(n uint64) { f.mu.Lock(); f.floor = n; f.mu.Unlock() }
+
+func (f *fakeFloor) Settled(context.Context) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.floor, nil
+}
+
+func (f *fakeFloor) PublishedBefore(context.Context, time.Time) (uint64, bool, error) {
+	return 0, false, errors.New("not used")
+}
+
+// fakeStore holds documents by sequence; a document's body is its sequence.
+type fakeStore struct {
+	mu      sync.Mutex
+	docs    map[uint64]int64 // seq → @timestamp (ms)
+	queries int
+}
+
+func (s *fakeStore) add(seq uint64, at int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.docs == nil {
+		s.docs = map[uint64]int64{}
+	}
+	s.docs[seq] = at
+}
+
+func (s *fakeStore) Refresh(context.Context) error { return nil }
+
+func (s *fakeStore) Settled(_ context.Context, after, upTo uint64, from, to time.Time, size int, _ []string) (pipeline.Page, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queries++
+	var seqs []uint64
+	for seq, at := range s.docs {
+		if seq > after && seq <= upTo && at >= from.UnixMilli() && at < to.UnixMilli() {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	var p pipeline.Page
+	for _, seq := range seqs[:min(size, len(seqs))] {
+		p.Docs = append(p.Docs, fmt.Appendf(nil, "%d", seq))
+		p.Keys = append(p.Keys, pipeline.Key{Time: s.docs[seq], Seq: seq})
+	}
+	return p, nil
+}
+
+func newTestHub(floor *fakeFloor, st *fakeStore, buffer int) *Hub {
+	return NewHub(Config{PollInterval: 5 * time.Millisecond, PageSize: 7, Buffer: buffer}, floor, st, slog.New(slog.DiscardHandler), nil)
+}
+
+var (
+	epoch = time.UnixMilli(0)
+	never = time.UnixMilli(1 << 50)
+)
+
+// collect takes a follower's documents until its floor reaches upTo, and
+// returns their sequences.
+func collect(t *testing.T, f *Follower, got []uint64, upTo uint64) []uint64 {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-f.Ready():
+			page, floor, err := f.Next()
+			if err != nil {
+				t.Fatalf("follower ended: %v", err)
+			}
+			for _, k := range page.Keys {
+				got = append(got, k.Seq)
+			}
+			if floor >= upTo {
+				return got
+			}
+		case <-deadline:
+			t.Fatalf("the follower's floor did not reach %d; got %v", upTo, got)
+		}
+	}
+}
+
+func seqs(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+func TestAFollowerGetsEveryDocumentAfterItsPositionOnceInSequenceOrder(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	for seq := uint64(1); seq <= 10; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(10)
+	h := newTestHub(floor, st, 1000)
+	f, err := h.Follow(t.Context(), 10, epoch, never, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	// Documents arrive out of order and late, some become visible only with a
+	// later floor (in flight at the first), and a gap is never filled
+	// (a dead-lettered message).
+	var got []uint64
+	for _, step := range []struct {
+		docs  []uint64
+		floor uint64
+	}{
+		{[]uint64{12, 11, 14}, 12}, {[]uint64{13, 15, 16}, 16}, {[]uint64{18, 19, 20, 21, 22, 23, 24, 25, 26, 27}, 27},
+	} {
+		for _, seq := range step.docs {
+			st.add(seq, int64(1000-seq)) // live documents are late: older @timestamps
+		}
+		floor.set(step.floor)
+		got = collect(t, f, got, step.floor)
+	}
+	want := append(seqs(11, 16), seqs(18, 27)...)
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v: each document after 10 once, by sequence", got, want)
+	}
+}
+
+func TestAFollowerJoiningBehindTheStepsCatchesUpBeforeTakingThem(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := newTestHub(floor, st, 1000)
+	first, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	for seq := uint64(1); seq <= 40; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(40)
+	collect(t, first, nil, 40) // the steps are at 40
+
+	var caughtUp []uint64
+	second, err := h.Follow(t.Context(), 15, epoch, never, nil, func(p pipeline.Page) error {
+		for _, k := range p.Keys {
+			caughtUp = append(caughtUp, k.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if !slices.Equal(caughtUp, seqs(16, 40)) {
+		t.Errorf("caught up on %v, want 16..40", caughtUp)
+	}
+	for seq := uint64(41); seq <= 45; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(45)
+	if got := collect(t, second, nil, 45); !slices.Equal(got, seqs(41, 45)) {
+		t.Errorf("then took %v, want 41..45", got)
+	}
+}
+
+func TestFollowersOfDifferentRangesShareOneQueryAndGetOnlyTheirOwnDocuments(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := newTestHub(floor, st, 1000)
+	early, err := h.Follow(t.Context(), 0, time.UnixMilli(0), time.UnixMilli(100), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	late, err := h.Follow(t.Context(), 0, time.UnixMilli(100), time.UnixMilli(200), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	for seq := uint64(1); seq <= 6; seq++ {
+		st.add(seq, int64(seq%2)*150) // odd: 150, even: 0
+	}
+	st.mu.Lock()
+	st.queries = 0
+	st.mu.Unlock()
+	floor.set(6)
+	if got := collect(t, early, nil, 6); !slices.Equal(got, []uint64{2, 4, 6}) {
+		t.Errorf("early range got %v, want 2 4 6", got)
+	}
+	if got := collect(t, late, nil, 6); !slices.Equal(got, []uint64{1, 3, 5}) {
+		t.Errorf("late range got %v, want 1 3 5", got)
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.queries != 1 {
+		t.Errorf("%d queries for one step of two followers, want 1", st.queries)
+	}
+}
+
+func TestAFollowerThatTakesNothingIsCutAndTheOthersGoOn(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := newTestHub(floor, st, 10)
+	h.offerWait = 20 * time.Millisecond
+	stuck, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	reader, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	for seq := uint64(1); seq <= 30; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(30)
+	if got := collect(t, reader, nil, 30); !slices.Equal(got, seqs(1, 30)) {
+		t.Errorf("the reading follower got %v, want 1..30", got)
+	}
+	for range 2 { // the signal may be for documents queued before the cut
+		<-stuck.Ready()
+		if _, _, err := stuck.Next(); errors.Is(err, ErrTooSlow) {
+			return
+		}
+	}
+	t.Error("the follower that took nothing was not cut with ErrTooSlow")
+}
+
+func TestClosingTheHubEndsEveryFollowerAndRefusesNewOnes(t *testing.T) {
+	h := newTestHub(&fakeFloor{}, &fakeStore{}, 10)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	<-f.Ready()
+	if _, _, err := f.Next(); !errors.Is(err, ErrClosed) {
+		t.Errorf("follower after Close: %v, want ErrClosed", err)
+	}
+	if _, err := h.Follow(t.Context(), 0, epoch, never, nil, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Follow after Close: %v, want ErrClosed", err)
+	}
+}
