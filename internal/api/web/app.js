@@ -163,21 +163,20 @@ async function readEvents(body, onEvent) {
   }
 }
 
-// view holds what the page shows: the count, the documents per bucket of the
-// chart, and the latest frame of each camera; never the documents themselves, so
-// that a long follow takes no more memory than a short one.
+// view holds what the page shows: the count, the documents per minute, and the
+// latest frame of each camera; never the documents themselves, so that a long
+// follow takes no more memory than a short one.
 const view = {
   reset(from = this.from, to = this.to) {
-    Object.assign(this, {from, to, count: 0, buckets: [], latest: new Map()});
-    // A bar per minute, or per several for a long range: at most 720 bars.
-    this.minutes = Math.max(1, Math.ceil(((to ?? Date.now()) - from) / 60e3 / 720));
+    Object.assign(this, {from, to, count: 0, perMinute: new Map(), lastMinute: 0, latest: new Map()});
     this.redraw();
   },
   add(doc) {
     this.count++;
     const t = Date.parse(doc['@timestamp']);
-    const i = Math.floor((t - this.from) / (this.minutes * 60e3));
-    this.buckets[i] = (this.buckets[i] ?? 0) + 1;
+    const minute = Math.floor((t - this.from) / 60e3);
+    this.perMinute.set(minute, (this.perMinute.get(minute) ?? 0) + 1);
+    this.lastMinute = Math.max(this.lastMinute, minute);
     // Live documents come in the order they were indexed, not by time: keep the
     // newest by @timestamp, not the last to arrive.
     const camera = doc.camera_id ?? '(none)';
@@ -194,30 +193,31 @@ const view = {
     drawCameras(this.latest);
   },
 };
-// Open-ended, the chart reaches now: move its end along while no frame arrives.
-setInterval(() => view.from && !view.to && view.redraw(), 30e3);
 
-function drawChart({from, to, minutes, buckets}) {
-  const width = minutes * 60e3;
-  // Open-ended, the chart reaches now, and grows to the right as time passes.
-  const end = to ?? Math.max(Date.now(), from.getTime() + buckets.length * width);
-  const bars = Math.max(1, Math.ceil((end - from) / width));
-  const top = buckets.reduce((a, b) => Math.max(a, b ?? 0), 0);
+function drawChart({from, to, perMinute, lastMinute}) {
+  // Open-ended, the chart reaches the newest document, and spans an hour at least.
+  const span = Math.max(1, to ? Math.ceil((to - from) / 60e3) : Math.max(60, lastMinute + 1));
+  const minutes = Math.ceil(span / 720); // per bar: at most 720 bars
+  const bars = new Array(Math.ceil(span / minutes)).fill(0);
+  for (const [minute, n] of perMinute) bars[Math.floor(minute / minutes)] += n;
+  const top = Math.max(...bars);
+
   const svg = $('chart');
-  svg.setAttribute('viewBox', `0 0 ${bars} 100`);
+  svg.setAttribute('viewBox', `0 0 ${bars.length} 100`);
   svg.replaceChildren();
-  buckets.forEach((n, i) => {
+  bars.forEach((n, i) => {
+    if (!n) return;
     const rect = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
     const h = 100 * n / top;
     Object.entries({x: i + 0.1, y: 100 - h, width: 0.8, height: h}).forEach(([k, v]) => rect.setAttribute(k, v));
     const title = document.createElementNS('http://www.w3.org/2000/svg', 'title');
-    title.textContent = `${new Date(from.getTime() + i * width).toLocaleString()}: ${n}`;
+    title.textContent = `${new Date(from.getTime() + i * minutes * 60e3).toLocaleString()}: ${n}`;
     rect.append(title);
     svg.append(rect);
   });
   $('chart-from').textContent = from.toLocaleString();
   $('chart-scale').textContent = `highest bar: ${top} per ${minutes === 1 ? 'minute' : minutes + ' minutes'}`;
-  $('chart-to').textContent = to ? to.toLocaleString() : 'now';
+  $('chart-to').textContent = new Date(from.getTime() + span * 60e3).toLocaleString();
 }
 
 function drawCameras(latest) {
