@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -61,6 +62,8 @@ func TestBrowserShowsARangeAndFollowsNewFrames(t *testing.T) {
 	// Chromium trusts the backend's certificate, and only that one.
 	spki := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
 	tab := startChromium(t, chromiumBin, base64.StdEncoding.EncodeToString(spki[:]))
+	// When the page waits in vain, whether the backend sent what it waited for.
+	tab.explain = func() string { return followMetrics(ca, origin, key) }
 
 	// Four cameras, a frame each every 10 s, from 20 minutes ago: inside the
 	// page's default range, the last hour. The first 60 frames are stored before
@@ -165,6 +168,26 @@ func waitHTTPS(t *testing.T, ca *testenv.CA, url string) {
 	}
 }
 
+// followMetrics is what the backend's /metrics says of its followers.
+func followMetrics(ca *testenv.CA, origin, key string) string {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	req, _ := http.NewRequest(http.MethodGet, origin+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := client.Do(req)
+	if err != nil {
+		return "backend metrics: " + err.Error()
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	var lines []string
+	for line := range strings.Lines(string(body)) {
+		if strings.HasPrefix(line, "backend_follow") && !strings.Contains(line, "_bucket{") || strings.HasPrefix(line, "backend_documents_streamed") {
+			lines = append(lines, line)
+		}
+	}
+	return "backend metrics:\n" + strings.Join(lines, "")
+}
+
 // pageState is what the page shows a person.
 type pageState struct {
 	Count   string     `json:"count"`
@@ -211,7 +234,10 @@ func chromiumPath(t *testing.T) string {
 }
 
 // chromium is a tab of a headless Chromium.
-type chromium struct{ ctx context.Context }
+type chromium struct {
+	ctx     context.Context
+	explain func() string // more to say when a wait fails
+}
 
 // startChromium starts the browser at path with one tab, trusting the
 // certificate whose public key has the given SHA-256 (base64). Its clock reads a
@@ -271,7 +297,11 @@ func (c *chromium) waitFor(t *testing.T, what string, done func(pageState) bool)
 		}
 	}
 	c.screenshot(t, "timeout.png")
-	t.Fatalf("waiting for %s; the page shows %+v", what, s)
+	more := ""
+	if c.explain != nil {
+		more = "\n" + c.explain()
+	}
+	t.Fatalf("waiting for %s; the page shows %+v%s", what, s, more)
 	return s
 }
 
