@@ -7,6 +7,9 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # The same flags the Dockerfiles use.
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)"
 SERVICES := deploy/local/services.sh
+# The alert rules are parsed by Prometheus's own parser in a module of its own,
+# which keeps Prometheus's dependency tree out of go.mod.
+MONITORING_TEST := cd deploy/monitoring && go test -count=1 ./...
 
 .PHONY: help build test unit bench run services services-down vet lint docker images compose-test clean
 
@@ -22,9 +25,11 @@ build: ## build webserver, backend, publisher and nats-server into bin/
 test: ## go vet, then every test (integration ones too) with -race against a real Elasticsearch (started if needed)
 	go vet -tags integration ./...
 	$(SERVICES) with elasticsearch -- go test -tags integration -race -count=1 -timeout 30m ./...
+	$(MONITORING_TEST)
 
 unit: ## the hermetic tests only (no services needed): go test ./...
 	go test -count=1 ./...
+	$(MONITORING_TEST)
 
 bench: ## the benchmarks in e2e/ against a real Elasticsearch (scale with BENCH_DOCS, BENCH_RSS_DOCS)
 	$(SERVICES) with elasticsearch -- go test -tags integration -run '^$$' -bench . -benchtime 1x -timeout 90m ./e2e/...

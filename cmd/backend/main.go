@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/api"
+	"github.com/annotated-data/pipeline/internal/certcache"
 	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/consumer"
@@ -52,7 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
 
-	metrics := api.NewMetrics(admin.NewRegistry())
+	registry := admin.NewRegistry()
+	metrics := api.NewMetrics(registry)
 	for _, w := range cfg.Elasticsearch.Warnings() {
 		log.Warn(w)
 	}
@@ -87,11 +90,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}()
 	}
 
+	tlsCfg := cfg.TLS
+	tlsCfg.ObserveExpiry = certs.ExpiryGauge(registry)
+	if cfg.TLS.Mode == certs.Autocert && cfg.TLSCache.Kind == config.TLSCacheNATS {
+		if tlsCfg.Cache, err = openCertCache(ctx, nc, cfg.TLSCache.Config, log); err != nil {
+			return err
+		}
+	}
+
 	handler, err := api.NewServer(log, cfg.API, st, hub, metrics)
 	if err != nil {
 		return err
 	}
-	tlsSetup, err := certs.New(cfg.TLS, cfg.ListenAddr, log)
+	tlsSetup, err := certs.New(tlsCfg, cfg.ListenAddr, log)
 	if err != nil {
 		return err
 	}
@@ -118,6 +129,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Running streams may finish for up to SHUTDOWN_TIMEOUT after a stop; the rest
 	// are cut, and their handlers close their points in time.
 	return serve.Run(ctx, log, cfg.ShutdownTimeout, servers...)
+}
+
+// openCertCache opens the certificate cache that replicas share (TLS_CACHE=nats)
+// on the backend's one NATS connection.
+func openCertCache(ctx context.Context, nc *nats.Conn, cfg certcache.Config, log *slog.Logger) (*certcache.Cache, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("TLS_CACHE=nats: %w", err)
+	}
+	cache, err := certcache.Open(ctx, js, cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("TLS_CACHE=nats: %w", err)
+	}
+	return cache, nil
 }
 
 // newHTTPServer bounds what a slow or idle client can hold: the time to send its

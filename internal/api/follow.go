@@ -100,6 +100,8 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 		return send(p)
 	})
 	if err != nil {
+		// cut tells a client too slow, or a backend stopping, apart from a
+		// store that failed while catching up, or a client that left.
 		return f.cut(err, sw.count)
 	}
 	defer fl.Close()

@@ -14,7 +14,9 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -37,12 +39,19 @@ type Config struct {
 	CertFile, KeyFile string
 
 	// Autocert
-	Domains          []string // the host names to obtain certificates for
-	CacheDir         string   // account key and certificates, kept across restarts
-	ACMEEmail        string   // contact for the CA's notices (optional)
-	ACMEDirectoryURL string   // default LetsEncryptDirectory
-	ACMEHTTPAddr     string   // HTTP-01 challenges and the redirect to HTTPS (default ":80")
-	ACMECARoots      string   // PEM file of extra roots trusted for the ACME directory
+	Domains  []string // the host names to obtain certificates for
+	CacheDir string   // account key and certificates, kept across restarts
+	// Cache, when set, is used instead of CacheDir: one that replicas share
+	// (internal/certcache), so they answer each other's challenges.
+	Cache            autocert.Cache
+	ACMEEmail        string // contact for the CA's notices (optional)
+	ACMEDirectoryURL string // default LetsEncryptDirectory
+	ACMEHTTPAddr     string // HTTP-01 challenges and the redirect to HTTPS (default ":80")
+	ACMECARoots      string // PEM file of extra roots trusted for the ACME directory
+
+	// ObserveExpiry, when set, hears the expiry of the certificates handshakes are
+	// served with (ExpiryGauge), in file and autocert modes.
+	ObserveExpiry func(name string, notAfter time.Time)
 }
 
 // Setup is what a TLS mode adds to the backend's servers.
@@ -89,7 +98,7 @@ func New(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
 			return nil, err
 		}
 		return &Setup{TLSConfig: hardened(&tls.Config{
-			GetCertificate: fc.GetCertificate,
+			GetCertificate: observed(fc.GetCertificate, cfg.ObserveExpiry),
 			NextProtos:     []string{"h2", "http/1.1"},
 		})}, nil
 	case Autocert:
@@ -108,16 +117,19 @@ func newAutocert(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error
 		}
 		client.HTTPClient = hc
 	}
+	if cfg.Cache == nil {
+		cfg.Cache = autocert.DirCache(cfg.CacheDir)
+	}
 	m := &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
 		HostPolicy: autocert.HostWhitelist(cfg.Domains...),
-		Cache:      autocert.DirCache(cfg.CacheDir),
+		Cache:      cfg.Cache,
 		Email:      cfg.ACMEEmail,
 		Client:     client,
 	}
 
 	tlsConfig := hardened(m.TLSConfig()) // also answers TLS-ALPN-01 challenges on the API's port
-	getCertificate := tlsConfig.GetCertificate
+	getCertificate := observed(tlsConfig.GetCertificate, cfg.ObserveExpiry)
 	tlsConfig.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		cert, err := getCertificate(hello)
 		if err != nil {
@@ -140,6 +152,26 @@ func newAutocert(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error
 		TLSConfig:   tlsConfig,
 		HTTPHandler: withoutPort(m.HTTPHandler(redirectToHTTPS(cfg.Domains, httpsPort))),
 	}, nil
+}
+
+// observed tells observe the expiry of each certificate get serves, except the
+// short-lived ones autocert answers TLS-ALPN-01 challenges with.
+func observed(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), observe func(string, time.Time)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if observe == nil {
+		return get
+	}
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, err := get(hello)
+		challenge := len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acme.ALPNProto
+		if err == nil && cert.Leaf != nil && !challenge {
+			name := cert.Leaf.Subject.CommonName
+			if len(cert.Leaf.DNSNames) > 0 {
+				name = cert.Leaf.DNSNames[0]
+			}
+			observe(name, cert.Leaf.NotAfter)
+		}
+		return cert, err
+	}
 }
 
 // withoutPort removes the port from the request's Host before autocert sees it.
@@ -193,4 +225,14 @@ func clientTrusting(rootsFile string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return &http.Client{Transport: tr}, nil
+}
+
+// ExpiryGauge registers backend_tls_certificate_expiry_timestamp_seconds on reg and
+// returns what sets it, for Config.ObserveExpiry: an alert on it catches a renewal
+// that keeps failing while there is still time to act.
+func ExpiryGauge(reg prometheus.Registerer) func(name string, notAfter time.Time) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "backend_tls_certificate_expiry_timestamp_seconds",
+		Help: "When the certificate served for a name expires (Unix time), as of the last handshake."}, []string{"name"})
+	reg.MustRegister(g)
+	return func(name string, notAfter time.Time) { g.WithLabelValues(name).Set(float64(notAfter.Unix())) }
 }

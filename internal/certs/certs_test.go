@@ -224,3 +224,23 @@ func TestTLS12IsOfferedWithAEADSuitesOnly(t *testing.T) {
 		t.Error("autocert offers Go's default suites, CBC ones among them")
 	}
 }
+
+func TestTheExpiryOfTheServedCertificateIsObserved(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePair(t, certFile, keyFile, 1)
+	var name string
+	var notAfter time.Time
+	setup, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile,
+		ObserveExpiry: func(n string, t time.Time) { name, notAfter = n, t }}, ":443", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := setup.TLSConfig.GetCertificate(&tls.ClientHelloInfo{ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != "localhost" || !notAfter.Equal(cert.Leaf.NotAfter) {
+		t.Errorf("observed %q expiring %s, want localhost expiring %s", name, notAfter, cert.Leaf.NotAfter)
+	}
+}

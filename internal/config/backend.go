@@ -5,11 +5,13 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/api"
+	"github.com/annotated-data/pipeline/internal/certcache"
 	"github.com/annotated-data/pipeline/internal/certs"
 	"github.com/annotated-data/pipeline/internal/follow"
 )
@@ -18,6 +20,7 @@ import (
 type Backend struct {
 	ListenAddr    string
 	TLS           TLS
+	TLSCache      TLSCache
 	Elasticsearch Elasticsearch
 	// NATS is optional: follow=true and TLS_CACHE=nats need it (NATS.Enabled).
 	NATS   NATS
@@ -32,6 +35,20 @@ type Backend struct {
 
 // TLS is how the backend serves HTTPS.
 type TLS = certs.Config
+
+// TLS cache kinds: where autocert keeps its account key and certificates.
+const (
+	TLSCacheDir  = "dir"  // TLS_CACHE_DIR: one replica
+	TLSCacheNATS = "nats" // a JetStream bucket that replicas share
+)
+
+// TLSCache is where autocert keeps what it obtains. With TLS_CACHE=nats the
+// backend's one NATS connection (NATS_URL and its settings) carries it.
+type TLSCache struct {
+	Kind string
+	certcache.Config
+	keyFile string
+}
 
 // Follow is whose progress follow=true waits for, and how it polls.
 type Follow = follow.Config
@@ -56,17 +73,22 @@ func BackendVars(cfg *Backend) []Var {
 		{Name: "TLS_KEY_FILE", Usage: "file mode: PEM private key; read again when it changes", target: &cfg.TLS.KeyFile},
 		{Name: "TLS_DOMAINS", Usage: "autocert mode: the host names to obtain certificates for (comma-separated)", target: &cfg.TLS.Domains},
 		{Name: "TLS_CACHE_DIR", Default: "/var/lib/backend/autocert", Usage: "autocert mode: where the ACME account key and certificates are kept across restarts", target: &cfg.TLS.CacheDir},
+		{Name: "TLS_CACHE", Default: TLSCacheDir, Usage: "autocert mode: dir: TLS_CACHE_DIR, for one replica; nats: a JetStream key-value bucket that replicas behind one load balancer share, so one of them orders each certificate (needs NATS_URL)", target: &cfg.TLSCache.Kind},
+		{Name: "TLS_CACHE_BUCKET", Default: "AUTOCERT", Usage: "TLS_CACHE=nats: the key-value bucket; created if missing", target: &cfg.TLSCache.Bucket},
+		{Name: "TLS_CACHE_KEY_FILE", Usage: "TLS_CACHE=nats: file holding the 256-bit key, as 64 hex characters (openssl rand -hex 32), that encrypts every entry; the same on every replica; required", target: &cfg.TLSCache.keyFile},
+		{Name: "TLS_CACHE_LEASE_TTL", Default: "2m", Usage: "TLS_CACHE=nats: how long one replica may take to order a certificate before another may; longer than the slowest order", target: &cfg.TLSCache.LeaseTTL},
+		{Name: "TLS_CACHE_REPLICAS", Default: "1", Usage: "TLS_CACHE=nats: replicas of the bucket when it is created, in a NATS cluster", target: &cfg.TLSCache.Replicas},
 		{Name: "ACME_EMAIL", Usage: "autocert mode: contact address for the CA's expiry and problem notices (optional)", target: &cfg.TLS.ACMEEmail},
 		{Name: "ACME_DIRECTORY_URL", Default: certs.LetsEncryptDirectory, Usage: "autocert mode: the CA's ACME directory (Let's Encrypt staging, or any ACME CA)", target: &cfg.TLS.ACMEDirectoryURL},
 		{Name: "ACME_HTTP_ADDR", Default: ":80", Usage: "autocert mode: address of the HTTP-01 challenges and the HTTP-to-HTTPS redirect; the CA connects to port 80", target: &cfg.TLS.ACMEHTTPAddr},
 		{Name: "ACME_CA_ROOTS", Usage: "autocert mode: PEM file of extra root certificates to trust for the ACME directory (a private CA)", target: &cfg.TLS.ACMECARoots},
 	}
 	vars = append(vars, cfg.Elasticsearch.vars()...)
-	vars = append(vars, cfg.NATS.optionalVars("follow=true")...)
+	vars = append(vars, cfg.NATS.optionalVars("follow=true and TLS_CACHE=nats")...)
 	vars = append(vars,
 		Var{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "follow=true: the webserver's stream", target: &cfg.Follow.Stream},
 		Var{Name: "NATS_DURABLE", Default: "webserver", Usage: "follow=true: the webserver's durable consumer; its ack floor says which messages are settled", target: &cfg.Follow.Durable},
-		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "1s", Usage: "follow=true: how often new documents are looked for while someone follows", target: &cfg.Follow.PollInterval},
+		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "250ms", Usage: "follow=true: how often the webserver's progress is read while someone follows; a refresh and a query follow only when it moved", target: &cfg.Follow.PollInterval},
 		Var{Name: "FOLLOW_BUFFER", Default: "10000", Usage: "follow=true: documents held for a follower that has not taken them yet; one further behind is cut", target: &cfg.Follow.Buffer},
 		Var{Name: "FOLLOW_HEARTBEAT", Default: "15s", Usage: "follow=true: an idle stream sends a keep-alive this often, so proxies keep it open", target: &cfg.Heartbeat},
 		Var{Name: "API_MAX_FOLLOWERS", Default: "0", Usage: "follow=true streams served at once (they also count against API_MAX_STREAMS); more are answered 503 (0: half of API_MAX_STREAMS, at least 1)", target: &cfg.MaxFollowers},
@@ -94,6 +116,7 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	c := load(getenv, BackendVars(&cfg))
 	c.hostPort("LISTEN_ADDR", cfg.ListenAddr)
 	checkTLS(&cfg.TLS, c)
+	checkTLSCache(&cfg.TLSCache, cfg.TLS.Mode, cfg.NATS.Enabled(), c)
 	cfg.Elasticsearch.check(c)
 	cfg.NATS.checkOptional(c)
 	if !cfg.NATS.Enabled() {
@@ -154,6 +177,34 @@ func checkTLS(t *TLS, c *checks) {
 		c.add(err == nil && u.Scheme == "https" && u.Host != "", "ACME_DIRECTORY_URL", "%q is not an https:// URL", t.ACMEDirectoryURL)
 		c.hostPort("ACME_HTTP_ADDR", t.ACMEHTTPAddr)
 	}
+}
+
+// checkTLSCache checks the cache's settings, and reads its key.
+func checkTLSCache(t *TLSCache, mode string, natsEnabled bool, c *checks) {
+	c.oneOf("TLS_CACHE", t.Kind, TLSCacheDir, TLSCacheNATS)
+	if t.Kind != TLSCacheNATS {
+		for _, name := range []string{"TLS_CACHE_BUCKET", "TLS_CACHE_KEY_FILE", "TLS_CACHE_LEASE_TTL", "TLS_CACHE_REPLICAS"} {
+			c.add(!c.set[name], name, "is set, but TLS_CACHE is not nats")
+		}
+		return
+	}
+	c.add(mode == certs.Autocert, "TLS_CACHE", "nats is only for TLS_MODE=autocert")
+	c.add(natsEnabled, "NATS_URL", "is required with TLS_CACHE=nats: the certificate cache lives in NATS")
+	c.add(t.Bucket != "" && !strings.ContainsAny(t.Bucket, " .*>"), "TLS_CACHE_BUCKET", "%q is not a bucket name (letters, digits, - and _)", t.Bucket)
+	c.add(t.LeaseTTL >= time.Second, "TLS_CACHE_LEASE_TTL", "must be at least 1s, got %s", t.LeaseTTL)
+	c.positive("TLS_CACHE_REPLICAS", t.Replicas)
+	if t.keyFile == "" {
+		c.add(false, "TLS_CACHE_KEY_FILE", "is required with TLS_CACHE=nats: the bucket must not hold the private keys in clear")
+		return
+	}
+	data, err := os.ReadFile(t.keyFile)
+	if err != nil {
+		c.add(false, "TLS_CACHE_KEY_FILE", "cannot read the key: %v", err) // names the path, never the content
+		return
+	}
+	key, err := certcache.ParseKey(string(data))
+	c.add(err == nil, "TLS_CACHE_KEY_FILE", "%s: %v", t.keyFile, err)
+	t.Key = key
 }
 
 func (c *checks) hostPort(name, addr string) {

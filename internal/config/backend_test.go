@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -132,6 +133,45 @@ func TestBackendNATSIsOptionalButItsSettingsNeedIt(t *testing.T) {
 			checkNamed(t, "LoadBackend", tt.vars, err, tt.wantNamed)
 			if err == nil && cfg.NATS.Enabled() != (tt.vars["NATS_URL"] != "") {
 				t.Errorf("NATS.Enabled() = %v with NATS_URL=%q", cfg.NATS.Enabled(), tt.vars["NATS_URL"])
+			}
+		})
+	}
+}
+
+func TestBackendSharedCertificateCacheNeedsNATSAndAKey(t *testing.T) {
+	dir := t.TempDir()
+	goodKey, shortKey := dir+"/good.hex", dir+"/short.hex"
+	os.WriteFile(goodKey, []byte(strings.Repeat("0f", 32)+"\n"), 0o600)
+	os.WriteFile(shortKey, []byte(strings.Repeat("0f", 16)), 0o600)
+	autocert := func(extra map[string]string) map[string]string {
+		vars := map[string]string{"TLS_MODE": "autocert", "TLS_DOMAINS": "api.example.com"}
+		for k, v := range extra {
+			vars[k] = v
+		}
+		return vars
+	}
+	tests := []struct {
+		name      string
+		vars      map[string]string
+		wantNamed []string
+	}{
+		{"dir is the default and needs no NATS", autocert(nil), nil},
+		{"nats with NATS_URL and a key", autocert(map[string]string{"TLS_CACHE": "nats", "NATS_URL": "nats://nats:4222", "TLS_CACHE_KEY_FILE": goodKey}), nil},
+		{"nats without NATS_URL", autocert(map[string]string{"TLS_CACHE": "nats", "TLS_CACHE_KEY_FILE": goodKey}), []string{"NATS_URL"}},
+		{"nats without a key", autocert(map[string]string{"TLS_CACHE": "nats", "NATS_URL": "nats://nats:4222"}), []string{"TLS_CACHE_KEY_FILE"}},
+		{"nats with a 128-bit key", autocert(map[string]string{"TLS_CACHE": "nats", "NATS_URL": "nats://nats:4222", "TLS_CACHE_KEY_FILE": shortKey}), []string{"TLS_CACHE_KEY_FILE"}},
+		{"nats with a missing key file", autocert(map[string]string{"TLS_CACHE": "nats", "NATS_URL": "nats://nats:4222", "TLS_CACHE_KEY_FILE": dir + "/none"}), []string{"TLS_CACHE_KEY_FILE"}},
+		{"nats with a lease too short", autocert(map[string]string{"TLS_CACHE": "nats", "NATS_URL": "nats://nats:4222", "TLS_CACHE_KEY_FILE": goodKey, "TLS_CACHE_LEASE_TTL": "10ms"}), []string{"TLS_CACHE_LEASE_TTL"}},
+		{"an unknown cache", autocert(map[string]string{"TLS_CACHE": "redis"}), []string{"TLS_CACHE"}},
+		{"nats settings with the dir cache", autocert(map[string]string{"TLS_CACHE_KEY_FILE": goodKey}), []string{"TLS_CACHE_KEY_FILE"}},
+		{"nats without autocert", map[string]string{"TLS_CACHE": "nats", "NATS_URL": "nats://nats:4222", "TLS_CACHE_KEY_FILE": goodKey}, []string{"TLS_CACHE"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := LoadBackend(env(tt.vars))
+			checkNamed(t, "LoadBackend", tt.vars, err, tt.wantNamed)
+			if err == nil && tt.vars["TLS_CACHE"] == "nats" && len(cfg.TLSCache.Key) != 32 {
+				t.Errorf("key of %d bytes read from TLS_CACHE_KEY_FILE, want 32", len(cfg.TLSCache.Key))
 			}
 		})
 	}

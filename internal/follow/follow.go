@@ -384,10 +384,15 @@ func (p *poller) once() {
 // deliver hands the documents with sequences in (p.last, floor] to the
 // followers whose range they fall in, and the floor to all.
 func (p *poller) deliver(ctx context.Context, floor uint64) (int, error) {
+	subs := p.followers()
+	if len(subs) == 0 {
+		// The last follower left after run looked: nobody to deliver to, and
+		// the next one to join sets where the steps begin.
+		return 0, nil
+	}
 	if err := p.hub.store.Refresh(ctx); err != nil {
 		return 0, err
 	}
-	subs := p.followers()
 	from, to := span(subs)
 	after, n := p.last, 0
 	for {

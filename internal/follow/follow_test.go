@@ -259,3 +259,19 @@ func TestClosingTheHubEndsEveryFollowerAndRefusesNewOnes(t *testing.T) {
 		t.Errorf("Follow after Close: %v, want ErrClosed", err)
 	}
 }
+
+func TestAStepAfterTheLastFollowerLeftDoesNotFail(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := newTestHub(floor, st, 1000)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.p
+	f.Close()
+	for seq := uint64(1); seq <= 5; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(5)
+	p.once() // what run does when the follower leaves between its check and the step
+}

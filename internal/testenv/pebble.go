@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +38,26 @@ type Pebble struct {
 // on httpPort of 127.0.0.1 and TLS-ALPN-01 on tlsPort. Both stop when the test ends.
 func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 	t.Helper()
+	return StartPebbleWith(t, httpPort, tlsPort, PebbleOptions{})
+}
+
+// PebbleOptions change what StartPebble starts.
+type PebbleOptions struct {
+	// Validity of the certificates Pebble issues (default 90 days); a short one
+	// has autocert renew within a test.
+	Validity time.Duration
+	// Env is added to Pebble's environment, e.g. PEBBLE_VA_NOSLEEP=0 to have it
+	// wait a random time before validating, as a real CA may.
+	Env map[string]string
+}
+
+// StartPebbleWith is StartPebble with options.
+func StartPebbleWith(t testing.TB, httpPort, tlsPort int, opts PebbleOptions) *Pebble {
+	t.Helper()
+	validity := 90 * 24 * time.Hour
+	if opts.Validity > 0 {
+		validity = opts.Validity
+	}
 	dir := t.TempDir()
 	bins, err := buildTools(dir, "github.com/letsencrypt/pebble/v2/cmd/pebble", "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv")
 	if err != nil {
@@ -68,17 +89,19 @@ func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 		"externalAccountBindingRequired": false,
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
-		"profiles":                       map[string]any{"default": map[string]any{"description": "test", "validityPeriod": 7776000}},
+		"profiles":                       map[string]any{"default": map[string]any{"description": "test", "validityPeriod": int(validity.Seconds())}},
 	}}
 	cfgFile := filepath.Join(dir, "pebble-config.json")
 	data, _ := json.Marshal(cfg)
 	if err := os.WriteFile(cfgFile, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	proc := StartProcess(t, bins["pebble"], map[string]string{
+	env := map[string]string{
 		"PEBBLE_VA_NOSLEEP":      "1", // no random delay before validating
 		"PEBBLE_WFE_NONCEREJECT": "0", // no deliberately rejected nonces
-	}, "-config", cfgFile, "-dnsserver", dnsAddr)
+	}
+	maps.Copy(env, opts.Env)
+	proc := StartProcess(t, bins["pebble"], env, "-config", cfgFile, "-dnsserver", dnsAddr)
 
 	p := &Pebble{
 		DirectoryURL:  "https://" + listen + "/dir",
@@ -100,6 +123,12 @@ func StartPebble(t testing.TB, httpPort, tlsPort int) *Pebble {
 		}
 	}
 }
+
+// Orders is how many orders Pebble has been asked for so far, from its log.
+func (p *Pebble) Orders() int { return strings.Count(p.Process.Output(), "Added order ") }
+
+// Issued is how many certificates Pebble has issued so far, from its log.
+func (p *Pebble) Issued() int { return strings.Count(p.Process.Output(), "Issued certificate serial ") }
 
 // IssuerRoots returns the root that the certificates Pebble issues chain to. Pebble
 // makes a new one at each start.

@@ -11,8 +11,9 @@ import (
 // unreachable to whatever was pointed at the proxy, without stopping the service,
 // which other tests may be sharing.
 type Proxy struct {
-	ln     net.Listener
-	target string
+	ln      net.Listener
+	targets []string
+	next    int // the target the next connection tries first
 
 	mu    sync.Mutex
 	cut   bool
@@ -24,14 +25,24 @@ type Proxy struct {
 // host:port such as 127.0.0.1:9200. It is closed when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	if _, _, err := net.SplitHostPort(target); err != nil {
-		t.Fatalf("proxy target %q is not a host:port", target)
+	return NewRoundRobinProxy(t, target)
+}
+
+// NewRoundRobinProxy is a load balancer in front of replicas: each new connection
+// goes to the next target in turn, skipping any that refuses it (a stopped
+// replica), as a balancer with health checks would.
+func NewRoundRobinProxy(t testing.TB, targets ...string) *Proxy {
+	t.Helper()
+	for _, target := range targets {
+		if _, _, err := net.SplitHostPort(target); err != nil {
+			t.Fatalf("proxy target %q is not a host:port", target)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, targets: targets, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(func() {
@@ -83,7 +94,7 @@ func (p *Proxy) accept() {
 
 func (p *Proxy) forward(client net.Conn) {
 	defer p.wg.Done()
-	server, err := net.Dial("tcp", p.target)
+	server, err := p.dial()
 	if err != nil {
 		client.Close()
 		return
@@ -103,6 +114,22 @@ func (p *Proxy) forward(client net.Conn) {
 	go pipe(client, server)
 	<-done
 	<-done
+}
+
+// dial connects to the next target in turn that accepts.
+func (p *Proxy) dial() (net.Conn, error) {
+	p.mu.Lock()
+	first := p.next
+	p.next = (p.next + 1) % len(p.targets)
+	p.mu.Unlock()
+	var err error
+	for i := range p.targets {
+		var c net.Conn
+		if c, err = net.Dial("tcp", p.targets[(first+i)%len(p.targets)]); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
 }
 
 // track registers a connection pair, unless the proxy was cut meanwhile.
