@@ -134,6 +134,17 @@ func TestBrowserShowsARangeAndFollowsNewFrames(t *testing.T) {
 			t.Errorf("count %s, want %s (status %q)", got.Count, want, got.Status)
 		}
 	})
+
+	t.Run("the page on an origin CORS does not allow: no answer, and it says so", func(t *testing.T) {
+		unlisted := httptest.NewServer(http.FileServerFS(os.DirFS("../internal/api/web")))
+		t.Cleanup(unlisted.Close)
+		tab.do(t, chromedp.Navigate(unlisted.URL+"/?api="+origin),
+			chromedp.Click(chromedp.CSS("summary")), chromedp.SendKeys(chromedp.ID("key"), key),
+			chromedp.Click(chromedp.ID("show")))
+		tab.waitFor(t, "the page to give up on this try", func(s pageState) bool {
+			return s.Phase == "reconnecting" && strings.HasPrefix(s.Status, "no answer from "+origin) && s.Count == "0"
+		})
+	})
 }
 
 // publishNext sends the generator's next n frames, each with its message id.
