@@ -118,6 +118,16 @@ func TestBrowserShowsARangeAndFollowsNewFrames(t *testing.T) {
 		})
 	}
 
+	t.Run("a link shows its range at once, with the key the tab keeps", func(t *testing.T) {
+		now := time.Now().UTC()
+		link := fmt.Sprintf("%s/?start=%s&end=%s", origin, now.Add(-time.Hour).Format(time.RFC3339), now.Format(time.RFC3339))
+		tab.do(t, chromedp.Navigate(link))
+		got := tab.waitFor(t, "the range to load", func(s pageState) bool { return s.Phase == "complete" })
+		if want := fmt.Sprint(published); got.Count != want {
+			t.Errorf("count %s, want %s (status %q)", got.Count, want, got.Status)
+		}
+	})
+
 	t.Run("a wrong key: the API's message", func(t *testing.T) {
 		tab.do(t, chromedp.SetValue(chromedp.ID("key"), "not-the-key-0123456789"), chromedp.Click(chromedp.ID("show")))
 		tab.waitFor(t, "the API's answer", func(s pageState) bool {

@@ -30,7 +30,6 @@ $('stop').addEventListener('click', () => {
   setPhase('stopped');
   say('Stopped. Show starts again.');
 });
-if (params.has('start')) show();
 
 function show() {
   running?.abort();
@@ -259,3 +258,6 @@ function sleep(ms, signal) {
     signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, {once: true});
   });
 }
+
+// A link that names a range shows it at once (last: show needs all of the above).
+if (params.has('start')) show();
