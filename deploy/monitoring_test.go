@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/annotated-data/pipeline/internal/audit"
+	"github.com/annotated-data/pipeline/internal/retention"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/annotated-data/pipeline/internal/admin"
@@ -25,6 +28,9 @@ import (
 func binaryRegistries() map[string]*prometheus.Registry {
 	webserver := admin.NewRegistry()
 	ingest.NewMetrics(webserver)
+	// Registered when ES_RETENTION and AUDIT_INTERVAL are set.
+	retention.New(nil, retention.Config{}, nil, webserver)
+	audit.NewGauges(webserver)
 	backend := admin.NewRegistry()
 	api.NewMetrics(backend)
 	certs.ExpiryGauge(backend)

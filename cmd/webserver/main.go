@@ -34,12 +34,20 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args, os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "webserver:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	program := config.Program{Name: "webserver", Summary: "ingests annotated messages from NATS JetStream into Elasticsearch.", Version: version, Commit: commit}
+	if len(args) > 1 {
+		switch args[1] {
+		case "audit":
+			return runAudit(ctx, args[2:], getenv, stdout)
+		case "replay":
+			return runReplay(ctx, args[2:], getenv, stdout)
+		}
+	}
+	program := config.Program{Name: "webserver", Summary: "ingests annotated messages from NATS JetStream into Elasticsearch. Its tools: webserver audit (prove nothing was lost) and webserver replay (re-ingest a window); each has --help.", Version: version, Commit: commit}
 	if proceed, err := config.ParseFlags(args, stdout, program, config.IngesterVars(&config.Ingester{})); !proceed {
 		return err
 	}
@@ -104,6 +112,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		),
 		ReadHeaderTimeout: 5 * time.Second,
 	}}
+	upkeep := startUpkeep(ctx, cfg, js, st, reg, log)
+	defer upkeep()
 	log.Info("webserver started", "version", version)
 
 	// The admin server lives as long as the ingester; if it fails, the process

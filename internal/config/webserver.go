@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,18 @@ type Ingester struct {
 	AdminAddr      string
 	AdminProfiling bool
 
+	Upkeep Upkeep
+
 	Logging Logging
+}
+
+// Upkeep is what the webserver does besides ingesting: deleting expired indices
+// and auditing what it ingested.
+type Upkeep struct {
+	Retention     time.Duration // 0: indices are kept
+	retention     string
+	AuditInterval time.Duration // 0: no periodic audit
+	AuditWindow   time.Duration
 }
 
 // Ingest is what the ingestion pipeline itself needs to know.
@@ -74,6 +86,9 @@ func IngesterVars(cfg *Ingester) []Var {
 		Var{Name: "ADMIN_PPROF", Default: "false", Usage: "true: serve Go profiles on ADMIN_ADDR/debug/pprof/ (for diagnosis)", target: &cfg.AdminProfiling},
 		Var{Name: "PROGRESS_INTERVAL", Default: "10s", Usage: "how often a progress line is logged while there is work", target: &cfg.ProgressInterval},
 		Var{Name: "SHUTDOWN_TIMEOUT", Default: "30s", Usage: "how long a stop may take to finish in-flight bulks", target: &cfg.ShutdownTimeout},
+		Var{Name: "ES_RETENTION", Default: "off", Usage: "delete this webserver's indices once their whole day (or month) is older than this, e.g. 30d; checked hourly", target: &cfg.Upkeep.retention},
+		Var{Name: "AUDIT_INTERVAL", Default: "0s", Usage: "audit the last AUDIT_WINDOW this often and export the figures as webserver_audit_* metrics (0s: never)", target: &cfg.Upkeep.AuditInterval},
+		Var{Name: "AUDIT_WINDOW", Default: "24h", Usage: "how far back each periodic audit reaches (by publish time)", target: &cfg.Upkeep.AuditWindow},
 	)
 	return append(vars, cfg.Logging.vars()...)
 }
@@ -120,8 +135,31 @@ func LoadIngester(getenv func(string) string) (Ingester, error) {
 	c.add(cfg.BulkMaxDocs <= cfg.MaxAckPending, "BULK_MAX_DOCS", "%d must not exceed NATS_MAX_ACK_PENDING (%d), or a batch could never fill", cfg.BulkMaxDocs, cfg.MaxAckPending)
 	c.positiveDuration("PROGRESS_INTERVAL", cfg.ProgressInterval)
 	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
+	cfg.Upkeep.check(c)
 	cfg.Logging.check(c)
 	return cfg, c.err()
+}
+
+func (u *Upkeep) check(c *checks) {
+	var err error
+	u.Retention, err = days(u.retention)
+	c.add(err == nil, "ES_RETENTION", "%q is not off or a span like 30d or 720h", u.retention)
+	c.add(u.Retention >= 0, "ES_RETENTION", "must not be negative")
+	c.add(u.AuditInterval >= 0, "AUDIT_INTERVAL", "must not be negative")
+	c.positiveDuration("AUDIT_WINDOW", u.AuditWindow)
+}
+
+// days reads a span in days (30d) or as a Go duration (720h); off and 0 are none.
+func days(s string) (time.Duration, error) {
+	switch s {
+	case "off", "0":
+		return 0, nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		d, err := strconv.Atoi(n)
+		return time.Duration(d) * 24 * time.Hour, err
+	}
+	return time.ParseDuration(s)
 }
 
 // validSubjectPrefix accepts dot-separated NATS subject tokens without wildcards.

@@ -3,9 +3,11 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/nats-io/nats.go"
@@ -30,6 +32,12 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	var rej *pipeline.RejectError
 	if errors.As(cause, &rej) {
 		reason, detail = rej.Reason, rej.Detail
+	}
+	if in.replay != nil && in.replay.alreadyDeadLettered(m) {
+		// A replay dead-letters a message once, however often it runs: the dead
+		// letter's own id only deduplicates within the stream's duplicate window.
+		in.settle(m, term)
+		return
 	}
 	dl := nats.NewMsg(in.cfg.DLQSubjectPrefix + "." + m.Subject())
 	dl.Data = m.Data()
@@ -69,4 +77,59 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
+}
+
+// DeadLetters reads the dead-letter stream dlqStream and counts, by original
+// sequence, the dead letters of the messages of stream. It reads headers only,
+// through an ephemeral ordered consumer, so it costs one small message per dead
+// letter and disturbs no other consumer. A missing dead-letter stream holds none.
+func DeadLetters(ctx context.Context, js jetstream.JetStream, dlqStream, stream string) (map[uint64]int, error) {
+	letters := map[uint64]int{}
+	s, err := js.Stream(ctx, dlqStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return letters, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up dead-letter stream %s: %w", dlqStream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream %s info: %w", dlqStream, err)
+	}
+	if info.State.Msgs == 0 {
+		return letters, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("read dead-letter stream %s: %w", dlqStream, err)
+	}
+	for read := uint64(0); read < info.State.Msgs; {
+		// Never more than the stream holds: a fetch waits until its batch is full.
+		batch, err := cons.Fetch(int(min(4096, info.State.Msgs-read)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read dead-letter stream %s: %w", dlqStream, err)
+		}
+		got := 0
+		last := false
+		for m := range batch.Messages() {
+			got++
+			h := m.Headers()
+			if h.Get(HeaderOriginalStream) == stream {
+				if seq, err := strconv.ParseUint(h.Get(HeaderOriginalSeq), 10, 64); err == nil {
+					letters[seq]++
+				}
+			}
+			if meta, err := m.Metadata(); err == nil && meta.NumPending == 0 {
+				last = true
+			}
+		}
+		if err := batch.Error(); err != nil && got == 0 && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, fmt.Errorf("read dead-letter stream %s: %w", dlqStream, err)
+		}
+		if last || got == 0 {
+			break
+		}
+		read += uint64(got)
+	}
+	return letters, nil
 }

@@ -125,6 +125,10 @@ type Ingester struct {
 	fallbacks *fallbacks
 	// retry spaces the attempts of a failing bulk request or fetch.
 	retry dial.Backoff
+	// replay is set when the ingester re-reads a window through an ephemeral
+	// ordered consumer (replay.go) instead of the durable: there is then nothing
+	// to acknowledge, and settle only counts.
+	replay *replaying
 }
 
 // New returns an ingester; Run does the work.
@@ -170,17 +174,7 @@ func (in *Ingester) setUp(ctx context.Context) (jetstream.Consumer, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := in.ensureStream(ctx, jetstream.StreamConfig{
-		Name:     in.cfg.DLQStream,
-		Subjects: []string{in.cfg.DLQSubjectPrefix + ".>"},
-		Storage:  jetstream.FileStorage,
-		Replicas: in.cfg.StreamReplicas,
-	}); err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStreamSubjectOverlap {
-			// Another pipeline on this server dead-letters under the same prefix.
-			return nil, fmt.Errorf("%w: %w", ErrDeadLetterSubjectsTaken, err)
-		}
+	if err := in.ensureDeadLetterStream(ctx); err != nil {
 		return nil, err
 	}
 	cons, err := in.js.CreateOrUpdateConsumer(ctx, in.cfg.Stream, jetstream.ConsumerConfig{
@@ -196,6 +190,23 @@ func (in *Ingester) setUp(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, fmt.Errorf("create consumer %s on stream %s: %w", in.cfg.Durable, in.cfg.Stream, err)
 	}
 	return cons, nil
+}
+
+func (in *Ingester) ensureDeadLetterStream(ctx context.Context) error {
+	if err := in.ensureStream(ctx, jetstream.StreamConfig{
+		Name:     in.cfg.DLQStream,
+		Subjects: []string{in.cfg.DLQSubjectPrefix + ".>"},
+		Storage:  jetstream.FileStorage,
+		Replicas: in.cfg.StreamReplicas,
+	}); err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeStreamSubjectOverlap {
+			// Another pipeline on this server dead-letters under the same prefix.
+			return fmt.Errorf("%w: %w", ErrDeadLetterSubjectsTaken, err)
+		}
+		return err
+	}
+	return nil
 }
 
 func (in *Ingester) ensureStream(ctx context.Context, cfg jetstream.StreamConfig) error {
@@ -223,6 +234,16 @@ func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) {
 	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(in.cfg.ShutdownTimeout, cancelWork) })
 	defer stopAfter()
 
+	var wg sync.WaitGroup
+	wg.Go(func() { in.reportProgress(ctx, cons) })
+	in.withWorkers(work, func(batches chan<- *batch) { in.fetchLoop(ctx, work, cons, batches) })
+	wg.Wait()
+}
+
+// withWorkers runs Config.BulkWorkers goroutines that index every batch feed sends
+// them, and returns once feed has returned and they have indexed the last one.
+// Live ingestion and replay share it, so both index alike.
+func (in *Ingester) withWorkers(work context.Context, feed func(batches chan<- *batch)) {
 	batches := make(chan *batch)
 	var wg sync.WaitGroup
 	for range in.cfg.BulkWorkers {
@@ -232,9 +253,7 @@ func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) {
 			}
 		})
 	}
-	wg.Go(func() { in.reportProgress(ctx, cons) })
-
-	in.fetchLoop(ctx, work, cons, batches)
+	feed(batches)
 	close(batches)
 	wg.Wait()
 }
@@ -261,9 +280,24 @@ func (in *Ingester) fetchLoop(ctx, work context.Context, cons jetstream.Consumer
 			in.log.Info("fetching from nats again", "after_failures", failures)
 			failures = 0
 		}
-		for _, b := range in.batchesOf(work, msgs) {
-			batches <- b
-		}
+		in.handOver(in.batchesOf(work, msgs), batches)
+	}
+}
+
+// handOver gives bs to the workers. While every worker is busy a batch waits here
+// as long as a bulk takes: its messages are kept in progress meanwhile, as during
+// their own bulk, or a slow Elasticsearch would make NATS redeliver them, and
+// each redelivery counts towards MaxDeliver, which dead-letters a valid message
+// as a crash loop.
+func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
+	var msgs []jetstream.Msg
+	for _, b := range bs {
+		msgs = append(msgs, b.msgs...)
+	}
+	stop := keepInProgress(msgs, in.cfg.AckWait/3)
+	defer stop()
+	for _, b := range bs {
+		batches <- b
 	}
 }
 

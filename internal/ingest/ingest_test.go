@@ -372,6 +372,37 @@ func TestRunCreatesStreamsAndConsumerThenIngestsUntilStopped(t *testing.T) {
 	}
 }
 
+// A batch that waits for a busy worker is kept in progress, or a slow
+// Elasticsearch would make NATS redeliver it until MaxDeliver dead-letters it.
+func TestMessagesWaitingForABusyWorkerAreKeptInProgress(t *testing.T) {
+	release := make(chan struct{})
+	idx := &fakeIndexer{bulk: func(_ int, items []pipeline.Item) ([]pipeline.ItemResult, error) {
+		<-release
+		return outcomes(items, pipeline.Created, 201, ""), nil
+	}}
+	in, _ := testIngester(t, idx, &fakeJetStream{}, Config{AckWait: 30 * time.Millisecond, BulkWorkers: 1})
+	first, waiting := newMsg(1, frame(1)), newMsg(2, frame(2))
+	batches := make(chan *batch) // one worker, busy with the first batch
+	go func() {
+		b := <-batches
+		in.index(context.Background(), b)
+	}()
+	in.handOver(in.batchesOf(context.Background(), []jetstream.Msg{first}), batches)
+
+	handed := make(chan struct{})
+	go func() {
+		in.handOver(in.batchesOf(context.Background(), []jetstream.Msg{waiting}), batches)
+		close(handed)
+	}()
+	time.Sleep(100 * time.Millisecond) // ten keep-alive periods
+	if waiting.inProgress() < 3 {
+		t.Errorf("InProgress sent %d times while the batch waited ten keep-alive periods for a worker, want several", waiting.inProgress())
+	}
+	go func() { in.index(context.Background(), <-batches) }()
+	close(release)
+	<-handed
+}
+
 func TestRunBindsExistingStreamsAsTheyAre(t *testing.T) {
 	cons := &fakeConsumer{}
 	js := &fakeJetStream{consumer: cons, streams: map[string]jetstream.StreamConfig{"ANNOTATIONS": {}, "ANNOTATIONS_DLQ": {}}}

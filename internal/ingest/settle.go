@@ -32,6 +32,11 @@ const nakLaterDelay = 2 * time.Second
 // server. Such a failure loses nothing: the server redelivers the message after
 // AckWait, and op_type=create turns the redelivery into a duplicate.
 func (in *Ingester) settle(m jetstream.Msg, s settlement) {
+	if in.replay != nil {
+		in.metrics.unacked.Dec()
+		in.replay.settled(s)
+		return
+	}
 	var err error
 	switch s {
 	case ack:

@@ -1,0 +1,259 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/annotated-data/pipeline/internal/pipeline"
+)
+
+// fakeStream holds messages by sequence: the producer's Nats-Msg-Id of each ("" for
+// none), and the dead letters.
+type fakeStream struct {
+	msgIDs  map[uint64]string
+	first   uint64
+	last    uint64
+	deleted []uint64
+	letters map[uint64]int
+	settled uint64 // the durable's ack floor; 0: no durable
+	gets    int    // messages read one by one
+}
+
+func (s *fakeStream) State(context.Context) (State, error) {
+	return State{First: s.first, Last: s.last, Deleted: s.deleted, Settled: s.settled, HasDurable: s.settled > 0}, nil
+}
+func (s *fakeStream) Since(context.Context, time.Time) (uint64, bool, error) {
+	return s.first, false, nil
+}
+func (s *fakeStream) DeadLetters(context.Context) (map[uint64]int, error) { return s.letters, nil }
+func (s *fakeStream) DocumentIDs(_ context.Context, seqs []uint64) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	for _, seq := range seqs {
+		s.gets++
+		if id, ok := s.msgIDs[seq]; ok && !contains(s.deleted, seq) && seq >= s.first {
+			out[seq] = id
+			if id == "" {
+				out[seq] = fmt.Sprintf("S-%d", seq)
+			}
+		}
+	}
+	return out, nil
+}
+
+// fakeIndex holds documents.
+type fakeIndex struct {
+	docs    []pipeline.Copy
+	buckets int // histogram requests
+	leaves  int // composite requests
+}
+
+func (x *fakeIndex) SeqBuckets(_ context.Context, _ string, ranges []pipeline.SeqRange, width, offset uint64) ([]pipeline.SeqBucket, error) {
+	x.buckets++
+	byStart := map[uint64]*pipeline.SeqBucket{}
+	for _, d := range x.docs {
+		if !in(ranges, d.Seq) {
+			continue
+		}
+		start := (d.Seq-offset)/width*width + offset
+		b := byStart[start]
+		if b == nil {
+			b = &pipeline.SeqBucket{From: start, To: start + width - 1}
+			byStart[start] = b
+		}
+		b.Documents++
+		b.SeqSum += d.Seq
+	}
+	var out []pipeline.SeqBucket
+	for _, b := range byStart {
+		out = append(out, *b)
+	}
+	return out, nil
+}
+func (x *fakeIndex) SeqCounts(_ context.Context, _ string, ranges []pipeline.SeqRange) (map[uint64]int, error) {
+	x.leaves++
+	out := map[uint64]int{}
+	for _, d := range x.docs {
+		if in(ranges, d.Seq) {
+			out[d.Seq]++
+		}
+	}
+	return out, nil
+}
+
+func in(ranges []pipeline.SeqRange, seq uint64) bool {
+	return slices.ContainsFunc(ranges, func(r pipeline.SeqRange) bool { return seq >= r.From && seq <= r.To })
+}
+func (x *fakeIndex) SeqsStored(_ context.Context, _ string, seqs []uint64) (map[uint64]int, error) {
+	out := map[uint64]int{}
+	for _, d := range x.docs {
+		if slices.Contains(seqs, d.Seq) {
+			out[d.Seq]++
+		}
+	}
+	return out, nil
+}
+func (x *fakeIndex) CopiesOf(_ context.Context, ids []string) ([]pipeline.Copy, error) {
+	var out []pipeline.Copy
+	for _, d := range x.docs {
+		if slices.Contains(ids, d.ID) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+func (x *fakeIndex) CopiesOfSeqs(_ context.Context, _ string, seqs []uint64) ([]pipeline.Copy, error) {
+	var out []pipeline.Copy
+	for _, d := range x.docs {
+		if slices.Contains(seqs, d.Seq) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// world is n messages ingested cleanly: every 100th dead-lettered, every 50th a
+// repeat of the id before it (whose document is therefore not stored again).
+func world(n uint64) (*fakeStream, *fakeIndex) {
+	s := &fakeStream{msgIDs: map[uint64]string{}, first: 1, last: n, letters: map[uint64]int{}, settled: n}
+	x := &fakeIndex{}
+	stored := map[string]bool{}
+	for seq := uint64(1); seq <= n; seq++ {
+		id := fmt.Sprintf("m-%d", seq)
+		if seq%50 == 0 {
+			id = s.msgIDs[seq-1]
+		}
+		s.msgIDs[seq] = id
+		switch {
+		case seq%100 == 7:
+			s.letters[seq] = 1
+		case !stored[id]:
+			stored[id] = true
+			x.docs = append(x.docs, pipeline.Copy{Index: "a-2023.03.09", ID: id, Seq: seq})
+		}
+	}
+	return s, x
+}
+
+func (x *fakeIndex) remove(seqs ...uint64) {
+	x.docs = slices.DeleteFunc(x.docs, func(d pipeline.Copy) bool { return slices.Contains(seqs, d.Seq) })
+}
+
+func audit(t *testing.T, s *fakeStream, x *fakeIndex, w Window) *Report {
+	t.Helper()
+	r, err := (&Auditor{Stream: s, Index: x, Name: "S", BucketWidth: 1000, LeafWidth: 16}).Audit(context.Background(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestACleanWindowHasExactTotalsAndIsClean(t *testing.T) {
+	s, x := world(10000)
+	r := audit(t, s, x, Window{})
+	if !r.Clean() || r.Messages != 10000 || r.Indexed != 9700 || r.DeadLettered != 100 || r.ProducerDuplicates != 200 || r.Missing != 0 {
+		t.Errorf("report = %+v, want clean with 10000 messages, 9700 indexed, 100 dead-lettered, 200 producer duplicates", r)
+	}
+}
+
+func TestWithoutProducerDuplicatesACleanWindowIsOneRequestPerBucketsAndNoMessageIsRead(t *testing.T) {
+	s, x := world(10000)
+	for seq, id := range s.msgIDs {
+		if seq%50 == 0 {
+			s.msgIDs[seq] = id + "-own"
+			x.docs = append(x.docs, pipeline.Copy{ID: id + "-own", Seq: seq})
+		}
+	}
+	r := audit(t, s, x, Window{})
+	if !r.Clean() || r.Indexed != 9900 {
+		t.Fatalf("report = %+v, want clean with 9900 indexed", r)
+	}
+	if x.buckets != 1 || x.leaves != 0 || s.gets != 0 {
+		t.Errorf("%d histogram requests, %d leaves, %d messages read; want 1, 0, 0", x.buckets, x.leaves, s.gets)
+	}
+}
+
+func TestMissingDocumentsAreReportedAsRangesAndOnlyTheirBucketsAreResolved(t *testing.T) {
+	s, x := world(10000)
+	x.remove(2, 3, 4, 5001)
+	r := audit(t, s, x, Window{})
+	if r.Clean() || r.Missing != 4 || !slices.Equal(r.MissingRanges, []Range{{2, 4}, {5001, 5001}}) {
+		t.Errorf("missing = %d %v, want 4 in 2-4 and 5001", r.Missing, r.MissingRanges)
+	}
+	if r.Messages != 10000 || r.ProducerDuplicates != 200 {
+		t.Errorf("messages %d, producer duplicates %d; want 10000 and 200", r.Messages, r.ProducerDuplicates)
+	}
+}
+
+func TestAMissingAndADoubledSequenceInOneBucketDoNotCancelOut(t *testing.T) {
+	s, x := world(1000)
+	for seq, id := range s.msgIDs { // no producer duplicates: every bucket agrees but for the two faults
+		s.msgIDs[seq] = id + fmt.Sprint("-", seq)
+	}
+	x.docs = nil
+	for seq := uint64(1); seq <= 1000; seq++ {
+		if s.letters[seq] == 0 {
+			x.docs = append(x.docs, pipeline.Copy{Index: "a-2023.03.09", ID: s.msgIDs[seq], Seq: seq})
+		}
+	}
+	x.remove(10)
+	x.docs = append(x.docs, pipeline.Copy{Index: "a-2023.03.10", ID: "other", Seq: 20})
+	r := audit(t, s, x, Window{})
+	if r.Missing != 1 || r.MissingSeqs[0] != 10 {
+		t.Errorf("missing = %v, want [10]", r.MissingSeqs)
+	}
+	if len(r.IndexedTwice) != 1 || r.IndexedTwice[0].Seq != 20 ||
+		!slices.Equal(r.IndexedTwice[0].Documents, []string{"a-2023.03.09/m-20-20", "a-2023.03.10/other"}) {
+		t.Errorf("indexed twice = %+v, want 20 in both indices", r.IndexedTwice)
+	}
+}
+
+func TestAMissingSequenceCannotHideBehindOneIndexedAndDeadLettered(t *testing.T) {
+	s, x := world(1000)
+	x.remove(11)
+	x.docs = append(x.docs, pipeline.Copy{ID: "again", Seq: 107}) // 107 has a dead letter
+	r := audit(t, s, x, Window{})
+	if r.Missing != 1 || r.MissingSeqs[0] != 11 || !slices.Equal(r.IndexedAndDeadLettered, []uint64{107}) {
+		t.Errorf("missing %v, indexed and dead-lettered %v; want [11] and [107]", r.MissingSeqs, r.IndexedAndDeadLettered)
+	}
+}
+
+func TestAMessageRepeatingTheIdOfAMissingOneIsMissingToo(t *testing.T) {
+	s, x := world(1000)
+	x.remove(49) // 50 repeated 49's id: neither document is stored now
+	r := audit(t, s, x, Window{})
+	if !slices.Equal(r.MissingSeqs, []uint64{49, 50}) {
+		t.Errorf("missing = %v, want [49 50]", r.MissingSeqs)
+	}
+}
+
+func TestAWindowPartlyBeyondTheStreamIsNeverClean(t *testing.T) {
+	s, x := world(1000)
+	s.first = 301
+	r := audit(t, s, x, Window{})
+	if r.Clean() || r.BeyondStream == nil || *r.BeyondStream != (Range{1, 300}) || r.Audited.From != 301 || r.Messages != 700 {
+		t.Errorf("report = %+v, want 1-300 beyond the stream, 301-1000 audited, not clean", r)
+	}
+}
+
+func TestMessagesNotYetSettledByTheDurableAreNotMissing(t *testing.T) {
+	s, x := world(1000)
+	x.remove(901, 950, 999)
+	s.settled = 900
+	r := audit(t, s, x, Window{})
+	if !r.Clean() || r.NotYetIngested != 100 || r.Audited.To != 900 {
+		t.Errorf("report = %+v, want clean up to 900 with 100 not yet ingested", r)
+	}
+}
+
+func TestDeletedMessagesAreNotMessagesAndTheirDocumentsAreNoProblem(t *testing.T) {
+	s, x := world(1000)
+	s.deleted = []uint64{5, 6}
+	x.remove(6)
+	r := audit(t, s, x, Window{})
+	if !r.Clean() || r.Messages != 998 || r.IndexedNotInStream != 1 {
+		t.Errorf("report = %+v, want clean, 998 messages, 1 document of a deleted message", r)
+	}
+}
