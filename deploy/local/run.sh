@@ -61,6 +61,10 @@ cat <<MSG
 
     $url
 
+  or see them per minute in a browser, and follow new ones as they arrive:
+
+    $api/?start=2023-03-09T19:40:00Z&follow=true
+
   or stream them as NDJSON:  curl -N '$api/getStream?start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00'
   or follow the range as frames arrive:
     curl -N -H 'Accept: text/event-stream' '$api/getStream?start_date=2023-03-09T19:40:00&follow=true'

@@ -347,7 +347,7 @@ func TestEveryBadRequestNamesItsProblem(t *testing.T) {
 		{"/getStream?" + ok + "&start=2023-03-09", 400, "unknown_parameter", "start"},
 		{"/getStream?" + ok + "&" + ok, 400, "invalid_parameter", "end_date"},
 		{"/getjsonstream?" + ok, 404, "not_found", ""},
-		{"/", 404, "not_found", ""},
+		{"/index.html", 404, "not_found", ""}, // the page is at / alone
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

@@ -108,6 +108,10 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	r.Get("/healthz", admin.Healthz)
 	r.Get("/readyz", readyz(st))
 	r.With(limited).Get("/openapi.json", describe)
+	web := webPage() // the browser page holds no data, so it needs no key
+	r.With(limited).Get("/", web)
+	r.With(limited).Get("/app.js", web)
+	r.With(limited).Get("/app.css", web)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
 	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
 		docs.serve(func(*http.Request) format { return jsonArray }))
