@@ -264,7 +264,7 @@ func (in *Ingester) withWorkers(work context.Context, feed func(batches chan<- *
 func (in *Ingester) fetchLoop(ctx, work context.Context, cons jetstream.Consumer, batches chan<- *batch) {
 	failures := 0
 	for ctx.Err() == nil {
-		msgs, err := in.fetch(ctx, cons)
+		msgs, err := in.fetch(cons)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -313,10 +313,16 @@ func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
 // their AckWait runs meanwhile. NATS alone drains far faster than Elasticsearch
 // indexes (see the shared notes), so the round trip per batch costs nothing
 // measurable.
-func (in *Ingester) fetch(ctx context.Context, cons jetstream.Consumer) ([]jetstream.Msg, error) {
-	fctx, cancel := context.WithTimeout(ctx, in.cfg.BulkMaxWait)
-	defer cancel()
-	res, err := cons.Fetch(in.cfg.BulkMaxDocs, jetstream.FetchContext(fctx))
+//
+// The wait is FetchMaxWait, not a context deadline: with FetchContext the client
+// stops reading when its context ends, only a tenth of the wait after the server
+// stops sending, and a message still in transit then is dropped unacked. It comes
+// back only after AckWait, and meanwhile holds the consumer's ack floor, and so
+// every follower, behind it. With FetchMaxWait the fetch ends on the server's own
+// expiry notice, which arrives after every message it sent. A stop therefore
+// waits for the fetch in hand, at most BULK_MAX_WAIT.
+func (in *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+	res, err := cons.Fetch(in.cfg.BulkMaxDocs, jetstream.FetchMaxWait(in.cfg.BulkMaxWait))
 	if err != nil {
 		return nil, err
 	}
