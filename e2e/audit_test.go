@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -95,7 +96,7 @@ func TestAuditProvesNothingIsLostAndReplayRepairsWhatWas(t *testing.T) {
 				got = append(got, s)
 			}
 		}
-		want := sortedSeqs(deleted)
+		want := slices.Sorted(maps.Keys(deleted))
 		if code != 1 || r.clean || !slices.Equal(got, want) {
 			t.Fatalf("exit %d, missing %d %v; want exit 1 and exactly the 137 deleted %v", code, len(got), got, want)
 		}
@@ -126,7 +127,7 @@ func TestAuditProvesNothingIsLostAndReplayRepairsWhatWas(t *testing.T) {
 			t.Errorf("replay: exit %d, %v; want %d indexed, 500 already dead-lettered:\n%s", code, first, len(before), out)
 		}
 		after := testenv.DocumentIDs(t, h.esURL, index)
-		if !mapsEqual(before, after) {
+		if !maps.Equal(before, after) {
 			t.Errorf("the index holds %d documents after the replay, want the %d it held", len(after), len(before))
 		}
 
@@ -373,25 +374,4 @@ func esDo(t testing.TB, method, url, contentType string, body []byte, out any) {
 			t.Fatalf("%s %s: %v", method, url, err)
 		}
 	}
-}
-
-func sortedSeqs(set map[uint64]bool) []uint64 {
-	out := make([]uint64, 0, len(set))
-	for s := range set {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }

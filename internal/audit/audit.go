@@ -42,6 +42,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 	"time"
@@ -363,7 +364,7 @@ func (c *check) resolve(ctx context.Context, leaves []pipeline.SeqRange) error {
 		unique[id] = true
 	}
 	c.r.Requests++
-	copies, err := c.a.Index.CopiesOf(ctx, sortedKeys(unique))
+	copies, err := c.a.Index.CopiesOf(ctx, slices.Sorted(maps.Keys(unique)))
 	if err != nil {
 		return err
 	}
@@ -461,15 +462,6 @@ func without(sorted, remove []uint64) []uint64 {
 			out = append(out, v)
 		}
 	}
-	return out
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
 	return out
 }
 
