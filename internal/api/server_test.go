@@ -10,12 +10,14 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -625,6 +627,22 @@ type permanentError struct{ msg string }
 
 func (e permanentError) Error() string   { return e.msg }
 func (e permanentError) Temporary() bool { return false }
+func (e permanentError) StatusCode() int { return http.StatusBadRequest }
+
+// A connection reset also says it is not temporary (net.OpError's deprecated
+// Temporary), yet it is an unreachable store, not a rejected query.
+func TestAResetConnectionToTheStoreIsA503NotA502(t *testing.T) {
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	if reset.Temporary() {
+		t.Fatal("the premise: a reset net.OpError says it is not temporary")
+	}
+	srv, _ := serve(t, &fakeExporter{err: fmt.Errorf("open point in time: %w", reset)}, Config{})
+	res := get(t, srv.URL+"/getJsonStream"+someRange)
+	body, _ := readAll(t, res)
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "elasticsearch_unavailable") {
+		t.Errorf("got %d %s, want 503 elasticsearch_unavailable", res.StatusCode, body)
+	}
+}
 
 var eventID = regexp.MustCompile(`(?m)^id: [A-Za-z0-9_-]+\n`)
 

@@ -308,6 +308,18 @@ func (s *streamer) history(ctx context.Context, sw *streamWriter, req request, r
 	})
 }
 
+// rejected reports whether the store answered err with a refusal that retrying
+// cannot fix (an error response with a status, such as 400), as opposed to not
+// answering at all. A lost connection's *net.OpError also has a Temporary
+// method, which says false for a reset: the status tells the two apart.
+func rejected(err error) bool {
+	var answer interface {
+		Temporary() bool
+		StatusCode() int
+	}
+	return errors.As(err, &answer) && !answer.Temporary()
+}
+
 // streamWriter writes one document stream in one encoding: begin sends the status,
 // headers and the encoding's opening; page the documents of one page, flushed;
 // finish the closing record; fail whatever can still be said of a failure.
@@ -420,8 +432,7 @@ func (s *streamWriter) fail(r *http.Request, err error) {
 			writeError(s.w, f.status, f.apiError)
 			return
 		}
-		var t interface{ Temporary() bool }
-		if errors.As(err, &t) && !t.Temporary() {
+		if rejected(err) {
 			writeError(s.w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
 				Message: "the document store rejected the query; this is a fault of the backend, not of the request"})
 			return

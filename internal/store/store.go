@@ -110,6 +110,9 @@ func (e *ResponseError) Error() string {
 	return fmt.Sprintf("elasticsearch answered %d %s: %s", e.Status, e.Type, e.Reason)
 }
 
+// StatusCode is the HTTP status Elasticsearch answered with.
+func (e *ResponseError) StatusCode() int { return e.Status }
+
 // Temporary reports whether the same request may succeed later.
 func (e *ResponseError) Temporary() bool {
 	return e.Status == http.StatusTooManyRequests || e.Status >= 500
