@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/annotated-data/pipeline/internal/certcache"
+
 	"github.com/goccy/go-yaml"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -205,5 +207,15 @@ func TestProductionNATSConfigServesTheWebserverAndOnlyLetsThePublisherPublish(t 
 	defer cancelShort2()
 	if _, err := backend.Publish(short2, "annotations.cam-01", []byte(`{"frame":2}`)); err == nil {
 		t.Errorf("the backend's user could publish a frame")
+	}
+	cache, err := certcache.Open(ctx, backend, certcache.Config{Key: make([]byte, 32)}, log)
+	if err != nil {
+		t.Fatalf("the backend's user cannot open the shared certificate cache (TLS_CACHE=nats): %v", err)
+	}
+	if err := cache.Put(ctx, "acme_account+key", []byte("account")); err != nil {
+		t.Errorf("the backend's user cannot write the certificate cache: %v", err)
+	}
+	if got, err := cache.Get(ctx, "acme_account+key"); err != nil || string(got) != "account" {
+		t.Errorf("the backend's user reads back %q, %v from the certificate cache", got, err)
 	}
 }
