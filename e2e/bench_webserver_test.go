@@ -50,7 +50,8 @@ import (
 // BENCH_WEBSERVER_ENV (space-separated KEY=value) tunes the webserver; its
 // ES_INDEX_SHARDS and ES_INDEX_REFRESH_INTERVAL apply to (b) and (c) too, so
 // that the ratios compare like with like. BENCH_PPROF=dir saves a CPU profile of
-// the webserver during (a) as dir/webserver-cpu.pprof.
+// the webserver during (a) as dir/webserver-cpu.pprof; BENCH_WEBSERVER_ONLY=1
+// runs (a) alone, to compare settings of the webserver.
 func BenchmarkWebserverIngest(b *testing.B) {
 	n := envInt(b, "BENCH_DOCS", 200000)
 	esURL := testenv.ElasticsearchURL(b)
@@ -64,6 +65,17 @@ func BenchmarkWebserverIngest(b *testing.B) {
 
 	for b.Loop() {
 		ws := webserverDrain(b, esURL, frames)
+		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+		b.ReportMetric(ws.rate, "webserver_docs/s")
+		b.ReportMetric(perDoc(ws.cpu), "webserver_cpu_µs/doc")
+		b.ReportMetric(perDoc(ws.natsCPU), "nats_cpu_µs/doc")
+		b.ReportMetric(ws.inFlight, "bulks_in_flight")
+		if ws.esCPU > 0 {
+			b.ReportMetric(perDoc(ws.esCPU), "es_cpu_µs/doc")
+		}
+		if os.Getenv("BENCH_WEBSERVER_ONLY") != "" {
+			continue // comparing settings of the webserver alone
+		}
 		// The ceiling is the best of a few tunings of the BulkIndexer, not one guess.
 		var ceilingRate float64
 		for _, tuning := range []bulkTuning{{2, 5 << 20}, {2, 2 << 20}, {4, 2 << 20}} {
@@ -72,16 +84,11 @@ func BenchmarkWebserverIngest(b *testing.B) {
 			ceilingRate = max(ceilingRate, rate)
 		}
 		raw := rawBulkGrid(b, esURL, docs, tmpl)
-		b.ReportMetric(ws.rate, "webserver_docs/s")
 		b.ReportMetric(ceilingRate, "bulkindexer_docs/s")
 		b.ReportMetric(raw.rate, "raw_bulk_docs/s")
 		b.ReportMetric(ws.rate/ceilingRate, "ratio")
 		b.ReportMetric(ws.rate/raw.rate, "ratio_raw")
-		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-		b.ReportMetric(perDoc(ws.cpu), "webserver_cpu_µs/doc")
-		b.ReportMetric(perDoc(ws.natsCPU), "nats_cpu_µs/doc")
 		if ws.esCPU > 0 {
-			b.ReportMetric(perDoc(ws.esCPU), "es_cpu_µs/doc")
 			b.ReportMetric(perDoc(raw.esCPU), "raw_es_cpu_µs/doc")
 		}
 	}
@@ -137,6 +144,30 @@ func sampleFrames(b *testing.B, n int) []frame {
 type drain struct {
 	rate                float64
 	cpu, natsCPU, esCPU time.Duration
+	// inFlight is how many bulk requests Elasticsearch had on average: at
+	// BULK_WORKERS it was never left waiting for the webserver.
+	inFlight float64
+}
+
+// metricValue reads one unlabelled sample from the webserver's /metrics.
+func metricValue(b *testing.B, admin, name string) float64 {
+	res, err := http.Get(admin + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("no %s in the webserver's metrics", name)
+	return 0
 }
 
 func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
@@ -151,6 +182,7 @@ func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
 	waitDrained(b, js, uint64(len(frames)), admin)
 	elapsed := time.Since(start)
 	d := drain{rate: float64(len(frames)) / elapsed.Seconds(), esCPU: es(), natsCPU: natsBefore()}
+	d.inFlight = metricValue(b, admin, "webserver_bulk_request_duration_seconds_sum") / elapsed.Seconds()
 	profiled()
 	cpu, err := ws.CPUTime()
 	if err != nil {
