@@ -6,10 +6,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +28,13 @@ import (
 //	fetch:      an AckNone consumer, so nothing but the delivery;
 //	fetch+ack:  an explicit-ack consumer and one Ack per message, as the webserver;
 //	fetch+meta: the same, also reading each message's metadata and headers
-//	            (what the webserver reads to build the document).
+//	            (what the webserver reads to build the document);
+//	fetch+ackall: an AckAll consumer and one ack per batch, for comparison
+//	            only: with several replicas on one durable, AckAll would settle
+//	            messages that another replica still holds.
 //
-// The difference between the first two is the cost of individual acks.
+// The difference between the first two is the cost of individual acks; the one
+// between the second and the last, the most any way of acknowledging could save.
 func BenchmarkIngestStageNATS(b *testing.B) {
 	n := envInt(b, "BENCH_DOCS", 200000)
 	frames := sampleFrames(b, n)
@@ -38,7 +42,7 @@ func BenchmarkIngestStageNATS(b *testing.B) {
 		natsURL, natsProc := testenv.StartNATSServerProcess(b)
 		js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 		publishBacklog(b, js, frames)
-		for _, mode := range []string{"fetch", "fetch+ack", "fetch+meta+ack"} {
+		for _, mode := range []string{"fetch", "fetch+ack", "fetch+meta+ack", "fetch+ackall"} {
 			client, server, wall := natsDrain(b, js, natsProc, mode, n)
 			b.Logf("%s: %.0f msgs/s, client %.2f µs/msg, nats-server %.2f µs/msg", mode, float64(n)/wall.Seconds(),
 				perMsg(client, n), perMsg(server, n))
@@ -55,9 +59,12 @@ func perMsg(d time.Duration, n int) float64 { return float64(d.Nanoseconds()) / 
 // it took.
 func natsDrain(b *testing.B, js jetstream.JetStream, natsProc *testenv.Process, mode string, n int) (client, server, wall time.Duration) {
 	ctx := context.Background()
-	cfg := jetstream.ConsumerConfig{Durable: "stage-" + fmt.Sprint(len(mode)), AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000, MaxDeliver: -1, AckWait: time.Minute}
-	if mode == "fetch" {
+	cfg := jetstream.ConsumerConfig{Durable: "stage-" + strings.NewReplacer("+", "-").Replace(mode), AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20000, MaxDeliver: -1, AckWait: time.Minute}
+	switch mode {
+	case "fetch":
 		cfg.AckPolicy = jetstream.AckNonePolicy
+	case "fetch+ackall":
+		cfg.AckPolicy = jetstream.AckAllPolicy
 	}
 	cons, err := js.CreateOrUpdateConsumer(ctx, "ANNOTATIONS", cfg)
 	if err != nil {
@@ -72,8 +79,10 @@ func natsDrain(b *testing.B, js jetstream.JetStream, natsProc *testenv.Process, 
 		if err != nil {
 			b.Fatal(err)
 		}
+		var last jetstream.Msg
 		for m := range res.Messages() {
 			got++
+			last = m
 			switch mode {
 			case "fetch+meta+ack":
 				if _, err := m.Metadata(); err != nil {
@@ -85,6 +94,11 @@ func natsDrain(b *testing.B, js jetstream.JetStream, natsProc *testenv.Process, 
 				if err := m.Ack(); err != nil {
 					b.Fatal(err)
 				}
+			}
+		}
+		if mode == "fetch+ackall" && last != nil {
+			if err := last.Ack(); err != nil {
+				b.Fatal(err)
 			}
 		}
 	}
