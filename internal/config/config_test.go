@@ -92,6 +92,16 @@ func TestAFirstPageLargerThanThePageSizeIsRefused(t *testing.T) {
 	}
 }
 
+func TestSmallPagesSetBeforeTheFirstPageSizeExistedKeepTheirSize(t *testing.T) {
+	cfg, err := LoadBackend(env(map[string]string{"API_PAGE_SIZE": "100"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PageSize != 100 || cfg.FirstPageSize != 100 {
+		t.Errorf("pages of %d, the first of %d; want 100 and 100", cfg.PageSize, cfg.FirstPageSize)
+	}
+}
+
 func TestEveryProblemIsReportedAtOnce(t *testing.T) {
 	_, err := LoadIngester(env(map[string]string{
 		"BULK_MAX_DOCS":          "abc",
