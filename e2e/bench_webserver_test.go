@@ -182,7 +182,11 @@ func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
 	waitDrained(b, js, uint64(len(frames)), admin)
 	elapsed := time.Since(start)
 	d := drain{rate: float64(len(frames)) / elapsed.Seconds(), esCPU: es(), natsCPU: natsBefore()}
-	d.inFlight = metricValue(b, admin, "webserver_bulk_request_duration_seconds_sum") / elapsed.Seconds()
+	bulkSeconds := metricValue(b, admin, "webserver_bulk_request_duration_seconds_sum")
+	d.inFlight = bulkSeconds / elapsed.Seconds()
+	bulks := metricValue(b, admin, "webserver_bulk_request_duration_seconds_count")
+	b.Logf("webserver: %.0f docs/s, %.0f bulk requests of %.0f documents taking %.0f ms on average",
+		d.rate, bulks, metricValue(b, admin, "webserver_bulk_request_documents_sum")/bulks, 1000*bulkSeconds/bulks)
 	profiled()
 	cpu, err := ws.CPUTime()
 	if err != nil {
@@ -285,13 +289,16 @@ type bulkTuning struct {
 }
 
 // buildDocs builds the documents the webserver would store for frames, with the
-// same code, as the messages of a stream whose sequences start at 1.
+// same code, as the messages of a stream whose sequences start at 1, published
+// 20µs apart (about the rate of publishBacklog): every @nats.published differs,
+// as in a real stream, which matters to the cost of indexing it.
 func buildDocs(b *testing.B, frames []frame) []document.Document {
 	docs := make([]document.Document, len(frames))
 	published := time.Now()
 	for i, f := range frames {
 		var err error
-		docs[i], err = document.Build(f.data, document.Source{Subject: f.subject, Stream: "ANNOTATIONS", Sequence: uint64(i + 1), Published: published, MsgID: f.msgID},
+		docs[i], err = document.Build(f.data, document.Source{Subject: f.subject, Stream: "ANNOTATIONS", Sequence: uint64(i + 1),
+			Published: published.Add(time.Duration(i) * 20 * time.Microsecond), MsgID: f.msgID},
 			document.Options{TimestampField: "timestamp", DefaultZone: time.UTC})
 		if err != nil {
 			b.Fatal(err)
@@ -386,13 +393,15 @@ type rawRun struct {
 func rawBulkGrid(b *testing.B, esURL string, docs []document.Document, tmpl store.TemplateSettings) rawRun {
 	var best rawRun
 	for _, size := range []int{1000, 5000, 10000} {
+		line := fmt.Sprintf("raw bulk of %d documents per request:", size)
 		for _, concurrency := range []int{1, 2, 4} {
 			run := rawBulk(b, esURL, docs, tmpl, size, concurrency, nil)
-			b.Logf("raw bulk, %d documents per request, %d at once: %.0f docs/s", size, concurrency, run.rate)
+			line += fmt.Sprintf(" %d at once %.0f docs/s (%.0f ms per request);", concurrency, run.rate, 1000*float64(size*concurrency)/run.rate)
 			if run.rate > best.rate {
 				best = run
 			}
 		}
+		b.Log(line)
 	}
 	return best
 }
