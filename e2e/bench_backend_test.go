@@ -26,19 +26,24 @@ import (
 // BenchmarkBackendExport measures, against the same Elasticsearch in one run, with
 // max(BENCH_DOCS, BENCH_RSS_DOCS) documents indexed (defaults 200,000 and 1,000,000):
 //
-//	(a) the backend binary streaming the BENCH_DOCS documents of one range through
-//	    /getJsonStream to a client that reads as fast as it can, and
+//	(a) the backend binary, with its default settings, streaming the BENCH_DOCS
+//	    documents of one range through /getJsonStream to a client that reads as
+//	    fast as it can, and
 //	(b) the same range exported straight from Elasticsearch with the Go client,
-//	    point in time + search_after, the same query and page size: the ceiling;
+//	    point in time + search_after, the same query, with pages of 1,000, 5,000
+//	    and 10,000: the best of them is the ceiling;
+//	(c) the same, in 2 parallel point-in-time slices merged back into
+//	    @timestamp order, with pages of 10,000;
 //
-// and reports docs/s for both and their ratio (target ≥ 0.9); the time to the first
-// byte of /getJsonStream for a 5-minute window (target ≤ 50 ms); and the backend's
-// peak resident memory (VmHWM) after streaming all BENCH_RSS_DOCS documents
-// (target ≤ 64 MB). Run it with `make bench`; it is meant for -benchtime 1x.
+// and reports docs/s for each and the backend's ratio to the best of (b) (target
+// ≥ 0.95); the time to the first byte of /getJsonStream for a 5-minute window
+// (target ≤ 50 ms); and the backend's peak resident memory (VmHWM) after
+// streaming all BENCH_RSS_DOCS documents (target ≤ 64 MB). BENCH_BACKEND_ENV
+// (space-separated KEY=value) changes the backend's settings. Run it with `make
+// bench`; it is meant for -benchtime 1x.
 func BenchmarkBackendExport(b *testing.B) {
 	n := benchSize(b, "BENCH_DOCS", 200000)
 	rssN := benchSize(b, "BENCH_RSS_DOCS", 1000000)
-	const pageSize = 1000
 	esURL := testenv.ElasticsearchURL(b)
 	prefix := testenv.IndexPrefix(b, esURL)
 
@@ -59,25 +64,40 @@ func BenchmarkBackendExport(b *testing.B) {
 	window := [2]time.Time{start.Add(time.Hour), start.Add(time.Hour + 5*time.Minute)}
 	env := map[string]string{
 		"ES_INDEX_PREFIX":     prefix,
-		"API_PAGE_SIZE":       strconv.Itoa(pageSize),
 		"RATE_LIMIT_REQUESTS": "0",
 		"LOG_LEVEL":           "warn",
+	}
+	for _, kv := range strings.Fields(os.Getenv("BENCH_BACKEND_ENV")) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			b.Fatalf("BENCH_BACKEND_ENV: %q is not KEY=value", kv)
+		}
+		env[k] = v
 	}
 	backend := startBenchBackend(b, esURL, env)
 
 	// Warm Elasticsearch's caches and JIT so that neither side pays for it alone.
-	exportCeiling(b, esURL, prefix, throughputRange, pageSize)
+	exportCeiling(b, esURL, prefix, throughputRange, 10000, 1)
 
+	pageSizes := []int{1000, 5000, 10000}
 	for b.Loop() {
-		// Best of two for each side: the machine is shared with Elasticsearch.
-		var backendRate, ceilingRate float64
+		// Best of two for each, taking turns: the machine is shared with Elasticsearch.
+		var backendRate, bestRate, slicedRate float64
+		rates := make([]float64, len(pageSizes))
 		for range 2 {
-			ceilingRate = max(ceilingRate, float64(n)/exportCeiling(b, esURL, prefix, throughputRange, pageSize).Seconds())
+			for i, size := range pageSizes {
+				rates[i] = max(rates[i], float64(n)/exportCeiling(b, esURL, prefix, throughputRange, size, 1).Seconds())
+				bestRate = max(bestRate, rates[i])
+			}
+			slicedRate = max(slicedRate, float64(n)/exportCeiling(b, esURL, prefix, throughputRange, 10000, 2).Seconds())
 			backendRate = max(backendRate, float64(n)/backend.stream(b, throughputRange, n).Seconds())
 		}
 		b.ReportMetric(backendRate, "backend_docs/s")
-		b.ReportMetric(ceilingRate, "es_client_docs/s")
-		b.ReportMetric(backendRate/ceilingRate, "ratio")
+		for i, size := range pageSizes {
+			b.ReportMetric(rates[i], fmt.Sprintf("es_%d_docs/s", size))
+		}
+		b.ReportMetric(slicedRate, "es_2slices_docs/s")
+		b.ReportMetric(backendRate/bestRate, "ratio")
 
 		p50, worst := backend.timeToFirstByte(b, window, 21)
 		b.ReportMetric(float64(p50.Microseconds())/1000, "ttfb_p50_ms")
@@ -218,9 +238,12 @@ func (bb *benchBackend) timeToFirstByte(b *testing.B, window [2]time.Time, count
 
 // exportCeiling exports the range straight from Elasticsearch with the official Go
 // client, the way the backend does but with nothing in between: point in time,
-// search_after on @timestamp and _shard_doc, the same page size and filter_path,
-// hits decoded to their raw _source. It returns how long that took.
-func exportCeiling(b *testing.B, esURL, prefix string, r [2]time.Time, pageSize int) time.Duration {
+// search_after on @timestamp and _shard_doc, filter_path, hits decoded to their
+// raw _source, the next page fetched while the current one is handled. With
+// more than one slice, each slice of the point in time is paged by a goroutine
+// of its own and the slices are merged back into (@timestamp, _shard_doc) order.
+// It returns how long that took.
+func exportCeiling(b *testing.B, esURL, prefix string, r [2]time.Time, pageSize, slices int) time.Duration {
 	b.Helper()
 	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{esURL}})
 	if err != nil {
@@ -238,46 +261,18 @@ func exportCeiling(b *testing.B, esURL, prefix string, r [2]time.Time, pageSize 
 	json.NewDecoder(res.Body).Decode(&pit)
 	res.Body.Close()
 
+	pages := make([]chan []exportHit, slices)
+	for i := range pages {
+		pages[i] = make(chan []exportHit, 1) // one page ahead, as the backend
+		go exportSlice(b, es, pit.ID, r, pageSize, i, slices, pages[i])
+	}
 	count := 0
-	var after json.RawMessage
-	for {
-		query := map[string]any{
-			"size": pageSize,
-			"query": map[string]any{"range": map[string]any{"@timestamp": map[string]any{
-				"gte": r[0].Format(time.RFC3339Nano), "lt": r[1].Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}},
-			"sort":             []any{map[string]any{"@timestamp": "asc"}, map[string]any{"_shard_doc": "asc"}},
-			"pit":              map[string]any{"id": pit.ID, "keep_alive": "1m"},
-			"track_total_hits": false,
+	if slices == 1 {
+		for page := range pages[0] {
+			count += len(page)
 		}
-		if after != nil {
-			query["search_after"] = after
-		}
-		body, _ := json.Marshal(query)
-		res, err := es.Search(es.Search.WithContext(ctx), es.Search.WithBody(bytes.NewReader(body)),
-			es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"))
-		if err != nil || res.IsError() {
-			b.Fatalf("search: %v %v", err, res)
-		}
-		var page struct {
-			PITID string `json:"pit_id"`
-			Hits  struct {
-				Hits []struct {
-					Source json.RawMessage `json:"_source"`
-					Sort   json.RawMessage `json:"sort"`
-				} `json:"hits"`
-			} `json:"hits"`
-		}
-		err = json.NewDecoder(res.Body).Decode(&page)
-		res.Body.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		count += len(page.Hits.Hits)
-		if len(page.Hits.Hits) < pageSize {
-			break
-		}
-		pit.ID = page.PITID
-		after = page.Hits.Hits[len(page.Hits.Hits)-1].Sort
+	} else {
+		count = mergeSlices(b, pages)
 	}
 	took := time.Since(start)
 
@@ -289,4 +284,106 @@ func exportCeiling(b *testing.B, esURL, prefix string, r [2]time.Time, pageSize 
 		b.Fatalf("the ceiling exported %d documents, want %d", count, want)
 	}
 	return took
+}
+
+type exportHit struct {
+	Source json.RawMessage `json:"_source"`
+	Sort   json.RawMessage `json:"sort"`
+}
+
+// exportSlice sends the pages of slice id of the point in time's of slices to out
+// (all of it when of is 1), and closes out.
+func exportSlice(b *testing.B, es *elasticsearch.Client, pit string, r [2]time.Time, pageSize, id, of int, out chan<- []exportHit) {
+	defer close(out)
+	var after json.RawMessage
+	for {
+		query := map[string]any{
+			"size": pageSize,
+			"query": map[string]any{"range": map[string]any{"@timestamp": map[string]any{
+				"gte": r[0].Format(time.RFC3339Nano), "lt": r[1].Format(time.RFC3339Nano), "format": "strict_date_optional_time_nanos"}}},
+			"sort":             []any{map[string]any{"@timestamp": "asc"}, map[string]any{"_shard_doc": "asc"}},
+			"pit":              map[string]any{"id": pit, "keep_alive": "1m"},
+			"track_total_hits": false,
+		}
+		if of > 1 {
+			query["slice"] = map[string]any{"id": id, "max": of}
+		}
+		if after != nil {
+			query["search_after"] = after
+		}
+		body, _ := json.Marshal(query)
+		res, err := es.Search(es.Search.WithBody(bytes.NewReader(body)), es.Search.WithFilterPath("hits.hits._source", "hits.hits.sort"))
+		if err != nil || res.IsError() {
+			b.Errorf("search: %v %v", err, res)
+			return
+		}
+		var page struct {
+			Hits struct {
+				Hits []exportHit `json:"hits"`
+			} `json:"hits"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&page)
+		res.Body.Close()
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		hits := page.Hits.Hits
+		if len(hits) > 0 {
+			out <- hits
+		}
+		if len(hits) < pageSize {
+			return
+		}
+		after = hits[len(hits)-1].Sort
+	}
+}
+
+// mergeSlices takes the documents of every slice in (@timestamp, _shard_doc)
+// order, checking that order, and returns how many there were.
+func mergeSlices(b *testing.B, pages []chan []exportHit) int {
+	type head struct {
+		page []exportHit
+		key  [2]int64
+	}
+	heads := make([]*head, len(pages))
+	advance := func(i int) {
+		h := heads[i]
+		if h != nil && len(h.page) > 1 {
+			h.page = h.page[1:]
+		} else if page, ok := <-pages[i]; ok {
+			h = &head{page: page}
+		} else {
+			heads[i] = nil
+			return
+		}
+		var key []int64
+		if err := json.Unmarshal(h.page[0].Sort, &key); err != nil || len(key) != 2 {
+			b.Fatalf("sort values %s: %v", h.page[0].Sort, err)
+		}
+		h.key = [2]int64{key[0], key[1]}
+		heads[i] = h
+	}
+	for i := range heads {
+		advance(i)
+	}
+	count := 0
+	var last [2]int64
+	for {
+		next := -1
+		for i, h := range heads {
+			if h != nil && (next < 0 || h.key[0] < heads[next].key[0] || h.key[0] == heads[next].key[0] && h.key[1] < heads[next].key[1]) {
+				next = i
+			}
+		}
+		if next < 0 {
+			return count
+		}
+		if k := heads[next].key; count > 0 && k[0] < last[0] {
+			b.Fatalf("merged slices out of order: %v after %v", k, last)
+		}
+		last = heads[next].key
+		count++
+		advance(next)
+	}
 }

@@ -25,7 +25,7 @@ func BenchmarkWebserverScaleOut(b *testing.B) {
 	binary(b, "webserver") // built before any clock starts
 
 	// Warm the node's JIT and caches so the first run does not pay for it alone.
-	ceiling(b, esURL, frames[:min(len(frames), 20000)], bulkTuning{workers: 2, flushBytes: 5 << 20})
+	rawBulk(b, esURL, buildDocs(b, frames[:min(len(frames), 20000)]), benchTemplate(b), 5000, 2, nil)
 
 	for b.Loop() {
 		for replicas := 1; replicas <= 3; replicas++ {

@@ -6,10 +6,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/document"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/publish"
 	"github.com/annotated-data/pipeline/internal/sample"
 	"github.com/annotated-data/pipeline/internal/store"
@@ -27,34 +34,63 @@ import (
 // BenchmarkWebserverIngest compares, against the same Elasticsearch in one run:
 //
 //	(a) the webserver draining a backlog of N messages from JetStream, from start
-//	    until every message is acked (so every document is stored), and
+//	    until every message is acked (so every document is stored);
 //	(b) the same N documents bulk-loaded straight into a fresh index with
-//	    esutil.BulkIndexer: the ceiling for a Go client.
+//	    esutil.BulkIndexer: the ceiling for a Go client;
+//	(c) Elasticsearch's own limit for these documents: every bulk body encoded
+//	    before the clock starts (by the store's encoder, so with the same ids,
+//	    indices, @timestamp and @nats), then POSTed with plain HTTP, the best of
+//	    a grid of request sizes × concurrency.
 //
-// It reports docs/s for both and their ratio (target ≥ 0.9). N is BENCH_DOCS
-// (default 200,000). Run it with `make bench`.
+// It reports docs/s for each, the webserver's ratio to (b) (target ≥ 0.9) and to
+// (c) (target ≥ 0.7), and the processor time per document of the webserver,
+// nats-server and Elasticsearch (when it is the local node) during (a) and the
+// best (c). N is BENCH_DOCS (default 200,000). Run it with `make bench`.
+//
+// BENCH_WEBSERVER_ENV (space-separated KEY=value) tunes the webserver; its
+// ES_INDEX_SHARDS and ES_INDEX_REFRESH_INTERVAL apply to (b) and (c) too, so
+// that the ratios compare like with like. BENCH_PPROF=dir saves a CPU profile of
+// the webserver during (a) as dir/webserver-cpu.pprof; BENCH_WEBSERVER_ONLY=1
+// runs (a) alone, to compare settings of the webserver.
 func BenchmarkWebserverIngest(b *testing.B) {
 	n := envInt(b, "BENCH_DOCS", 200000)
 	esURL := testenv.ElasticsearchURL(b)
 	frames := sampleFrames(b, n)
+	docs := buildDocs(b, frames)
 	binary(b, "webserver") // built before any clock starts
+	tmpl := benchTemplate(b)
 
 	// Warm the node's JIT and caches so neither side pays for it alone.
-	ceiling(b, esURL, frames[:min(len(frames), 20000)], bulkTuning{workers: 2, flushBytes: 5 << 20})
+	rawBulk(b, esURL, docs[:min(len(docs), 20000)], tmpl, 5000, 2, nil)
 
 	for b.Loop() {
-		webserverRate, cpu := webserverDrain(b, esURL, frames)
+		ws := webserverDrain(b, esURL, frames)
+		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+		b.ReportMetric(ws.rate, "webserver_docs/s")
+		b.ReportMetric(perDoc(ws.cpu), "webserver_cpu_µs/doc")
+		b.ReportMetric(perDoc(ws.natsCPU), "nats_cpu_µs/doc")
+		b.ReportMetric(ws.inFlight, "bulks_in_flight")
+		if ws.esCPU > 0 {
+			b.ReportMetric(perDoc(ws.esCPU), "es_cpu_µs/doc")
+		}
+		if os.Getenv("BENCH_WEBSERVER_ONLY") != "" {
+			continue // comparing settings of the webserver alone
+		}
 		// The ceiling is the best of a few tunings of the BulkIndexer, not one guess.
 		var ceilingRate float64
 		for _, tuning := range []bulkTuning{{2, 5 << 20}, {2, 2 << 20}, {4, 2 << 20}} {
-			rate := ceiling(b, esURL, frames, tuning)
+			rate := ceiling(b, esURL, docs, tmpl, tuning)
 			b.Logf("BulkIndexer with %d workers flushing at %d MiB: %.0f docs/s", tuning.workers, tuning.flushBytes>>20, rate)
 			ceilingRate = max(ceilingRate, rate)
 		}
-		b.ReportMetric(float64(cpu.Microseconds())/float64(n), "webserver_cpu_µs/doc")
-		b.ReportMetric(webserverRate, "webserver_docs/s")
+		raw := rawBulkGrid(b, esURL, docs, tmpl)
 		b.ReportMetric(ceilingRate, "bulkindexer_docs/s")
-		b.ReportMetric(webserverRate/ceilingRate, "ratio")
+		b.ReportMetric(raw.rate, "raw_bulk_docs/s")
+		b.ReportMetric(ws.rate/ceilingRate, "ratio")
+		b.ReportMetric(ws.rate/raw.rate, "ratio_raw")
+		if ws.esCPU > 0 {
+			b.ReportMetric(perDoc(raw.esCPU), "raw_es_cpu_µs/doc")
+		}
 	}
 }
 
@@ -102,21 +138,123 @@ func sampleFrames(b *testing.B, n int) []frame {
 	return out
 }
 
-// webserverDrain returns the webserver's rate and the processor time it used.
-func webserverDrain(b *testing.B, esURL string, frames []frame) (float64, time.Duration) {
-	natsURL := testenv.StartNATSProcess(b)
+// drain is what one run of the webserver measured: its rate, and the processor
+// time of the webserver, nats-server and Elasticsearch (0 if not local) while it
+// drained the backlog.
+type drain struct {
+	rate                float64
+	cpu, natsCPU, esCPU time.Duration
+	// inFlight is how many bulk requests Elasticsearch had on average: at
+	// BULK_WORKERS it was never left waiting for the webserver.
+	inFlight float64
+}
+
+// metricValue reads one unlabelled sample from the webserver's /metrics.
+func metricValue(b *testing.B, admin, name string) float64 {
+	res, err := http.Get(admin + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("no %s in the webserver's metrics", name)
+	return 0
+}
+
+func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
+	natsURL, natsProc := testenv.StartNATSServerProcess(b)
 	js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 	publishBacklog(b, js, frames)
+	es := cpuOf(b, testenv.ElasticsearchPID(esURL))
+	natsBefore := cpuOf(b, natsProc)
 	start := time.Now()
 	ws, admin := startBenchWebserver(b, natsURL, esURL)
+	profiled := profileCPU(b, admin)
 	waitDrained(b, js, uint64(len(frames)), admin)
 	elapsed := time.Since(start)
+	d := drain{rate: float64(len(frames)) / elapsed.Seconds(), esCPU: es(), natsCPU: natsBefore()}
+	bulkSeconds := metricValue(b, admin, "webserver_bulk_request_duration_seconds_sum")
+	d.inFlight = bulkSeconds / elapsed.Seconds()
+	bulks := metricValue(b, admin, "webserver_bulk_request_duration_seconds_count")
+	b.Logf("webserver: %.0f docs/s, %.0f bulk requests of %.0f documents taking %.0f ms on average",
+		d.rate, bulks, metricValue(b, admin, "webserver_bulk_request_documents_sum")/bulks, 1000*bulkSeconds/bulks)
+	profiled()
 	cpu, err := ws.CPUTime()
 	if err != nil {
 		b.Fatal(err)
 	}
+	d.cpu = cpu
 	ws.Stop()
-	return float64(len(frames)) / elapsed.Seconds(), cpu
+	return d
+}
+
+// cpuOf starts counting the processor time of a process (a *testenv.Process or a
+// pid; 0 counts nothing) and returns what reads the time used since.
+func cpuOf(b *testing.B, p any) func() time.Duration {
+	read := func() time.Duration { return 0 }
+	switch p := p.(type) {
+	case *testenv.Process:
+		read = func() time.Duration {
+			d, err := p.CPUTime()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return d
+		}
+	case int:
+		if p != 0 {
+			read = func() time.Duration {
+				d, err := testenv.CPUTimeOf(p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return d
+			}
+		}
+	}
+	before := read()
+	return func() time.Duration { return read() - before }
+}
+
+// profileCPU saves a CPU profile of the webserver at admin to BENCH_PPROF, if
+// set, over BENCH_PPROF_SECONDS (default 4) from now; the returned function
+// waits for it.
+func profileCPU(b *testing.B, admin string) (wait func()) {
+	dir := os.Getenv("BENCH_PPROF")
+	if dir == "" {
+		return func() {}
+	}
+	seconds := envInt(b, "BENCH_PPROF_SECONDS", 4)
+	done := make(chan error, 1)
+	go func() {
+		testenv.WaitHTTP(b, admin+"/healthz", 30*time.Second)
+		res, err := http.Get(admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer res.Body.Close()
+		f, err := os.Create(filepath.Join(dir, "webserver-cpu.pprof"))
+		if err == nil {
+			_, err = io.Copy(f, res.Body)
+			f.Close()
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			b.Errorf("cpu profile: %v", err)
+		}
+	}
 }
 
 // startBenchWebserver runs the webserver with its defaults, plus any settings in
@@ -130,6 +268,9 @@ func startBenchWebserver(b *testing.B, natsURL, esURL string) (*testenv.Process,
 		"ES_INDEX_REPLICAS": "0",
 		"ADMIN_ADDR":        admin,
 		"LOG_LEVEL":         "warn",
+	}
+	if os.Getenv("BENCH_PPROF") != "" {
+		env["ADMIN_PPROF"] = "true"
 	}
 	for _, kv := range strings.Fields(os.Getenv("BENCH_WEBSERVER_ENV")) {
 		k, v, ok := strings.Cut(kv, "=")
@@ -147,27 +288,72 @@ type bulkTuning struct {
 	flushBytes int
 }
 
-// ceiling bulk-loads the same documents the webserver would store, built by the
-// same code, with an esutil.BulkIndexer into a fresh index.
-func ceiling(b *testing.B, esURL string, frames []frame, tuning bulkTuning) float64 {
-	prefix := testenv.IndexPrefix(b, esURL)
-	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := st.EnsureTemplate(ctx, store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "1s", IgnoreAbove: 1024}); err != nil {
-		b.Fatal(err)
-	}
+// buildDocs builds the documents the webserver would store for frames, with the
+// same code, as the messages of a stream whose sequences start at 1, published
+// 20µs apart (about the rate of publishBacklog): every @nats.published differs,
+// as in a real stream, which matters to the cost of indexing it.
+func buildDocs(b *testing.B, frames []frame) []document.Document {
 	docs := make([]document.Document, len(frames))
 	published := time.Now()
 	for i, f := range frames {
-		docs[i], err = document.Build(f.data, document.Source{Subject: f.subject, Stream: "ANNOTATIONS", Sequence: uint64(i + 1), Published: published, MsgID: f.msgID},
+		var err error
+		docs[i], err = document.Build(f.data, document.Source{Subject: f.subject, Stream: "ANNOTATIONS", Sequence: uint64(i + 1),
+			Published: published.Add(time.Duration(i) * 20 * time.Microsecond), MsgID: f.msgID},
 			document.Options{TimestampField: "timestamp", DefaultZone: time.UTC})
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
+	return docs
+}
+
+// benchTemplate is the index template the webserver installs in the benchmark:
+// its defaults, with the webserver's replicas (0) and the shards and refresh
+// interval of BENCH_WEBSERVER_ENV.
+func benchTemplate(b *testing.B) store.TemplateSettings {
+	ts := store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "1s", IgnoreAbove: 1024}
+	for _, kv := range strings.Fields(os.Getenv("BENCH_WEBSERVER_ENV")) {
+		switch k, v, _ := strings.Cut(kv, "="); k {
+		case "ES_INDEX_SHARDS":
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				b.Fatalf("BENCH_WEBSERVER_ENV: %s", kv)
+			}
+			ts.Shards = n
+		case "ES_INDEX_REFRESH_INTERVAL":
+			ts.RefreshInterval = v
+		}
+	}
+	return ts
+}
+
+// freshStore is a store under a prefix of its own, with the template installed.
+func freshStore(b *testing.B, esURL string, tmpl store.TemplateSettings) (*store.Store, string) {
+	prefix := testenv.IndexPrefix(b, esURL)
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := st.EnsureTemplate(context.Background(), tmpl); err != nil {
+		b.Fatal(err)
+	}
+	return st, prefix
+}
+
+// deleteIndices drops a run's indices at once, so that the node indexes every run
+// with the same amount of data around.
+func deleteIndices(esURL, prefix string) {
+	req, _ := http.NewRequest(http.MethodDelete, esURL+"/"+prefix+"-*", nil)
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+	}
+}
+
+// ceiling bulk-loads the documents with an esutil.BulkIndexer into a fresh index.
+func ceiling(b *testing.B, esURL string, docs []document.Document, tmpl store.TemplateSettings, tuning bulkTuning) float64 {
+	st, prefix := freshStore(b, esURL, tmpl)
+	defer deleteIndices(esURL, prefix)
+	ctx := context.Background()
 	es, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: []string{esURL}})
 	if err != nil {
 		b.Fatal(err)
@@ -195,6 +381,80 @@ func ceiling(b *testing.B, esURL string, frames []frame, tuning bulkTuning) floa
 		b.Fatalf("ceiling run: %d failures, %d of %d stored", failed, bi.Stats().NumFlushed, len(docs))
 	}
 	return float64(len(docs)) / elapsed.Seconds()
+}
+
+// rawRun is one raw bulk load: its rate and Elasticsearch's processor time.
+type rawRun struct {
+	rate  float64
+	esCPU time.Duration
+}
+
+// rawBulkGrid is the best rawBulk over a grid of request sizes × concurrency.
+func rawBulkGrid(b *testing.B, esURL string, docs []document.Document, tmpl store.TemplateSettings) rawRun {
+	var best rawRun
+	for _, size := range []int{1000, 5000, 10000} {
+		line := fmt.Sprintf("raw bulk of %d documents per request:", size)
+		for _, concurrency := range []int{1, 2, 4} {
+			run := rawBulk(b, esURL, docs, tmpl, size, concurrency, nil)
+			line += fmt.Sprintf(" %d at once %.0f docs/s (%.0f ms per request);", concurrency, run.rate, 1000*float64(size*concurrency)/run.rate)
+			if run.rate > best.rate {
+				best = run
+			}
+		}
+		b.Log(line)
+	}
+	return best
+}
+
+// rawBulk is Elasticsearch's own limit for these documents: the bodies are
+// encoded by the store before the clock starts, then concurrency goroutines POST
+// them with plain net/http, asking only for errors back. remap, if not nil,
+// changes the index template of the run's prefix before the first document.
+func rawBulk(b *testing.B, esURL string, docs []document.Document, tmpl store.TemplateSettings, perRequest, concurrency int, remap func(prefix string)) rawRun {
+	st, prefix := freshStore(b, esURL, tmpl)
+	defer deleteIndices(esURL, prefix)
+	if remap != nil {
+		remap(prefix)
+	}
+	var bodies [][]byte
+	for chunk := range slices.Chunk(docs, perRequest) {
+		items := make([]pipeline.Item, len(chunk))
+		for i, d := range chunk {
+			items[i] = pipeline.Item{ID: d.ID, Timestamp: d.Timestamp, Body: d.Body}
+		}
+		bodies = append(bodies, st.BulkBody(items))
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
+	url := esURL + "/_bulk?filter_path=errors,items.*.error"
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, concurrency)
+	es := cpuOf(b, testenv.ElasticsearchPID(esURL))
+	start := time.Now()
+	for range concurrency {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(bodies); i = int(next.Add(1)) - 1 {
+				res, err := client.Post(url, "application/x-ndjson", bytes.NewReader(bodies[i]))
+				if err != nil {
+					errs <- err
+					return
+				}
+				body, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != http.StatusOK || !bytes.HasPrefix(body, []byte(`{"errors":false`)) {
+					errs <- fmt.Errorf("raw bulk: %s %v %.300s", res.Status, err, body)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	run := rawRun{rate: float64(len(docs)) / time.Since(start).Seconds(), esCPU: es()}
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return run
 }
 
 // publishBacklog creates the stream as the webserver would and fills it.

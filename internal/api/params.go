@@ -31,7 +31,8 @@ const (
 type rangeRules struct {
 	defaultZone *time.Location
 	maxRange    time.Duration // 0: unlimited
-	pageSize    int
+	// pageSize is the most documents per page, firstPageSize the first page's.
+	pageSize, firstPageSize int
 }
 
 // request is what a document request asks for.
@@ -49,7 +50,7 @@ type request struct {
 // into the error that names the first parameter at fault. Nothing from the request
 // is ever placed into query text: dates become times, the rest typed values.
 func parseQuery(q url.Values, rules rangeRules) (request, *apiError) {
-	rng := request{Range: pipeline.Range{PageSize: rules.pageSize}}
+	rng := request{Range: pipeline.Range{PageSize: rules.pageSize, FirstPageSize: rules.firstPageSize}}
 	// In name order, so that a request with several problems always gets the same answer.
 	for _, name := range slices.Sorted(maps.Keys(q)) {
 		values := q[name]

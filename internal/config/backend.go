@@ -94,7 +94,8 @@ func BackendVars(cfg *Backend) []Var {
 		Var{Name: "API_MAX_FOLLOWERS", Default: "0", Usage: "follow=true streams served at once (they also count against API_MAX_STREAMS); more are answered 503 (0: half of API_MAX_STREAMS, at least 1)", target: &cfg.MaxFollowers},
 	)
 	vars = append(vars,
-		Var{Name: "API_PAGE_SIZE", Default: "1000", Usage: "documents fetched from Elasticsearch per page while streaming", target: &cfg.PageSize},
+		Var{Name: "API_PAGE_SIZE", Default: "10000", Usage: "most documents fetched from Elasticsearch per page while streaming", target: &cfg.PageSize},
+		Var{Name: "API_FIRST_PAGE_SIZE", Default: "1000", Usage: "documents of a stream's first page, so that they go out at once; each next page doubles, up to API_PAGE_SIZE (unset: at most API_PAGE_SIZE)", target: &cfg.FirstPageSize},
 		Var{Name: "API_DEFAULT_TIMEZONE", Default: "UTC", Usage: "IANA zone for start_date/end_date written without one", target: &cfg.zone},
 		Var{Name: "API_MAX_RANGE", Default: "0s", Usage: "longest end_date - start_date a request may ask for, e.g. 168h (0s: unlimited)", target: &cfg.MaxRange},
 		Var{Name: "API_MAX_STREAMS", Default: "32", Usage: "streams served at once; more are answered 503 (each holds an Elasticsearch point in time)", target: &cfg.MaxStreams},
@@ -132,6 +133,13 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	c.add(cfg.MaxFollowers >= 0 && cfg.MaxFollowers <= max(cfg.MaxStreams, 1), "API_MAX_FOLLOWERS",
 		"must be between 0 and API_MAX_STREAMS (%d), got %d", cfg.MaxStreams, cfg.MaxFollowers)
 	c.add(cfg.PageSize > 0 && cfg.PageSize <= 10000, "API_PAGE_SIZE", "must be between 1 and 10000, got %d", cfg.PageSize)
+	if c.set["API_FIRST_PAGE_SIZE"] {
+		c.add(cfg.FirstPageSize > 0 && cfg.FirstPageSize <= max(cfg.PageSize, 1), "API_FIRST_PAGE_SIZE", "must be between 1 and API_PAGE_SIZE (%d), got %d", cfg.PageSize, cfg.FirstPageSize)
+	} else {
+		// A deployment that set small pages before the first page had a size of
+		// its own keeps them all that size.
+		cfg.FirstPageSize = min(cfg.FirstPageSize, cfg.PageSize)
+	}
 	cfg.DefaultZone = c.zone("API_DEFAULT_TIMEZONE", cfg.zone)
 	c.add(cfg.MaxRange >= 0, "API_MAX_RANGE", "must not be negative, got %s", cfg.MaxRange)
 	c.positive("API_MAX_STREAMS", cfg.MaxStreams)

@@ -63,7 +63,8 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"TLS.ACMEHTTPAddr", cfg.TLS.ACMEHTTPAddr, ":80"},
 			{"Elasticsearch.Addresses", cfg.Elasticsearch.Addresses, []string{"http://127.0.0.1:9200"}},
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
-			{"PageSize", cfg.PageSize, 1000},
+			{"PageSize", cfg.PageSize, 10000},
+			{"FirstPageSize", cfg.FirstPageSize, 1000},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
 			{"MaxRange", cfg.MaxRange, time.Duration(0)},
 			{"MaxStreams", cfg.MaxStreams, 32},
@@ -82,6 +83,23 @@ func TestDefaultsAreValid(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestAFirstPageLargerThanThePageSizeIsRefused(t *testing.T) {
+	_, err := LoadBackend(env(map[string]string{"API_PAGE_SIZE": "5000", "API_FIRST_PAGE_SIZE": "6000"}))
+	if err == nil || !strings.Contains(err.Error(), "API_FIRST_PAGE_SIZE") {
+		t.Fatalf("LoadBackend accepted a first page of 6000 with pages of 5000: %v", err)
+	}
+}
+
+func TestSmallPagesSetBeforeTheFirstPageSizeExistedKeepTheirSize(t *testing.T) {
+	cfg, err := LoadBackend(env(map[string]string{"API_PAGE_SIZE": "100"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PageSize != 100 || cfg.FirstPageSize != 100 {
+		t.Errorf("pages of %d, the first of %d; want 100 and 100", cfg.PageSize, cfg.FirstPageSize)
+	}
 }
 
 func TestEveryProblemIsReportedAtOnce(t *testing.T) {

@@ -87,7 +87,7 @@ func ID(src Source) string {
 // event time is stored under its publish time, or rejected if opts.Required.
 func Build(raw []byte, src Source, opts Options) (Document, error) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, and only that
-	if !json.Valid(raw) {
+	if !valid(raw) {
 		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid JSON"}
 	}
 	if n := len(src.MsgID); n > maxIDBytes || !utf8.ValidString(src.MsgID) {

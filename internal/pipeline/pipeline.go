@@ -61,8 +61,13 @@ const (
 // ranges never return a document twice.
 type Range struct {
 	From, To time.Time
-	PageSize int
-	Order    Order
+	// PageSize is the most documents fetched per page. FirstPageSize, when set
+	// and smaller, is the first page's size, and each page after it doubles up to
+	// PageSize: the first documents go out at once, and the rest in the large
+	// pages that Elasticsearch serves fastest.
+	PageSize      int
+	FirstPageSize int
+	Order         Order
 	// Limit is the most documents to return; 0 returns them all.
 	Limit int
 	// Fields restricts each document to these fields (wildcards allowed); nil

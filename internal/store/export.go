@@ -31,10 +31,12 @@ type fetched struct {
 	err  error
 }
 
-// Export calls fn with each page of documents in the range, in r.Order. It pages
-// through a point in time with search_after (sorted by @timestamp, tie-broken by
-// _shard_doc, or by @nats.seq when r.Keys), so a range of any size is read with memory bounded by two pages,
-// and documents indexed meanwhile do not shift pages.
+// Export calls fn with each page of documents in the range, in r.Order: the
+// first of r.FirstPageSize documents (if set), each next one twice as large, up
+// to r.PageSize. It pages through a point in time with search_after (sorted by
+// @timestamp, tie-broken by _shard_doc, or by @nats.seq when r.Keys), so a range
+// of any size is read with memory bounded by two pages, and documents indexed
+// meanwhile do not shift pages.
 //
 // The next page is fetched while fn handles the current one, so Elasticsearch and
 // the consumer (usually a network client) work at the same time instead of taking
@@ -88,8 +90,12 @@ func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, ou
 	defer close(out)
 	var after json.RawMessage
 	remaining := r.Limit
+	full := r.PageSize
+	if r.FirstPageSize > 0 {
+		full = min(r.FirstPageSize, r.PageSize)
+	}
 	for {
-		size := r.PageSize
+		size := full
 		if r.Limit > 0 && remaining < size {
 			size = remaining
 		}
@@ -110,6 +116,7 @@ func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, ou
 			return
 		}
 		after = last
+		full = min(2*full, r.PageSize)
 	}
 }
 

@@ -93,6 +93,60 @@ func TestExportWalksPagesInOrderThroughTies(t *testing.T) {
 	}
 }
 
+func TestExportGrowsPagesFromTheFirstPageSizeToThePageSize(t *testing.T) {
+	st, r := exportFixture(t, nil)
+	r.FirstPageSize, r.PageSize = 2, 8
+	for _, keys := range []bool{false, true} {
+		for _, order := range []pipeline.Order{pipeline.Ascending, pipeline.Descending} {
+			r.Order, r.Keys = order, keys
+			docs, sizes := export(t, st, r)
+			if len(docs) != 30 {
+				t.Fatalf("keys %t, order %d: %d documents, want 30", keys, order, len(docs))
+			}
+			checkOrder(t, docs, order == pipeline.Descending)
+			if want := []int{2, 4, 8, 8, 8}; !slices.Equal(sizes, want) {
+				t.Errorf("keys %t, order %d: page sizes %v, want %v", keys, order, sizes, want)
+			}
+		}
+	}
+	// A limit cuts the growing pages as it cuts full ones.
+	r.Order, r.Keys, r.Limit = pipeline.Ascending, false, 11
+	if _, sizes := export(t, st, r); !slices.Equal(sizes, []int{2, 4, 5}) {
+		t.Errorf("limit 11: page sizes %v, want [2 4 5]", sizes)
+	}
+}
+
+func TestExportResumedAfterAKeyStillGrowsItsPages(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	start := time.Date(2023, 3, 9, 12, 0, 0, 0, time.UTC)
+	// Three documents per timestamp, each with its own sequence, as the webserver
+	// stores them: every key is unique.
+	testenv.IndexDocuments(t, esURL, prefix, 30, func(i int) pipeline.Item {
+		ts := start.Add(time.Duration(i/3) * time.Second)
+		id := fmt.Sprintf("d%02d", i)
+		return pipeline.Item{ID: id, Timestamp: ts, Body: fmt.Appendf(nil, `{"@timestamp":%q,"id":%q,"@nats":{"seq":%d}}`, ts.Format(time.RFC3339), id, i+1)}
+	})
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := pipeline.Range{From: start, To: start.Add(time.Hour), FirstPageSize: 2, PageSize: 8, Keys: true}
+	r.After = &pipeline.Key{Time: start.Add(3 * time.Second).UnixMilli(), Seq: 10}
+	docs, sizes := export(t, st, r)
+	if !slices.Equal(sizes, []int{2, 4, 8, 6}) {
+		t.Errorf("page sizes %v, want [2 4 8 6]", sizes)
+	}
+	for i, d := range docs {
+		if want := fmt.Sprintf("d%02d", 10+i); d.ID != want {
+			t.Fatalf("document %d is %s, want %s", i, d.ID, want)
+		}
+	}
+	if len(docs) != 20 {
+		t.Errorf("resumed with %d documents, want 20", len(docs))
+	}
+}
+
 func TestExportStopsAtTheLimitEvenMidPage(t *testing.T) {
 	st, r := exportFixture(t, nil)
 	r.Limit, r.Order = 10, pipeline.Descending

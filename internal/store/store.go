@@ -152,5 +152,14 @@ func (s *Store) IndexName(t time.Time) string {
 	return s.cfg.IndexPrefix + "-" + t.UTC().Format(layout)
 }
 
+// period is the start of the day or month, in UTC, whose index holds t.
+func (s *Store) period(t time.Time) time.Time {
+	y, m, d := t.UTC().Date()
+	if s.cfg.Interval == Monthly {
+		d = 1
+	}
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+}
+
 // pattern matches every index of this store.
 func (s *Store) pattern() string { return s.cfg.IndexPrefix + "-*" }

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +52,37 @@ func TestBulkItemOutcomes(t *testing.T) {
 	for _, tt := range tests {
 		if got := classify(tt.status, tt.errType); got != tt.want {
 			t.Errorf("classify(%d, %s) = %v, want %v", tt.status, tt.errType, got, tt.want)
+		}
+	}
+}
+
+func TestBulkResponseOutcomes(t *testing.T) {
+	tests := []struct {
+		name, body string
+		n          int
+		want       []pipeline.Outcome
+		wantErr    bool
+	}{
+		{"all created", `{"errors":false,"items":[{"create":{"status":201}},{"create":{"status":201}}]}`, 2, []pipeline.Outcome{pipeline.Created, pipeline.Created}, false},
+		{"all created, one item missing", `{"errors":false,"items":[{"create":{"status":201}}]}`, 2, nil, true},
+		{"mixed", `{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},` +
+			`{"create":{"status":400,"error":{"type":"document_parsing_exception","reason":"bad"}}},{"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}}]}`,
+			4, []pipeline.Outcome{pipeline.Created, pipeline.Duplicate, pipeline.Rejected, pipeline.Retry}, false},
+		{"mixed, one item missing", `{"errors":true,"items":[{"create":{"status":201}}]}`, 2, nil, true},
+		{"not JSON", `{"errors":false,"items":[`, 1, nil, true},
+	}
+	for _, tt := range tests {
+		results, err := decodeBulkResponse(strings.NewReader(tt.body), tt.n)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("%s: error %v, want error %t", tt.name, err, tt.wantErr)
+			continue
+		}
+		var got []pipeline.Outcome
+		for _, r := range results {
+			got = append(got, r.Outcome)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: outcomes %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,25 @@ func waitHealthy(url string, patience time.Duration) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// ElasticsearchPID is the process id of the local node `make services` started,
+// if esURL is that node and it runs on this machine, else 0: benchmarks read its
+// processor time.
+func ElasticsearchPID(esURL string) int {
+	root, err := repoRoot()
+	if err != nil || servicesValue("ELASTICSEARCH_URL") != esURL {
+		return 0
+	}
+	raw, err := os.ReadFile(filepath.Join(root, ".services", "elasticsearch.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return 0
+	}
+	return pid
 }
 
 // servicesValue reads one KEY=value line of the services file at the repository root.

@@ -65,6 +65,14 @@ func (n *NATS) Restart() {
 // so the server's work is not mixed into the benchmark's own process.
 func StartNATSProcess(t testing.TB) string {
 	t.Helper()
+	url, _ := StartNATSServerProcess(t)
+	return url
+}
+
+// StartNATSServerProcess is StartNATSProcess, also returning the process, for
+// benchmarks that measure the server's own processor time.
+func StartNATSServerProcess(t testing.TB) (string, *Process) {
+	t.Helper()
 	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -77,12 +85,12 @@ func StartNATSProcess(t testing.TB) string {
 	}
 	addr := FreeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
-	StartProcess(t, bin, nil, "-js", "-a", host, "-p", port, "-sd", t.TempDir())
+	proc := StartProcess(t, bin, nil, "-js", "-a", host, "-p", port, "-sd", t.TempDir())
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return "nats://" + addr
+			return "nats://" + addr, proc
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("nats-server did not listen on %s within 10s", addr)

@@ -171,20 +171,23 @@ func (p *Process) PeakRSS() (int64, error) {
 }
 
 // CPUTime is the processor time (user and system) the process has used so far.
-func (p *Process) CPUTime() (time.Duration, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+func (p *Process) CPUTime() (time.Duration, error) { return CPUTimeOf(p.cmd.Process.Pid) }
+
+// CPUTimeOf is the processor time (user and system) process pid has used so far.
+func CPUTimeOf(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
 	// Fields after the command name, which is in parentheses and may hold spaces.
 	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", p.cmd.Process.Pid)
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
 	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat", p.cmd.Process.Pid)
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
 	const ticksPerSecond = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
