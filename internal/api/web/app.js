@@ -114,6 +114,7 @@ async function stream(url, signal) {
           if ('data' in event) on[event.event ?? 'message']?.(event);
         });
         if (ended) {
+          view.draw(); // now, not at the next frame: the view and the status agree
           setPhase('complete');
           return say(`All ${view.count} documents of the range.`);
         }
