@@ -161,12 +161,11 @@ func (f *following) cut(err error, count int) error {
 // endOf finds when a follow with an end_date is complete: once every message
 // stored before end_date is settled, its documents have all been sent.
 type endOf struct {
-	f      *following
-	to     time.Time
-	open   bool
-	seq    uint64 // the last sequence stored before to, once known
-	known  bool
-	failed bool
+	f     *following
+	to    time.Time
+	open  bool
+	seq   uint64 // the last sequence stored before to, once known
+	known bool
 }
 
 func (e *endOf) reached(ctx context.Context, pos uint64) bool {
@@ -178,7 +177,6 @@ func (e *endOf) reached(ctx context.Context, pos uint64) bool {
 		switch {
 		case err != nil:
 			// Asked again at the next poll; the stream goes on meanwhile.
-			e.failed = true
 		case final || time.Since(e.to) > endGrace:
 			e.seq, e.known = last, true
 		}

@@ -447,17 +447,3 @@ func (h *Hub) observed(d time.Duration, docs int, err error) {
 		h.observe(d, docs, err)
 	}
 }
-
-// Followers counts the subscriptions, for metrics.
-func (h *Hub) Followers() int {
-	h.mu.Lock()
-	ps := slices.Collect(maps.Values(h.pollers))
-	h.mu.Unlock()
-	n := 0
-	for _, p := range ps {
-		p.mu.Lock()
-		n += len(p.subs)
-		p.mu.Unlock()
-	}
-	return n
-}
