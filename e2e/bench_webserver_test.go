@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,19 +40,27 @@ import (
 //	    esutil.BulkIndexer: the ceiling for a Go client;
 //	(c) Elasticsearch's own limit for these documents: every bulk body encoded
 //	    before the clock starts (by the store's encoder, so with the same ids,
-//	    indices, @timestamp and @nats), then POSTed with plain HTTP, the best of
-//	    a grid of request sizes × concurrency.
+//	    indices, @timestamp and @nats), then POSTed with plain HTTP; the best
+//	    cell of a grid of request sizes × concurrency is used;
+//	(d) the bare pipeline (barePipeline): (c)'s bodies, but fetched from the
+//	    same backlog through a durable consumer and acked message by message,
+//	    as the webserver must; what NATS itself costs on this machine.
 //
-// It reports docs/s for each, the webserver's ratio to (b) (target ≥ 0.9) and to
-// (c) (target ≥ 0.7), and the processor time per document of the webserver,
-// nats-server and Elasticsearch (when it is the local node) during (a) and the
-// best (c). N is BENCH_DOCS (default 200,000). Run it with `make bench`.
+// (a), (c) at its best cell and (d) take BENCH_ROUNDS turns (default 3), and
+// each figure is the median of its rounds. It reports docs/s for each, the
+// webserver's ratio to (b) (target ≥ 0.9), to (c) (ratio_raw, target ≥ 0.7)
+// and to (d) (ratio_bare), (d)'s ratio to (c) (bare_ratio_raw: the most any
+// pipeline with per-message acks reaches here), and the processor time per
+// document of the webserver, nats-server and Elasticsearch (when it is the
+// local node) during (a) and (c). N is BENCH_DOCS (default 200,000). Run it
+// with `make bench`.
 //
 // BENCH_WEBSERVER_ENV (space-separated KEY=value) tunes the webserver; its
-// ES_INDEX_SHARDS and ES_INDEX_REFRESH_INTERVAL apply to (b) and (c) too, so
-// that the ratios compare like with like. BENCH_PPROF=dir saves a CPU profile of
-// the webserver during (a) as dir/webserver-cpu.pprof; BENCH_WEBSERVER_ONLY=1
-// runs (a) alone, to compare settings of the webserver.
+// ES_INDEX_SHARDS and ES_INDEX_REFRESH_INTERVAL apply to (b), (c) and (d) too,
+// so that the ratios compare like with like. BENCH_PPROF=dir saves CPU profiles
+// of the webserver and nats-server during (a) (the last round's) as
+// dir/webserver-cpu.pprof and dir/nats-server-cpu.pprof; BENCH_WEBSERVER_ONLY=1
+// runs (a) alone.
 func BenchmarkWebserverIngest(b *testing.B) {
 	n := envInt(b, "BENCH_DOCS", 200000)
 	esURL := testenv.ElasticsearchURL(b)
@@ -62,36 +71,71 @@ func BenchmarkWebserverIngest(b *testing.B) {
 
 	// Warm the node's JIT and caches so neither side pays for it alone.
 	rawBulk(b, esURL, docs[:min(len(docs), 20000)], tmpl, 5000, 2, nil)
+	only := os.Getenv("BENCH_WEBSERVER_ONLY") != ""
+	rounds := envInt(b, "BENCH_ROUNDS", 3)
 
 	for b.Loop() {
-		ws := webserverDrain(b, esURL, frames)
-		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
-		b.ReportMetric(ws.rate, "webserver_docs/s")
-		b.ReportMetric(perDoc(ws.cpu), "webserver_cpu_µs/doc")
-		b.ReportMetric(perDoc(ws.natsCPU), "nats_cpu_µs/doc")
-		b.ReportMetric(ws.inFlight, "bulks_in_flight")
-		if ws.esCPU > 0 {
-			b.ReportMetric(perDoc(ws.esCPU), "es_cpu_µs/doc")
-		}
-		if os.Getenv("BENCH_WEBSERVER_ONLY") != "" {
-			continue // comparing settings of the webserver alone
-		}
-		// The ceiling is the best of a few tunings of the BulkIndexer, not one guess.
+		var best rawRun
 		var ceilingRate float64
-		for _, tuning := range []bulkTuning{{2, 5 << 20}, {2, 2 << 20}, {4, 2 << 20}} {
-			rate := ceiling(b, esURL, docs, tmpl, tuning)
-			b.Logf("BulkIndexer with %d workers flushing at %d MiB: %.0f docs/s", tuning.workers, tuning.flushBytes>>20, rate)
-			ceilingRate = max(ceilingRate, rate)
+		if !only {
+			// The ceilings are the best of a few tunings, not one guess.
+			for _, tuning := range []bulkTuning{{2, 5 << 20}, {2, 2 << 20}, {4, 2 << 20}} {
+				rate := ceiling(b, esURL, docs, tmpl, tuning)
+				b.Logf("BulkIndexer with %d workers flushing at %d MiB: %.0f docs/s", tuning.workers, tuning.flushBytes>>20, rate)
+				ceilingRate = max(ceilingRate, rate)
+			}
+			best = rawBulkGrid(b, esURL, docs, tmpl)
 		}
-		raw := rawBulkGrid(b, esURL, docs, tmpl)
+		// Then the webserver, the raw limit at its best cell and the bare pipeline
+		// take turns, so that a slow spell of this shared machine weighs on each
+		// alike; each figure is the median of the rounds.
+		var ws []drain
+		var raw []rawRun
+		var bare, ratioRaw, ratioBare []float64
+		for r := range rounds {
+			d := webserverDrain(b, esURL, frames)
+			ws = append(ws, d)
+			if only {
+				continue // comparing settings of the webserver alone
+			}
+			raw = append(raw, rawBulk(b, esURL, docs, tmpl, best.perRequest, best.concurrency, nil))
+			bare = append(bare, barePipeline(b, esURL, frames, docs, tmpl, 5000))
+			ratioRaw = append(ratioRaw, d.rate/raw[r].rate)
+			ratioBare = append(ratioBare, d.rate/bare[r])
+			b.Logf("round %d: webserver %.0f, raw bulk %.0f, bare pipeline %.0f docs/s: %.2f of raw, %.2f of bare",
+				r+1, d.rate, raw[r].rate, bare[r], ratioRaw[r], ratioBare[r])
+		}
+		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.rate }), "webserver_docs/s")
+		b.ReportMetric(medianOf(ws, func(d drain) float64 { return perDoc(d.cpu) }), "webserver_cpu_µs/doc")
+		b.ReportMetric(medianOf(ws, func(d drain) float64 { return perDoc(d.natsCPU) }), "nats_cpu_µs/doc")
+		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.inFlight }), "bulks_in_flight")
+		if ws[0].esCPU > 0 {
+			b.ReportMetric(medianOf(ws, func(d drain) float64 { return perDoc(d.esCPU) }), "es_cpu_µs/doc")
+		}
+		if only {
+			continue
+		}
 		b.ReportMetric(ceilingRate, "bulkindexer_docs/s")
-		b.ReportMetric(raw.rate, "raw_bulk_docs/s")
-		b.ReportMetric(ws.rate/ceilingRate, "ratio")
-		b.ReportMetric(ws.rate/raw.rate, "ratio_raw")
-		if ws.esCPU > 0 {
-			b.ReportMetric(perDoc(raw.esCPU), "raw_es_cpu_µs/doc")
+		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.rate })/ceilingRate, "ratio")
+		b.ReportMetric(medianOf(raw, func(r rawRun) float64 { return r.rate }), "raw_bulk_docs/s")
+		b.ReportMetric(median(bare), "bare_pipeline_docs/s")
+		b.ReportMetric(median(ratioRaw), "ratio_raw")
+		b.ReportMetric(median(ratioBare), "ratio_bare")
+		b.ReportMetric(median(bare)/medianOf(raw, func(r rawRun) float64 { return r.rate }), "bare_ratio_raw")
+		if ws[0].esCPU > 0 {
+			b.ReportMetric(medianOf(raw, func(r rawRun) float64 { return perDoc(r.esCPU) }), "raw_es_cpu_µs/doc")
 		}
 	}
+}
+
+// medianOf is the median of f over xs.
+func medianOf[T any](xs []T, f func(T) float64) float64 {
+	vs := make([]float64, len(xs))
+	for i, x := range xs {
+		vs[i] = f(x)
+	}
+	return median(vs)
 }
 
 // BenchmarkWebserverPeakRSS reports the webserver's peak resident memory while it
@@ -104,7 +148,7 @@ func BenchmarkWebserverPeakRSS(b *testing.B) {
 		natsURL := testenv.StartNATSProcess(b)
 		js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 		publishBacklog(b, js, frames)
-		ws, admin := startBenchWebserver(b, natsURL, esURL)
+		ws, admin := startBenchWebserver(b, natsURL, esURL, testenv.IndexPrefix(b, esURL))
 		waitDrained(b, js, uint64(n), admin)
 		rss, err := ws.PeakRSS()
 		if err != nil {
@@ -171,14 +215,24 @@ func metricValue(b *testing.B, admin, name string) float64 {
 }
 
 func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
-	natsURL, natsProc := testenv.StartNATSServerProcess(b)
+	var natsArgs []string
+	natsProfile := ""
+	if os.Getenv("BENCH_PPROF") != "" {
+		natsProfile = testenv.FreeAddr(b)
+		_, port, _ := net.SplitHostPort(natsProfile)
+		natsArgs = []string{"--profile", port}
+	}
+	natsURL, natsProc := testenv.StartNATSServerProcess(b, natsArgs...)
+	defer natsProc.Stop()
 	js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 	publishBacklog(b, js, frames)
 	es := cpuOf(b, testenv.ElasticsearchPID(esURL))
 	natsBefore := cpuOf(b, natsProc)
 	start := time.Now()
-	ws, admin := startBenchWebserver(b, natsURL, esURL)
-	profiled := profileCPU(b, admin)
+	prefix := testenv.IndexPrefix(b, esURL)
+	defer deleteIndices(esURL, prefix)
+	ws, admin := startBenchWebserver(b, natsURL, esURL, prefix)
+	profiled := profileCPU(b, map[string]string{"webserver": admin, "nats-server": natsProfile})
 	waitDrained(b, js, uint64(len(frames)), admin)
 	elapsed := time.Since(start)
 	d := drain{rate: float64(len(frames)) / elapsed.Seconds(), esCPU: es(), natsCPU: natsBefore()}
@@ -225,46 +279,70 @@ func cpuOf(b *testing.B, p any) func() time.Duration {
 	return func() time.Duration { return read() - before }
 }
 
-// profileCPU saves a CPU profile of the webserver at admin to BENCH_PPROF, if
-// set, over BENCH_PPROF_SECONDS (default 4) from now; the returned function
-// waits for it.
-func profileCPU(b *testing.B, admin string) (wait func()) {
+// profileCPU saves a CPU profile of each process whose pprof address is given
+// (name → host:port; an empty address is skipped) to BENCH_PPROF/name-cpu.pprof,
+// if BENCH_PPROF is set, over BENCH_PPROF_SECONDS (default 4) from now; the
+// returned function waits for them.
+func profileCPU(b *testing.B, addrs map[string]string) (wait func()) {
 	dir := os.Getenv("BENCH_PPROF")
 	if dir == "" {
 		return func() {}
 	}
 	seconds := envInt(b, "BENCH_PPROF_SECONDS", 4)
-	done := make(chan error, 1)
-	go func() {
-		testenv.WaitHTTP(b, admin+"/healthz", 30*time.Second)
-		res, err := http.Get(admin + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
-		if err != nil {
-			done <- err
-			return
+	var wg sync.WaitGroup
+	errs := make(chan error, len(addrs))
+	for name, addr := range addrs {
+		if addr == "" {
+			continue
 		}
-		defer res.Body.Close()
-		f, err := os.Create(filepath.Join(dir, "webserver-cpu.pprof"))
-		if err == nil {
-			_, err = io.Copy(f, res.Body)
-			f.Close()
+		url := addr
+		if !strings.HasPrefix(url, "http") {
+			url = "http://" + url
 		}
-		done <- err
-	}()
+		wg.Go(func() {
+			testenv.WaitHTTP(b, url+"/debug/pprof/", 30*time.Second)
+			if err := saveProfile(url+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), filepath.Join(dir, name+"-cpu.pprof")); err != nil {
+				errs <- fmt.Errorf("cpu profile of %s: %w", name, err)
+			}
+		})
+	}
 	return func() {
-		if err := <-done; err != nil {
-			b.Errorf("cpu profile: %v", err)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Error(err)
 		}
 	}
 }
 
+func saveProfile(url, path string) error {
+	res, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, res.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // startBenchWebserver runs the webserver with its defaults, plus any settings in
 // BENCH_WEBSERVER_ENV (space-separated KEY=value pairs) for tuning experiments.
-func startBenchWebserver(b *testing.B, natsURL, esURL string) (*testenv.Process, string) {
+func startBenchWebserver(b *testing.B, natsURL, esURL, prefix string) (*testenv.Process, string) {
 	admin := testenv.FreeAddr(b)
 	env := map[string]string{
 		"NATS_URL":          natsURL,
 		"ELASTICSEARCH_URL": esURL,
-		"ES_INDEX_PREFIX":   testenv.IndexPrefix(b, esURL),
+		"ES_INDEX_PREFIX":   prefix,
 		"ES_INDEX_REPLICAS": "0",
 		"ADMIN_ADDR":        admin,
 		"LOG_LEVEL":         "warn",
@@ -385,8 +463,9 @@ func ceiling(b *testing.B, esURL string, docs []document.Document, tmpl store.Te
 
 // rawRun is one raw bulk load: its rate and Elasticsearch's processor time.
 type rawRun struct {
-	rate  float64
-	esCPU time.Duration
+	rate                    float64
+	esCPU                   time.Duration
+	perRequest, concurrency int
 }
 
 // rawBulkGrid is the best rawBulk over a grid of request sizes × concurrency.
@@ -449,12 +528,115 @@ func rawBulk(b *testing.B, esURL string, docs []document.Document, tmpl store.Te
 		})
 	}
 	wg.Wait()
-	run := rawRun{rate: float64(len(docs)) / time.Since(start).Seconds(), esCPU: es()}
+	run := rawRun{rate: float64(len(docs)) / time.Since(start).Seconds(), esCPU: es(), perRequest: perRequest, concurrency: concurrency}
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)
 	}
 	return run
+}
+
+// barePipeline is the least any pipeline from JetStream into Elasticsearch can
+// do with the guarantees the webserver keeps: it drains a backlog of frames
+// through a durable consumer configured as the webserver's, in fetches of
+// perRequest messages, 2 bulk requests at once, and acks each message on its
+// own once its bulk succeeded. Everything else the webserver does per message
+// (validating, building the document, encoding the action line, reading each
+// item's outcome) is done before the clock starts: the bulk body of a batch is
+// the concatenation of the documents' pre-encoded lines. Its rate, beside the
+// raw bulk limit, is what NATS itself costs on this machine.
+func barePipeline(b *testing.B, esURL string, frames []frame, docs []document.Document, tmpl store.TemplateSettings, perRequest int) float64 {
+	st, prefix := freshStore(b, esURL, tmpl)
+	defer deleteIndices(esURL, prefix)
+	lines := make([][]byte, len(docs)) // by stream sequence - 1
+	for i, d := range docs {
+		lines[i] = st.BulkBody([]pipeline.Item{{ID: d.ID, Timestamp: d.Timestamp, Body: d.Body}})
+	}
+	natsURL, natsProc := testenv.StartNATSServerProcess(b)
+	defer natsProc.Stop()
+	js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
+	publishBacklog(b, js, frames)
+	ctx := context.Background()
+	const workers = 2
+	start := time.Now()
+	cons, err := js.CreateOrUpdateConsumer(ctx, "ANNOTATIONS", jetstream.ConsumerConfig{
+		Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		MaxAckPending: perRequest * (workers + 2), MaxDeliver: -1,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	url := esURL + "/_bulk?filter_path=errors,items.*.error"
+	batches := make(chan []jetstream.Msg)
+	errs := make(chan error, workers+1)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			var body []byte
+			for msgs := range batches {
+				body = body[:0]
+				for _, m := range msgs {
+					meta, err := m.Metadata()
+					if err != nil {
+						errs <- err
+						return
+					}
+					body = append(body, lines[meta.Sequence.Stream-1]...)
+				}
+				res, err := client.Post(url, "application/x-ndjson", bytes.NewReader(body))
+				if err != nil {
+					errs <- err
+					return
+				}
+				reply, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				if err != nil || res.StatusCode != http.StatusOK || !bytes.HasPrefix(reply, []byte(`{"errors":false`)) {
+					errs <- fmt.Errorf("bare pipeline bulk: %s %v %.300s", res.Status, err, reply)
+					return
+				}
+				for _, m := range msgs {
+					if err := m.Ack(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	for fetched := 0; fetched < len(frames); {
+		res, err := cons.Fetch(perRequest, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs := make([]jetstream.Msg, 0, perRequest)
+		for m := range res.Messages() {
+			msgs = append(msgs, m)
+		}
+		fetched += len(msgs)
+		select {
+		case batches <- msgs:
+		case err := <-errs:
+			b.Fatal(err)
+		}
+	}
+	close(batches)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.AckFloor.Stream >= uint64(len(frames)) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return float64(len(frames)) / time.Since(start).Seconds()
 }
 
 // publishBacklog creates the stream as the webserver would and fills it.

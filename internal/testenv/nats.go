@@ -70,8 +70,9 @@ func StartNATSProcess(t testing.TB) string {
 }
 
 // StartNATSServerProcess is StartNATSProcess, also returning the process, for
-// benchmarks that measure the server's own processor time.
-func StartNATSServerProcess(t testing.TB) (string, *Process) {
+// benchmarks that measure the server's own processor time. args are added to
+// nats-server's command line (such as --profile PORT).
+func StartNATSServerProcess(t testing.TB, args ...string) (string, *Process) {
 	t.Helper()
 	root, err := repoRoot()
 	if err != nil {
@@ -85,7 +86,7 @@ func StartNATSServerProcess(t testing.TB) (string, *Process) {
 	}
 	addr := FreeAddr(t)
 	host, port, _ := net.SplitHostPort(addr)
-	proc := StartProcess(t, bin, nil, "-js", "-a", host, "-p", port, "-sd", t.TempDir())
+	proc := StartProcess(t, bin, nil, append([]string{"-js", "-a", host, "-p", port, "-sd", t.TempDir()}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.Dial("tcp", addr); err == nil {
