@@ -287,7 +287,13 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 		return parsed, fmt.Errorf("encode search: %w", err)
 	}
 	start := time.Now()
-	defer func() { s.observed("search", start, err) }()
+	defer func() {
+		// A search its export called off (the consumer left, or in a sliced
+		// export another slice reached the limit) says nothing of Elasticsearch.
+		if err == nil || ctx.Err() == nil {
+			s.observed("search", start, err)
+		}
+	}()
 	opts := []func(*esapi.SearchRequest){
 		s.es.Search.WithContext(ctx),
 		s.es.Search.WithBody(bytes.NewReader(body)),

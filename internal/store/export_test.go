@@ -417,3 +417,28 @@ func openContexts(t *testing.T, indices string) int {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestASlicedExportStoppedAtTheLimitReportsNoFailedSearch(t *testing.T) {
+	var mu sync.Mutex
+	var failed []string
+	st, r, _ := slicesFixture(t, func(op string, _ time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", op, err))
+		}
+	})
+	// The other slices still have searches in flight when the limit is reached:
+	// calling them off is not Elasticsearch failing.
+	r.Slices, r.Limit, r.FirstPageSize = 3, 5, 6
+	for range 5 {
+		if got := exportPages(t, st, r); got.count != 5 {
+			t.Fatalf("%d documents, want 5", got.count)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) > 0 {
+		t.Errorf("failed requests reported: %q", failed)
+	}
+}
