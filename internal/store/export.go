@@ -43,9 +43,9 @@ type fetched struct {
 // The next page is fetched while fn handles the current one, so Elasticsearch and
 // the consumer (usually a network client) work at the same time instead of taking
 // turns. With r.Slices above 1, that many slices of the point in time are paged
-// at once and merged back into the same order and the same pages (see
-// exportSlices). The point in time is closed when Export returns, however it
-// returns.
+// at once and merged back into the same order and the same pages, holding up to
+// two pages per slice besides fn's (see exportSlices). The point in time is
+// closed when Export returns, however it returns.
 func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.Page) error) error {
 	if r.PageSize <= 0 {
 		return fmt.Errorf("export: page size must be positive, got %d", r.PageSize)
@@ -108,14 +108,12 @@ type pageSizes struct {
 	left      int // documents still wanted; negative: no limit
 }
 
-// newPageSizes starts the sizes of r's pages, each shared among parts fetchers
-// (1 for a single stream).
-func newPageSizes(r pipeline.Range, parts int) pageSizes {
-	first := r.PageSize
+// newPageSizes starts the sizes of r's pages.
+func newPageSizes(r pipeline.Range) pageSizes {
+	p := pageSizes{next: r.PageSize, max: r.PageSize, left: -1}
 	if r.FirstPageSize > 0 {
-		first = min(r.FirstPageSize, r.PageSize)
+		p.next = min(r.FirstPageSize, r.PageSize)
 	}
-	p := pageSizes{next: ceilDiv(first, parts), max: ceilDiv(r.PageSize, parts), left: -1}
 	if r.Limit > 0 {
 		p.left = r.Limit
 	}
@@ -141,19 +139,14 @@ func (p *pageSizes) last(got, asked int) bool {
 	return got < asked || p.left == 0
 }
 
-func ceilDiv(n, d int) int { return (n + d - 1) / d }
-
 // fetchPages sends the pages of r to out, one ahead of the consumer, and closes out
 // when the range is exhausted, the limit reached, a request failed or ctx ended.
-// With part, it pages through that slice of the point in time only, in pages
-// of its share of each page size, with the documents' sort values.
+// With part, it pages through that slice of the point in time only, with the
+// documents' sort values.
 func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, part *slice, out chan<- fetched) {
 	defer close(out)
 	var after json.RawMessage
-	sizes := newPageSizes(r, 1)
-	if part != nil {
-		sizes = newPageSizes(r, part.Max)
-	}
+	sizes := newPageSizes(r)
 	for {
 		size := sizes.size()
 		f, last, err := s.searchPage(ctx, r, part, size, pit, after)

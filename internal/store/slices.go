@@ -18,10 +18,15 @@ type slice struct {
 
 // exportSlices is Export in r.Slices slices of one point in time, each paged by
 // a fetcher of its own with its own search_after and its own page ahead, so that
-// Elasticsearch fills several pages at once. Each slice asks for its share of
-// each page size, so all of them together hold about what one stream holds:
-// the page the consumer has, plus at most one page of documents ahead and one
-// being merged.
+// Elasticsearch fills several pages at once.
+//
+// Each slice pages as a single stream would, from the first page's size up to
+// the page size, rather than asking for a share of it: Elasticsearch cuts a
+// shard into slices by contiguous ranges of Lucene document ids, and documents
+// indexed in time order then make each slice a stretch of time, which alone
+// supplies the merge for a while. Smaller pages would make that slice slower
+// and its first page later. So memory grows with the slices: each holds at most
+// the run being merged and one page ahead, besides the page the consumer has.
 //
 // The slices come back in the export's sort order each, and are merged into the
 // single stream's order and pages: by all the sort values a single stream sorts
@@ -74,7 +79,7 @@ func (s *Store) exportSlices(ctx context.Context, r pipeline.Range, pit string, 
 // would have: growing from the first page's size to the page size, and ending
 // at the limit.
 func (m *merger) pages(r pipeline.Range, fn func(pipeline.Page) error) error {
-	sizes := newPageSizes(r, 1)
+	sizes := newPageSizes(r)
 	for {
 		size := sizes.size()
 		page, err := m.take(size, r.Keys)

@@ -193,32 +193,27 @@ func TestSortValuesParseAsTwoOrThreeLongs(t *testing.T) {
 	}
 }
 
-func TestSlicesShareEachPageSize(t *testing.T) {
-	r := pipeline.Range{FirstPageSize: 1000, PageSize: 10000}
-	for _, tt := range []struct {
-		parts int
-		want  []int
-	}{
-		{1, []int{1000, 2000, 4000, 8000, 10000, 10000}},
-		{2, []int{500, 1000, 2000, 4000, 5000, 5000}},
-		{3, []int{334, 668, 1336, 2672, 3334, 3334}},
-	} {
-		sizes := newPageSizes(r, tt.parts)
-		var got []int
-		for range tt.want {
-			n := sizes.size()
-			got = append(got, n)
-			sizes.last(n, n)
+func TestPagesGrowFromTheFirstPageSizeToThePageSize(t *testing.T) {
+	sizes := newPageSizes(pipeline.Range{FirstPageSize: 1000, PageSize: 10000})
+	var got []int
+	for range 6 {
+		n := sizes.size()
+		got = append(got, n)
+		if sizes.last(n, n) {
+			t.Fatalf("a full page of %d ended the pages", n)
 		}
-		if !slices.Equal(got, tt.want) {
-			t.Errorf("%d parts: page sizes %v, want %v", tt.parts, got, tt.want)
-		}
+	}
+	if want := []int{1000, 2000, 4000, 8000, 10000, 10000}; !slices.Equal(got, want) {
+		t.Errorf("page sizes %v, want %v", got, want)
+	}
+	if !sizes.last(9999, 10000) {
+		t.Error("a short page did not end the pages")
 	}
 }
 
 func TestEachSliceStopsAtTheLimitOnItsOwn(t *testing.T) {
 	// Any one slice may hold all of the first Limit documents.
-	sizes := newPageSizes(pipeline.Range{FirstPageSize: 4, PageSize: 100, Limit: 5}, 2)
+	sizes := newPageSizes(pipeline.Range{FirstPageSize: 2, PageSize: 100, Limit: 5})
 	if n := sizes.size(); n != 2 || sizes.last(2, 2) {
 		t.Fatalf("first page %d, or ended; want 2, going on", n)
 	}
