@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -34,13 +36,16 @@ import (
 //	    and 10,000: the best of them is the ceiling;
 //	(c) the same, in 2 parallel point-in-time slices merged back into
 //	    @timestamp order, with pages of 10,000;
+//	(d) the backend again with API_EXPORT_SLICES=2, its own sliced export;
 //
 // and reports docs/s for each and the backend's ratio to the best of (b) (target
 // ≥ 0.95); the time to the first byte of /getJsonStream for a 5-minute window
 // (target ≤ 50 ms); and the backend's peak resident memory (VmHWM) after
-// streaming all BENCH_RSS_DOCS documents (target ≤ 64 MB). BENCH_BACKEND_ENV
-// (space-separated KEY=value) changes the backend's settings. Run it with `make
-// bench`; it is meant for -benchtime 1x.
+// streaming all BENCH_RSS_DOCS documents (target ≤ 64 MB). For (d) it reports
+// the same with a 2slices_ prefix, and its ratios to (c) (ratio_2slices_to_es)
+// and to the best of (b) (ratio_2slices). BENCH_BACKEND_ENV (space-separated
+// KEY=value) changes the backend's settings (API_EXPORT_SLICES=2 still for d).
+// Run it with `make bench`; it is meant for -benchtime 1x.
 func BenchmarkBackendExport(b *testing.B) {
 	n := benchSize(b, "BENCH_DOCS", 200000)
 	rssN := benchSize(b, "BENCH_RSS_DOCS", 1000000)
@@ -75,6 +80,9 @@ func BenchmarkBackendExport(b *testing.B) {
 		env[k] = v
 	}
 	backend := startBenchBackend(b, esURL, env)
+	slicedEnv := maps.Clone(env)
+	slicedEnv["API_EXPORT_SLICES"] = "2"
+	slicedBackend := startBenchBackend(b, esURL, slicedEnv)
 
 	// Warm Elasticsearch's caches and JIT so that neither side pays for it alone.
 	exportCeiling(b, esURL, prefix, throughputRange, 10000, 1)
@@ -82,7 +90,7 @@ func BenchmarkBackendExport(b *testing.B) {
 	pageSizes := []int{1000, 5000, 10000}
 	for b.Loop() {
 		// Best of two for each, taking turns: the machine is shared with Elasticsearch.
-		var backendRate, bestRate, slicedRate float64
+		var backendRate, bestRate, slicedRate, slicedBackendRate float64
 		rates := make([]float64, len(pageSizes))
 		for range 2 {
 			for i, size := range pageSizes {
@@ -91,6 +99,7 @@ func BenchmarkBackendExport(b *testing.B) {
 			}
 			slicedRate = max(slicedRate, float64(n)/exportCeiling(b, esURL, prefix, throughputRange, 10000, 2).Seconds())
 			backendRate = max(backendRate, float64(n)/backend.stream(b, throughputRange, n).Seconds())
+			slicedBackendRate = max(slicedBackendRate, float64(n)/slicedBackend.stream(b, throughputRange, n).Seconds())
 		}
 		b.ReportMetric(backendRate, "backend_docs/s")
 		for i, size := range pageSizes {
@@ -98,22 +107,36 @@ func BenchmarkBackendExport(b *testing.B) {
 		}
 		b.ReportMetric(slicedRate, "es_2slices_docs/s")
 		b.ReportMetric(backendRate/bestRate, "ratio")
+		b.ReportMetric(slicedBackendRate, "backend_2slices_docs/s")
+		b.ReportMetric(slicedBackendRate/slicedRate, "ratio_2slices_to_es")
+		b.ReportMetric(slicedBackendRate/bestRate, "ratio_2slices")
 
 		p50, worst := backend.timeToFirstByte(b, window, 21)
 		b.ReportMetric(float64(p50.Microseconds())/1000, "ttfb_p50_ms")
 		b.ReportMetric(float64(worst.Microseconds())/1000, "ttfb_max_ms")
+		p50, worst = slicedBackend.timeToFirstByte(b, window, 21)
+		b.ReportMetric(float64(p50.Microseconds())/1000, "2slices_ttfb_p50_ms")
+		b.ReportMetric(float64(worst.Microseconds())/1000, "2slices_ttfb_max_ms")
 
-		// A fresh process, so that its peak is this stream's alone.
-		rssBackend := startBenchBackend(b, esURL, env)
-		took := rssBackend.stream(b, rssRange, rssN)
-		peak, err := rssBackend.proc.PeakRSS()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.ReportMetric(float64(peak)/(1<<20), "peak_rss_MB")
-		b.Logf("streamed %d documents in %s (%.0f docs/s) with a peak RSS of %.1f MiB",
-			rssN, took.Round(time.Millisecond), float64(rssN)/took.Seconds(), float64(peak)/(1<<20))
+		b.ReportMetric(peakRSS(b, esURL, env, rssRange, rssN), "peak_rss_MB")
+		b.ReportMetric(peakRSS(b, esURL, slicedEnv, rssRange, rssN), "2slices_peak_rss_MB")
 	}
+}
+
+// peakRSS streams the range through a fresh backend, so that its peak resident
+// memory is this stream's alone, and returns that peak in MiB.
+func peakRSS(b *testing.B, esURL string, env map[string]string, r [2]time.Time, want int) float64 {
+	b.Helper()
+	bb := startBenchBackend(b, esURL, env)
+	took := bb.stream(b, r, want)
+	peak, err := bb.proc.PeakRSS()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mib := float64(peak) / (1 << 20)
+	b.Logf("streamed %d documents in %s (%.0f docs/s) with a peak RSS of %.1f MiB (API_EXPORT_SLICES=%s)",
+		want, took.Round(time.Millisecond), float64(want)/took.Seconds(), mib, cmp.Or(env["API_EXPORT_SLICES"], "1"))
+	return mib
 }
 
 func benchSize(b *testing.B, name string, def int) int {

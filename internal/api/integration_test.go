@@ -455,3 +455,39 @@ func berlinZone(t *testing.T) *time.Location {
 	}
 	return zone
 }
+
+func TestSlicedStreamsSendTheSameBytesAsOneStream(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	// Three documents per timestamp across midnight (two daily indices), with
+	// sequences shuffled against the ids, as in the store's own tests, so that
+	// ties and cursors are both at stake.
+	const n = 6000
+	start := time.Date(2023, 3, 9, 23, 50, 0, 0, time.UTC)
+	testenv.IndexDocuments(t, esURL, prefix, n, func(i int) pipeline.Item {
+		ts := start.Add(time.Duration(i/3) * 500 * time.Millisecond)
+		id := fmt.Sprintf("doc-%05d", i)
+		return pipeline.Item{ID: id, Timestamp: ts, Body: fmt.Appendf(nil, `{"@timestamp":%q,"id":%q,"@nats":{"seq":%d}}`, ts.Format(time.RFC3339Nano), id, 7*i%n+1)}
+	})
+	key := []byte("the same cursor key for both, 32")
+	one := startBackend(t, esURL, prefix, Config{CursorKey: key})
+	sliced := startBackend(t, esURL, prefix, Config{CursorKey: key, ExportSlices: 2})
+	query := "?start_date=2023-03-09T23:50:00Z&end_date=2023-03-10T00:30:00Z"
+	for _, tt := range []struct {
+		name   string
+		path   string
+		header []string
+	}{
+		{"getJsonStream", "/getJsonStream" + query, nil},
+		{"getJsonStream newest first, limited", "/getJsonStream" + query + "&order=desc&limit=2500", nil},
+		{"getStream as SSE", "/getStream" + query, []string{"Accept", "text/event-stream"}},
+	} {
+		res, want := one.get(tt.path, tt.header...)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", tt.name, res.StatusCode, want)
+		}
+		if _, got := sliced.get(tt.path, tt.header...); !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes in 2 slices differ from the %d of one stream", tt.name, len(got), len(want))
+		}
+	}
+}

@@ -33,6 +33,7 @@ type rangeRules struct {
 	maxRange    time.Duration // 0: unlimited
 	// pageSize is the most documents per page, firstPageSize the first page's.
 	pageSize, firstPageSize int
+	slices                  int // point-in-time slices read at once
 }
 
 // request is what a document request asks for.
@@ -50,7 +51,7 @@ type request struct {
 // into the error that names the first parameter at fault. Nothing from the request
 // is ever placed into query text: dates become times, the rest typed values.
 func parseQuery(q url.Values, rules rangeRules) (request, *apiError) {
-	rng := request{Range: pipeline.Range{PageSize: rules.pageSize, FirstPageSize: rules.firstPageSize}}
+	rng := request{Range: pipeline.Range{PageSize: rules.pageSize, FirstPageSize: rules.firstPageSize, Slices: rules.slices}}
 	// In name order, so that a request with several problems always gets the same answer.
 	for _, name := range slices.Sorted(maps.Keys(q)) {
 		values := q[name]

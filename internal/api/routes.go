@@ -33,9 +33,13 @@ type Config struct {
 	// FirstPageSize is the first page's size; each next page doubles, up to
 	// PageSize (default 1000, at most PageSize).
 	FirstPageSize int
-	DefaultZone   *time.Location // for dates written without a zone (default UTC)
-	MaxRange      time.Duration  // longest range a request may ask for (0: unlimited)
-	MaxStreams    int            // streams served at once (default 32)
+	// ExportSlices is how many slices of its point in time each stream reads in
+	// parallel, merged back into order (default 1: one stream).
+	ExportSlices int
+
+	DefaultZone *time.Location // for dates written without a zone (default UTC)
+	MaxRange    time.Duration  // longest range a request may ask for (0: unlimited)
+	MaxStreams  int            // streams served at once (default 32)
 	// MaxClientStreams is the most streams one client may hold at once (default
 	// a quarter of MaxStreams, at least 1).
 	MaxClientStreams int
@@ -61,6 +65,7 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	c.PageSize = cmp.Or(c.PageSize, 10000)
 	c.FirstPageSize = min(cmp.Or(c.FirstPageSize, 1000), c.PageSize)
+	c.ExportSlices = cmp.Or(c.ExportSlices, 1)
 	if c.DefaultZone == nil {
 		c.DefaultZone = time.UTC
 	}
@@ -87,7 +92,7 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	limited := rateLimit(cfg.RateLimit, cfg.RateWindow)
 	keyed := requireAPIKey(cfg.APIKeys)
 	streams := limitStreams(cfg.MaxStreams, cfg.MaxClientStreams, m)
-	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize, firstPageSize: cfg.FirstPageSize}
+	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize, firstPageSize: cfg.FirstPageSize, slices: cfg.ExportSlices}
 	docs := &streamer{rules: rules, stall: cfg.StallTimeout, st: st, m: m, cursors: cursors{key: cfg.CursorKey}}
 	if hub != nil {
 		docs.follow = &following{hub: hub, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}

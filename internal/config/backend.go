@@ -61,6 +61,10 @@ type API = api.Config
 // page, and a page waits at most this long for the client.
 const maxStallTimeout = 45 * time.Second
 
+// maxExportSlices bounds the searches one stream keeps in flight: API_MAX_STREAMS
+// streams of this many slices each must not flood Elasticsearch's search queue.
+const maxExportSlices = 8
+
 // minAPIKeyLength rejects keys short enough to guess.
 const minAPIKeyLength = 16
 
@@ -96,6 +100,7 @@ func BackendVars(cfg *Backend) []Var {
 	vars = append(vars,
 		Var{Name: "API_PAGE_SIZE", Default: "10000", Usage: "most documents fetched from Elasticsearch per page while streaming", target: &cfg.PageSize},
 		Var{Name: "API_FIRST_PAGE_SIZE", Default: "1000", Usage: "documents of a stream's first page, so that they go out at once; each next page doubles, up to API_PAGE_SIZE (unset: at most API_PAGE_SIZE)", target: &cfg.FirstPageSize},
+		Var{Name: "API_EXPORT_SLICES", Default: "1", Usage: "slices of its Elasticsearch point in time each stream reads in parallel and merges back into order; more can be faster on a cluster with processors to spare, and puts more searches in flight (1: one stream)", target: &cfg.ExportSlices},
 		Var{Name: "API_DEFAULT_TIMEZONE", Default: "UTC", Usage: "IANA zone for start_date/end_date written without one", target: &cfg.zone},
 		Var{Name: "API_MAX_RANGE", Default: "0s", Usage: "longest end_date - start_date a request may ask for, e.g. 168h (0s: unlimited)", target: &cfg.MaxRange},
 		Var{Name: "API_MAX_STREAMS", Default: "32", Usage: "streams served at once; more are answered 503 (each holds an Elasticsearch point in time)", target: &cfg.MaxStreams},
@@ -140,6 +145,7 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 		// its own keeps them all that size.
 		cfg.FirstPageSize = min(cfg.FirstPageSize, cfg.PageSize)
 	}
+	c.add(cfg.ExportSlices >= 1 && cfg.ExportSlices <= maxExportSlices, "API_EXPORT_SLICES", "must be between 1 and %d, got %d", maxExportSlices, cfg.ExportSlices)
 	cfg.DefaultZone = c.zone("API_DEFAULT_TIMEZONE", cfg.zone)
 	c.add(cfg.MaxRange >= 0, "API_MAX_RANGE", "must not be negative, got %s", cfg.MaxRange)
 	c.positive("API_MAX_STREAMS", cfg.MaxStreams)

@@ -65,6 +65,7 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
 			{"PageSize", cfg.PageSize, 10000},
 			{"FirstPageSize", cfg.FirstPageSize, 1000},
+			{"ExportSlices", cfg.ExportSlices, 1},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
 			{"MaxRange", cfg.MaxRange, time.Duration(0)},
 			{"MaxStreams", cfg.MaxStreams, 32},
@@ -135,15 +136,16 @@ func TestEveryProblemIsReportedAtOnce(t *testing.T) {
 		_, err := LoadBackend(env(map[string]string{
 			"TLS_MODE":             "on",
 			"API_PAGE_SIZE":        "0",
+			"API_EXPORT_SLICES":    "9",
 			"API_DEFAULT_TIMEZONE": "Mars/Base",
 			"ELASTICSEARCH_URL":    "ftp://es:9200",
 			"SHUTDOWN_TIMEOUT":     "soon",
 		}))
 		if err == nil {
-			t.Fatal("LoadBackend accepted five bad variables")
+			t.Fatal("LoadBackend accepted six bad variables")
 		}
 		msg := err.Error()
-		for _, name := range []string{"TLS_MODE", "API_PAGE_SIZE", "API_DEFAULT_TIMEZONE", "ELASTICSEARCH_URL", "SHUTDOWN_TIMEOUT"} {
+		for _, name := range []string{"TLS_MODE", "API_PAGE_SIZE", "API_EXPORT_SLICES", "API_DEFAULT_TIMEZONE", "ELASTICSEARCH_URL", "SHUTDOWN_TIMEOUT"} {
 			if !strings.Contains(msg, name) {
 				t.Errorf("error does not name %s:\n%s", name, msg)
 			}

@@ -73,6 +73,11 @@ type Range struct {
 	// Fields restricts each document to these fields (wildcards allowed); nil
 	// returns whole documents.
 	Fields []string
+	// Slices, when above 1, reads the range in that many parts at once, merged
+	// back into the same order and pages as one stream: sooner where
+	// Elasticsearch has processors and shards to spare, at the cost of more
+	// searches in flight.
+	Slices int
 
 	// Keys asks for each document's Key (Page.Keys), for cursors: documents are
 	// then ordered by Key, which a later export can continue from, instead of by

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,11 +25,12 @@ const pitKeepAlive = "1m"
 // end even when the caller has gone, so that none is left open behind its back.
 const pitRequestTimeout = 10 * time.Second
 
-// fetched is one page on its way from the fetching goroutine to the caller.
+// fetched is one page on its way from a fetching goroutine to the caller.
 type fetched struct {
-	page pipeline.Page
-	pit  string // the point in time id as of this page
-	err  error
+	page  pipeline.Page
+	sorts []sortKey // each document's sort values, for merging slices; nil otherwise
+	pit   string    // the point in time id as of this page
+	err   error
 }
 
 // Export calls fn with each page of documents in the range, in r.Order: the
@@ -40,7 +42,10 @@ type fetched struct {
 //
 // The next page is fetched while fn handles the current one, so Elasticsearch and
 // the consumer (usually a network client) work at the same time instead of taking
-// turns. The point in time is closed when Export returns, however it returns.
+// turns. With r.Slices above 1, that many slices of the point in time are paged
+// at once and merged back into the same order and the same pages, holding up to
+// two pages per slice besides fn's (see exportSlices). The point in time is
+// closed when Export returns, however it returns.
 func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.Page) error) error {
 	if r.PageSize <= 0 {
 		return fmt.Errorf("export: page size must be positive, got %d", r.PageSize)
@@ -54,12 +59,27 @@ func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.P
 		s.closePIT(ctx, pit)
 		return err
 	}
+	var exportErr error
+	if r.Slices > 1 {
+		pit, exportErr = s.exportSlices(ctx, r, pit, fn)
+	} else {
+		pit, exportErr = s.exportStream(ctx, r, pit, fn)
+	}
+	// The caller's context may already be cancelled (a client that went away): the
+	// point in time must still be released.
+	s.closePIT(ctx, pit)
+	return exportErr
+}
+
+// exportStream is Export in one stream. It returns the latest point in time id,
+// the one to close, once its fetcher has stopped.
+func (s *Store) exportStream(ctx context.Context, r pipeline.Range, pit string, fn func(pipeline.Page) error) (string, error) {
 	fetchCtx, stopFetching := context.WithCancel(ctx)
 	defer stopFetching()
 	// Unbuffered: the fetcher holds the next page until the consumer is done with
 	// the current one, so an export holds two pages at most.
 	pages := make(chan fetched)
-	go s.fetchPages(fetchCtx, r, pit, pages)
+	go s.fetchPages(fetchCtx, r, pit, nil, pages)
 
 	var exportErr error
 	for f := range pages { // the fetcher always closes pages, so this loop also waits for it
@@ -77,46 +97,73 @@ func (s *Store) Export(ctx context.Context, r pipeline.Range, fn func(pipeline.P
 			}
 		}
 	}
+	return pit, exportErr
+}
 
-	// The caller's context may already be cancelled (a client that went away): the
-	// point in time must still be released.
-	s.closePIT(ctx, pit)
-	return exportErr
+// pageSizes hands out the sizes of an export's pages: the first page's, each
+// next one twice as large up to the page size, none beyond what remains of the
+// limit.
+type pageSizes struct {
+	next, max int
+	left      int // documents still wanted; negative: no limit
+}
+
+// newPageSizes starts the sizes of r's pages.
+func newPageSizes(r pipeline.Range) pageSizes {
+	p := pageSizes{next: r.PageSize, max: r.PageSize, left: -1}
+	if r.FirstPageSize > 0 {
+		p.next = min(r.FirstPageSize, r.PageSize)
+	}
+	if r.Limit > 0 {
+		p.left = r.Limit
+	}
+	return p
+}
+
+// size is how many documents to ask for next.
+func (p *pageSizes) size() int {
+	if p.left >= 0 {
+		return min(p.next, p.left)
+	}
+	return p.next
+}
+
+// last records a page of got documents out of asked, and reports whether it was
+// the last one: a short page ends the range (no need for one more empty search),
+// and so does reaching the limit.
+func (p *pageSizes) last(got, asked int) bool {
+	if p.left >= 0 {
+		p.left -= got
+	}
+	p.next = min(2*p.next, p.max)
+	return got < asked || p.left == 0
 }
 
 // fetchPages sends the pages of r to out, one ahead of the consumer, and closes out
 // when the range is exhausted, the limit reached, a request failed or ctx ended.
-func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, out chan<- fetched) {
+// With part, it pages through that slice of the point in time only, with the
+// documents' sort values.
+func (s *Store) fetchPages(ctx context.Context, r pipeline.Range, pit string, part *slice, out chan<- fetched) {
 	defer close(out)
 	var after json.RawMessage
-	remaining := r.Limit
-	full := r.PageSize
-	if r.FirstPageSize > 0 {
-		full = min(r.FirstPageSize, r.PageSize)
-	}
+	sizes := newPageSizes(r)
 	for {
-		size := full
-		if r.Limit > 0 && remaining < size {
-			size = remaining
-		}
-		page, last, nextPIT, err := s.searchPage(ctx, r, size, pit, after)
+		size := sizes.size()
+		f, last, err := s.searchPage(ctx, r, part, size, pit, after)
 		if err != nil {
 			out <- fetched{err: err}
 			return
 		}
-		pit = nextPIT
+		pit = f.pit
 		select {
-		case out <- fetched{page: page, pit: pit}:
+		case out <- f:
 		case <-ctx.Done():
 			return
 		}
-		remaining -= len(page.Docs)
-		// A short page is the last one: no need for one more empty search.
-		if len(page.Docs) < size || r.Limit > 0 && remaining <= 0 {
+		if sizes.last(len(f.page.Docs), size) {
 			return
 		}
 		after = last
-		full = min(2*full, r.PageSize)
 	}
 }
 
@@ -127,6 +174,7 @@ type searchRequest struct {
 	Source         any             `json:"_source,omitempty"`
 	PIT            *pitRef         `json:"pit,omitempty"`
 	SearchAfter    json.RawMessage `json:"search_after,omitempty"`
+	Slice          *slice          `json:"slice,omitempty"`
 	TrackTotalHits bool            `json:"track_total_hits"`
 }
 
@@ -140,7 +188,7 @@ const seqField = "@nats.seq"
 
 // newSearchRequest builds the body of one page's search. Every value from the
 // caller travels as a typed JSON value, never as query text.
-func newSearchRequest(r pipeline.Range, size int, pit string, after json.RawMessage) searchRequest {
+func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after json.RawMessage) searchRequest {
 	dir := "asc"
 	if r.Order == pipeline.Descending {
 		dir = "desc"
@@ -164,6 +212,7 @@ func newSearchRequest(r pipeline.Range, size int, pit string, after json.RawMess
 		Sort:           sort,
 		PIT:            &pitRef{ID: pit, KeepAlive: pitKeepAlive},
 		SearchAfter:    after,
+		Slice:          part,
 		TrackTotalHits: false,
 	}
 	if len(r.Fields) > 0 {
@@ -186,29 +235,35 @@ type hit struct {
 	Sort   json.RawMessage `json:"sort"`
 }
 
-func (s *Store) searchPage(ctx context.Context, r pipeline.Range, size int, pit string, after json.RawMessage) (page pipeline.Page, last json.RawMessage, nextPIT string, err error) {
-	parsed, err := s.search(ctx, newSearchRequest(r, size, pit, after))
+// searchPage fetches one page of r (of its slice part, when not nil) and returns
+// it with the sort values of its last document, to continue after.
+func (s *Store) searchPage(ctx context.Context, r pipeline.Range, part *slice, size int, pit string, after json.RawMessage) (f fetched, last json.RawMessage, err error) {
+	parsed, err := s.search(ctx, newSearchRequest(r, part, size, pit, after))
 	if err != nil {
-		return pipeline.Page{}, nil, "", err
+		return fetched{}, nil, err
 	}
 	hits := parsed.Hits.Hits
-	page.Docs = make([][]byte, len(hits))
+	f.page.Docs = make([][]byte, len(hits))
 	for i, h := range hits {
-		page.Docs[i] = h.Source
+		f.page.Docs[i] = h.Source
 	}
-	if r.Keys {
+	switch {
+	case part != nil:
+		// Merging needs every document's sort values; its keys come from them.
+		if f.sorts, err = sortKeys(hits); err != nil {
+			return fetched{}, nil, err
+		}
+	case r.Keys:
 		// Sorted by @timestamp, then @nats.seq.
-		if page.Keys, err = keys(hits, 0, 1); err != nil {
-			return pipeline.Page{}, nil, "", err
+		if f.page.Keys, err = keys(hits, 0, 1); err != nil {
+			return fetched{}, nil, err
 		}
 	}
 	if len(hits) > 0 {
 		last = hits[len(hits)-1].Sort
 	}
-	if parsed.PITID == "" {
-		parsed.PITID = pit
-	}
-	return page, last, parsed.PITID, nil
+	f.pit = cmp.Or(parsed.PITID, pit)
+	return f, last, nil
 }
 
 type searchResponse struct {
@@ -225,7 +280,13 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 		return parsed, fmt.Errorf("encode search: %w", err)
 	}
 	start := time.Now()
-	defer func() { s.observed("search", start, err) }()
+	defer func() {
+		// A search its export called off (the consumer left, or in a sliced
+		// export another slice reached the limit) says nothing of Elasticsearch.
+		if err == nil || ctx.Err() == nil {
+			s.observed("search", start, err)
+		}
+	}()
 	opts := []func(*esapi.SearchRequest){
 		s.es.Search.WithContext(ctx),
 		s.es.Search.WithBody(bytes.NewReader(body)),

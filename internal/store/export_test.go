@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -220,5 +222,223 @@ func TestExportStopsWhenTheConsumerFailsAndStillClosesItsPointInTime(t *testing.
 	}
 	if searches > 3 {
 		t.Errorf("%d searches for a consumer that stopped at the second page, want at most 3", searches)
+	}
+}
+
+// slicesFixture indexes 90 documents, three per timestamp two hours apart from
+// 2023-03-09T16:00:00Z, so that ties straddle small pages and the range spans
+// four daily indices. Sequences are shuffled against the ids (7i mod 90 + 1), so
+// that ordering by @nats.seq within a tie is not the order of indexing.
+func slicesFixture(t *testing.T, observe store.QueryObserver) (*store.Store, pipeline.Range, string) {
+	t.Helper()
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	start := time.Date(2023, 3, 9, 16, 0, 0, 0, time.UTC)
+	testenv.IndexDocuments(t, esURL, prefix, 90, func(i int) pipeline.Item {
+		ts := start.Add(time.Duration(i/3) * 2 * time.Hour)
+		id := fmt.Sprintf("d%02d", i)
+		return pipeline.Item{ID: id, Timestamp: ts, Body: fmt.Appendf(nil, `{"@timestamp":%q,"id":%q,"@nats":{"seq":%d}}`, ts.Format(time.RFC3339), id, 7*i%90+1)}
+	})
+	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix, Observe: observe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, pipeline.Range{From: start, To: start.Add(72 * time.Hour), FirstPageSize: 2, PageSize: 8}, esURL + "/" + prefix + "-*"
+}
+
+// pages is everything an export handed its consumer, page by page.
+type pages struct {
+	docs  [][]string
+	keys  [][]pipeline.Key
+	count int
+}
+
+func exportPages(t *testing.T, st *store.Store, r pipeline.Range) pages {
+	t.Helper()
+	var got pages
+	err := st.Export(context.Background(), r, func(p pipeline.Page) error {
+		var docs []string
+		for _, d := range p.Docs {
+			docs = append(docs, string(d))
+		}
+		got.docs = append(got.docs, docs)
+		got.keys = append(got.keys, p.Keys)
+		got.count += len(docs)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("export %+v: %v", r, err)
+	}
+	return got
+}
+
+func TestASlicedExportHandsOverTheSinglestreamsPagesExactly(t *testing.T) {
+	st, base, _ := slicesFixture(t, nil)
+	upTo := uint64(45)
+	variants := []struct {
+		name   string
+		keys   bool
+		change func(*pipeline.Range)
+		count  int
+	}{
+		{"whole range", false, func(*pipeline.Range) {}, 90},
+		{"whole range with keys", true, func(*pipeline.Range) {}, 90},
+		{"limit", false, func(r *pipeline.Range) { r.Limit = 17 }, 17},
+		{"limit with keys", true, func(r *pipeline.Range) { r.Limit = 17 }, 17},
+		{"limit beyond the range", false, func(r *pipeline.Range) { r.Limit = 1000 }, 90},
+		{"up to a sequence", true, func(r *pipeline.Range) { r.UpTo = &upTo }, 45},
+		{"a range within one day", false, func(r *pipeline.Range) { r.To = r.From.Add(7 * time.Hour) }, 12},
+		{"one page", false, func(r *pipeline.Range) { r.FirstPageSize, r.PageSize = 0, 100 }, 90},
+	}
+	for _, v := range variants {
+		for _, order := range []pipeline.Order{pipeline.Ascending, pipeline.Descending} {
+			r := base
+			r.Order, r.Keys = order, v.keys
+			v.change(&r)
+			want := exportPages(t, st, r)
+			if want.count != v.count {
+				t.Fatalf("%s, order %d: the single stream gave %d documents, want %d", v.name, order, want.count, v.count)
+			}
+			for _, n := range []int{2, 3} {
+				r.Slices = n
+				if got := exportPages(t, st, r); !reflect.DeepEqual(got, want) {
+					t.Errorf("%s, order %d, %d slices:\n got %v\nwant %v", v.name, order, n, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestASlicedExportResumesAfterTheSameKey(t *testing.T) {
+	st, r, _ := slicesFixture(t, nil)
+	r.Keys = true
+	for _, order := range []pipeline.Order{pipeline.Ascending, pipeline.Descending} {
+		r.Order, r.After = order, nil
+		whole := exportPages(t, st, r)
+		// Resume after the 40th document, the middle one of its tie.
+		r.After = &slices.Concat(whole.keys...)[40]
+		want := exportPages(t, st, r)
+		if want.count != 49 {
+			t.Fatalf("order %d: resumed with %d documents, want 49", order, want.count)
+		}
+		for _, n := range []int{2, 3} {
+			r.Slices = n
+			if got := exportPages(t, st, r); !reflect.DeepEqual(got, want) {
+				t.Errorf("order %d, %d slices:\n got %v\nwant %v", order, n, got, want)
+			}
+		}
+		r.Slices = 0
+	}
+}
+
+func TestASlicedExportThatStopsMidwayClosesItsPointInTime(t *testing.T) {
+	var mu sync.Mutex
+	var ops []string
+	st, r, indices := slicesFixture(t, func(op string, _ time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		ops = append(ops, op)
+	})
+	r.Slices = 3
+	errClientGone := errors.New("client gone")
+	pages := 0
+	err := st.Export(context.Background(), r, func(pipeline.Page) error {
+		pages++
+		if pages == 2 {
+			return errClientGone
+		}
+		return nil
+	})
+	if !errors.Is(err, errClientGone) || pages != 2 {
+		t.Errorf("Export = %v after %d pages, want the consumer's error after 2", err, pages)
+	}
+	mu.Lock()
+	if ops[0] != "open_pit" || ops[len(ops)-1] != "close_pit" || countOf(ops, "open_pit") != 1 || countOf(ops, "close_pit") != 1 {
+		t.Errorf("requests %v, want one open_pit, searches, one close_pit", ops)
+	}
+	mu.Unlock()
+	if n := openContexts(t, indices); n != 0 {
+		t.Errorf("%d search contexts open after the export returned, want 0", n)
+	}
+
+	// The caller leaving stops every slice as well.
+	ctx, cancel := context.WithCancel(context.Background())
+	err = st.Export(ctx, r, func(pipeline.Page) error {
+		cancel()
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Export after the caller left = %v, want context.Canceled", err)
+	}
+	if n := openContexts(t, indices); n != 0 {
+		t.Errorf("%d search contexts open after the cancelled export returned, want 0", n)
+	}
+}
+
+func countOf(ops []string, op string) int {
+	n := 0
+	for _, o := range ops {
+		if o == op {
+			n++
+		}
+	}
+	return n
+}
+
+// openContexts is the number of search contexts (points in time, mostly) that
+// Elasticsearch holds open on indices (a URL and pattern), once closing has had
+// a moment to land.
+func openContexts(t *testing.T, indices string) int {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		var stats struct {
+			All struct {
+				Total struct {
+					Search struct {
+						OpenContexts int `json:"open_contexts"`
+					} `json:"search"`
+				} `json:"total"`
+			} `json:"_all"`
+		}
+		res, err := http.Get(indices + "/_stats/search")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(res.Body).Decode(&stats)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := stats.All.Total.Search.OpenContexts
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestASlicedExportStoppedAtTheLimitReportsNoFailedSearch(t *testing.T) {
+	var mu sync.Mutex
+	var failed []string
+	st, r, _ := slicesFixture(t, func(op string, _ time.Duration, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", op, err))
+		}
+	})
+	// The other slices still have searches in flight when the limit is reached:
+	// calling them off is not Elasticsearch failing.
+	r.Slices, r.Limit, r.FirstPageSize = 3, 5, 6
+	for range 5 {
+		if got := exportPages(t, st, r); got.count != 5 {
+			t.Fatalf("%d documents, want 5", got.count)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(failed) > 0 {
+		t.Errorf("failed requests reported: %q", failed)
 	}
 }
