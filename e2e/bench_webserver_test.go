@@ -91,7 +91,8 @@ func BenchmarkWebserverIngest(b *testing.B) {
 		// alike; each figure is the median of the rounds.
 		var ws []drain
 		var raw []rawRun
-		var bare, ratioRaw, ratioBare []float64
+		var bare []bareRun
+		var ratioRaw, ratioBare []float64
 		for r := range rounds {
 			d := webserverDrain(b, esURL, frames)
 			ws = append(ws, d)
@@ -101,9 +102,9 @@ func BenchmarkWebserverIngest(b *testing.B) {
 			raw = append(raw, rawBulk(b, esURL, docs, tmpl, best.perRequest, best.concurrency, nil))
 			bare = append(bare, barePipeline(b, esURL, frames, docs, tmpl, 5000))
 			ratioRaw = append(ratioRaw, d.rate/raw[r].rate)
-			ratioBare = append(ratioBare, d.rate/bare[r])
+			ratioBare = append(ratioBare, d.rate/bare[r].rate)
 			b.Logf("round %d: webserver %.0f, raw bulk %.0f, bare pipeline %.0f docs/s: %.2f of raw, %.2f of bare",
-				r+1, d.rate, raw[r].rate, bare[r], ratioRaw[r], ratioBare[r])
+				r+1, d.rate, raw[r].rate, bare[r].rate, ratioRaw[r], ratioBare[r])
 		}
 		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.rate }), "webserver_docs/s")
@@ -119,10 +120,13 @@ func BenchmarkWebserverIngest(b *testing.B) {
 		b.ReportMetric(ceilingRate, "bulkindexer_docs/s")
 		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.rate })/ceilingRate, "ratio")
 		b.ReportMetric(medianOf(raw, func(r rawRun) float64 { return r.rate }), "raw_bulk_docs/s")
-		b.ReportMetric(median(bare), "bare_pipeline_docs/s")
+		bareRate := medianOf(bare, func(r bareRun) float64 { return r.rate })
+		b.ReportMetric(bareRate, "bare_pipeline_docs/s")
+		b.ReportMetric(medianOf(bare, func(r bareRun) float64 { return perDoc(r.clientCPU) }), "bare_client_cpu_µs/doc")
+		b.ReportMetric(medianOf(bare, func(r bareRun) float64 { return perDoc(r.natsCPU) }), "bare_nats_cpu_µs/doc")
 		b.ReportMetric(median(ratioRaw), "ratio_raw")
 		b.ReportMetric(median(ratioBare), "ratio_bare")
-		b.ReportMetric(median(bare)/medianOf(raw, func(r rawRun) float64 { return r.rate }), "bare_ratio_raw")
+		b.ReportMetric(bareRate/medianOf(raw, func(r rawRun) float64 { return r.rate }), "bare_ratio_raw")
 		if ws[0].esCPU > 0 {
 			b.ReportMetric(medianOf(raw, func(r rawRun) float64 { return perDoc(r.esCPU) }), "raw_es_cpu_µs/doc")
 		}
@@ -545,7 +549,7 @@ func rawBulk(b *testing.B, esURL string, docs []document.Document, tmpl store.Te
 // item's outcome) is done before the clock starts: the bulk body of a batch is
 // the concatenation of the documents' pre-encoded lines. Its rate, beside the
 // raw bulk limit, is what NATS itself costs on this machine.
-func barePipeline(b *testing.B, esURL string, frames []frame, docs []document.Document, tmpl store.TemplateSettings, perRequest int) float64 {
+func barePipeline(b *testing.B, esURL string, frames []frame, docs []document.Document, tmpl store.TemplateSettings, perRequest int) bareRun {
 	st, prefix := freshStore(b, esURL, tmpl)
 	defer deleteIndices(esURL, prefix)
 	lines := make([][]byte, len(docs)) // by stream sequence - 1
@@ -558,6 +562,7 @@ func barePipeline(b *testing.B, esURL string, frames []frame, docs []document.Do
 	publishBacklog(b, js, frames)
 	ctx := context.Background()
 	const workers = 2
+	self, natsCPU := cpuOf(b, os.Getpid()), cpuOf(b, natsProc)
 	start := time.Now()
 	cons, err := js.CreateOrUpdateConsumer(ctx, "ANNOTATIONS", jetstream.ConsumerConfig{
 		Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
@@ -636,7 +641,14 @@ func barePipeline(b *testing.B, esURL string, frames []frame, docs []document.Do
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return float64(len(frames)) / time.Since(start).Seconds()
+	return bareRun{rate: float64(len(frames)) / time.Since(start).Seconds(), clientCPU: self(), natsCPU: natsCPU()}
+}
+
+// bareRun is one run of the bare pipeline: its rate, and the processor time of
+// its client (this process) and of nats-server.
+type bareRun struct {
+	rate               float64
+	clientCPU, natsCPU time.Duration
 }
 
 // publishBacklog creates the stream as the webserver would and fills it.
