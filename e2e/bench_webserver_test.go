@@ -79,11 +79,13 @@ func BenchmarkWebserverIngest(b *testing.B) {
 		var ceilingRate float64
 		if !only {
 			// The ceilings are the best of a few tunings, not one guess.
+			line := "BulkIndexer:"
 			for _, tuning := range []bulkTuning{{2, 5 << 20}, {2, 2 << 20}, {4, 2 << 20}} {
 				rate := ceiling(b, esURL, docs, tmpl, tuning)
-				b.Logf("BulkIndexer with %d workers flushing at %d MiB: %.0f docs/s", tuning.workers, tuning.flushBytes>>20, rate)
+				line += fmt.Sprintf(" %d workers flushing at %d MiB %.0f docs/s;", tuning.workers, tuning.flushBytes>>20, rate)
 				ceilingRate = max(ceilingRate, rate)
 			}
+			b.Log(line) // one line: go test keeps only a benchmark's first 10
 			best = rawBulkGrid(b, esURL, docs, tmpl)
 		}
 		// Then the webserver, the raw limit at its best cell and the bare pipeline
@@ -97,14 +99,15 @@ func BenchmarkWebserverIngest(b *testing.B) {
 			d := webserverDrain(b, esURL, frames)
 			ws = append(ws, d)
 			if only {
+				b.Logf("round %d: webserver %.0f docs/s (%s)", r+1, d.rate, d.bulks)
 				continue // comparing settings of the webserver alone
 			}
 			raw = append(raw, rawBulk(b, esURL, docs, tmpl, best.perRequest, best.concurrency, nil))
 			bare = append(bare, barePipeline(b, esURL, frames, docs, tmpl, 5000))
 			ratioRaw = append(ratioRaw, d.rate/raw[r].rate)
 			ratioBare = append(ratioBare, d.rate/bare[r].rate)
-			b.Logf("round %d: webserver %.0f, raw bulk %.0f, bare pipeline %.0f docs/s: %.2f of raw, %.2f of bare",
-				r+1, d.rate, raw[r].rate, bare[r].rate, ratioRaw[r], ratioBare[r])
+			b.Logf("round %d: webserver %.0f (%s), raw bulk %.0f, bare pipeline %.0f docs/s: %.2f of raw, %.2f of bare",
+				r+1, d.rate, d.bulks, raw[r].rate, bare[r].rate, ratioRaw[r], ratioBare[r])
 		}
 		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.rate }), "webserver_docs/s")
@@ -195,6 +198,7 @@ type drain struct {
 	// inFlight is how many bulk requests Elasticsearch had on average: at
 	// BULK_WORKERS it was never left waiting for the webserver.
 	inFlight float64
+	bulks    string // how many bulk requests, how large, how long
 }
 
 // metricValue reads one unlabelled sample from the webserver's /metrics.
@@ -243,8 +247,8 @@ func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
 	bulkSeconds := metricValue(b, admin, "webserver_bulk_request_duration_seconds_sum")
 	d.inFlight = bulkSeconds / elapsed.Seconds()
 	bulks := metricValue(b, admin, "webserver_bulk_request_duration_seconds_count")
-	b.Logf("webserver: %.0f docs/s, %.0f bulk requests of %.0f documents taking %.0f ms on average",
-		d.rate, bulks, metricValue(b, admin, "webserver_bulk_request_documents_sum")/bulks, 1000*bulkSeconds/bulks)
+	d.bulks = fmt.Sprintf("%.0f bulk requests of %.0f documents taking %.0f ms on average",
+		bulks, metricValue(b, admin, "webserver_bulk_request_documents_sum")/bulks, 1000*bulkSeconds/bulks)
 	profiled()
 	cpu, err := ws.CPUTime()
 	if err != nil {

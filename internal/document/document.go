@@ -87,29 +87,18 @@ func ID(src Source) string {
 // event time is stored under its publish time, or rejected if opts.Required.
 func Build(raw []byte, src Source, opts Options) (Document, error) {
 	raw = bytes.Trim(raw, " \t\r\n") // JSON's whitespace, and only that
-	if !valid(raw) {
-		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid JSON"}
-	}
-	if n := len(src.MsgID); n > maxIDBytes || !utf8.ValidString(src.MsgID) {
-		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonBadMsgID,
-			Detail: fmt.Sprintf("Nats-Msg-Id of %d bytes cannot be a document id: Elasticsearch takes valid UTF-8 of at most %d bytes", n, maxIDBytes)}
-	}
-	if !utf8.Valid(raw) { // encoding/json lets it pass; Elasticsearch would not
-		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid UTF-8"}
-	}
 	if bytes.IndexByte(raw, '\n') >= 0 || bytes.IndexByte(raw, '\r') >= 0 {
 		// A bulk request holds one document per line: a pretty-printed message
 		// would break the framing of the whole batch. In valid JSON a line break
 		// can only be whitespace between tokens, so compacting loses nothing.
 		var compact bytes.Buffer
-		json.Compact(&compact, raw) // valid JSON: cannot fail
-		raw = compact.Bytes()
+		if json.Compact(&compact, raw) == nil {
+			raw = compact.Bytes()
+		} // else invalid, as the scan below finds
 	}
-	if len(raw) == 0 || raw[0] != '{' {
-		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNotObject, Detail: "message is JSON but not an object"}
-	}
+	// One walk validates the message and finds the members Build reads.
 	var f fields
-	topLevel(raw, func(key, value []byte, start, end int) bool {
+	ok := topLevel(raw, func(key, value []byte, start, end int) {
 		switch string(key) { // compared without allocating
 		case TimestampKey:
 			f.own = value
@@ -119,8 +108,20 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		case OriginKey, OriginalTimestampKey:
 			f.reserved = string(key)
 		}
-		return true
 	})
+	if !ok {
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid JSON"}
+	}
+	if n := len(src.MsgID); n > maxIDBytes || !utf8.ValidString(src.MsgID) {
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonBadMsgID,
+			Detail: fmt.Sprintf("Nats-Msg-Id of %d bytes cannot be a document id: Elasticsearch takes valid UTF-8 of at most %d bytes", n, maxIDBytes)}
+	}
+	if !utf8.Valid(raw) { // encoding/json lets it pass; Elasticsearch would not
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonInvalidJSON, Detail: "message is not valid UTF-8"}
+	}
+	if raw[0] != '{' {
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNotObject, Detail: "message is JSON but not an object"}
+	}
 	if f.reserved != "" {
 		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + f.reserved + ", which the pipeline reserves (" + OriginKey + ": the document's origin; " + OriginalTimestampKey + ": a producer's own @timestamp that was rewritten)"}
 	}

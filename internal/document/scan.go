@@ -5,34 +5,21 @@ import (
 	"encoding/json"
 )
 
-// topLevel calls fn with the key and the raw value of each member of the JSON object
-// obj, and the member's extent in obj (from its key's opening quote to the end
-// of its value), in order, until fn returns false. obj must be a valid JSON object (checked
-// with json.Valid first): this walks it once without decoding anything, which is what
-// lets Build splice fields into the original bytes instead of re-encoding them.
-// Keys are returned unescaped; fn must not keep them.
-func topLevel(obj []byte, fn func(key, value []byte, start, end int) bool) {
-	i := skipSpace(obj, 1) // past '{'
-	for i < len(obj) && obj[i] == '"' {
-		start := i
-		end := endOfString(obj, i)
-		key := obj[i+1 : end-1]
+// topLevel checks obj as valid does, and calls fn with the key and the raw value of
+// each member of obj's outermost object, and the member's extent in obj (from
+// its key's opening quote to the end of its value), in order. It walks obj once
+// without decoding anything, which is what lets Build splice fields into the
+// original bytes instead of re-encoding them. Keys are passed unescaped; fn must
+// not keep them. Members are only meaningful if it returns true.
+func topLevel(obj []byte, fn func(key, value []byte, start, end int)) bool {
+	return scan(obj, func(key, value []byte, start, end int) {
 		if bytes.IndexByte(key, '\\') >= 0 {
 			var k string
-			json.Unmarshal(obj[i:end], &k) // valid JSON: cannot fail
+			json.Unmarshal(obj[start:start+len(key)+2], &k) // a valid string: cannot fail
 			key = []byte(k)
 		}
-		i = skipSpace(obj, end)
-		i = skipSpace(obj, i+1) // past ':'
-		vend := endOfValue(obj, i)
-		if !fn(key, obj[i:vend], start, vend) {
-			return
-		}
-		i = skipSpace(obj, vend)
-		if i < len(obj) && obj[i] == ',' {
-			i = skipSpace(obj, i+1)
-		}
-	}
+		fn(key, value, start, end)
+	})
 }
 
 func skipSpace(b []byte, i int) int {
@@ -40,49 +27,6 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// endOfString returns the index just past the string starting at b[i] == '"'.
-func endOfString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(b)
-}
-
-// endOfValue returns the index just past the value starting at b[i].
-func endOfValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return endOfString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = endOfString(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	default: // number, true, false, null
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
-			j++
-		}
-		return j
-	}
 }
 
 // withoutMembers returns obj without the members at the given extents (from
