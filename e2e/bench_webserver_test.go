@@ -60,7 +60,9 @@ import (
 // so that the ratios compare like with like. BENCH_PPROF=dir saves CPU profiles
 // of the webserver and nats-server during (a) (the last round's) as
 // dir/webserver-cpu.pprof and dir/nats-server-cpu.pprof; BENCH_WEBSERVER_ONLY=1
-// runs (a) alone.
+// runs (a) alone. BENCH_WEBSERVER_BASE=path runs that webserver binary too
+// (say, one built from the commit before a change) at the start of each round,
+// and reports it with a base_ prefix: before and after, alternating.
 func BenchmarkWebserverIngest(b *testing.B) {
 	n := envInt(b, "BENCH_DOCS", 200000)
 	esURL := testenv.ElasticsearchURL(b)
@@ -72,6 +74,7 @@ func BenchmarkWebserverIngest(b *testing.B) {
 	// Warm the node's JIT and caches so neither side pays for it alone.
 	rawBulk(b, esURL, docs[:min(len(docs), 20000)], tmpl, 5000, 2, nil)
 	only := os.Getenv("BENCH_WEBSERVER_ONLY") != ""
+	baseBin := os.Getenv("BENCH_WEBSERVER_BASE")
 	rounds := envInt(b, "BENCH_ROUNDS", 3)
 
 	for b.Loop() {
@@ -91,12 +94,15 @@ func BenchmarkWebserverIngest(b *testing.B) {
 		// Then the webserver, the raw limit at its best cell and the bare pipeline
 		// take turns, so that a slow spell of this shared machine weighs on each
 		// alike; each figure is the median of the rounds.
-		var ws []drain
+		var ws, baseWS []drain
 		var raw []rawRun
 		var bare []bareRun
-		var ratioRaw, ratioBare []float64
+		var ratioRaw, ratioBare, baseRatioRaw []float64
 		for r := range rounds {
-			d := webserverDrain(b, esURL, frames)
+			if baseBin != "" {
+				baseWS = append(baseWS, webserverDrain(b, esURL, baseBin, frames))
+			}
+			d := webserverDrain(b, esURL, binary(b, "webserver"), frames)
 			ws = append(ws, d)
 			if only {
 				b.Logf("round %d: webserver %.0f docs/s (%s)", r+1, d.rate, d.bulks)
@@ -105,9 +111,16 @@ func BenchmarkWebserverIngest(b *testing.B) {
 			raw = append(raw, rawBulk(b, esURL, docs, tmpl, best.perRequest, best.concurrency, nil))
 			bare = append(bare, barePipeline(b, esURL, frames, docs, tmpl, 5000))
 			ratioRaw = append(ratioRaw, d.rate/raw[r].rate)
+			if baseBin != "" {
+				baseRatioRaw = append(baseRatioRaw, baseWS[r].rate/raw[r].rate)
+			}
 			ratioBare = append(ratioBare, d.rate/bare[r].rate)
-			b.Logf("round %d: webserver %.0f (%s), raw bulk %.0f, bare pipeline %.0f docs/s: %.2f of raw, %.2f of bare",
+			line := fmt.Sprintf("round %d: webserver %.0f (%s), raw bulk %.0f, bare pipeline %.0f docs/s: %.2f of raw, %.2f of bare",
 				r+1, d.rate, d.bulks, raw[r].rate, bare[r].rate, ratioRaw[r], ratioBare[r])
+			if baseBin != "" {
+				line += fmt.Sprintf("; base webserver %.0f docs/s, %.2f of raw", baseWS[r].rate, baseRatioRaw[r])
+			}
+			b.Log(line)
 		}
 		perDoc := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.rate }), "webserver_docs/s")
@@ -116,6 +129,14 @@ func BenchmarkWebserverIngest(b *testing.B) {
 		b.ReportMetric(medianOf(ws, func(d drain) float64 { return d.inFlight }), "bulks_in_flight")
 		if ws[0].esCPU > 0 {
 			b.ReportMetric(medianOf(ws, func(d drain) float64 { return perDoc(d.esCPU) }), "es_cpu_µs/doc")
+		}
+		if baseBin != "" {
+			b.ReportMetric(medianOf(baseWS, func(d drain) float64 { return d.rate }), "base_webserver_docs/s")
+			b.ReportMetric(medianOf(baseWS, func(d drain) float64 { return perDoc(d.cpu) }), "base_webserver_cpu_µs/doc")
+			b.ReportMetric(medianOf(baseWS, func(d drain) float64 { return perDoc(d.natsCPU) }), "base_nats_cpu_µs/doc")
+			if !only {
+				b.ReportMetric(median(baseRatioRaw), "base_ratio_raw")
+			}
 		}
 		if only {
 			continue
@@ -155,7 +176,7 @@ func BenchmarkWebserverPeakRSS(b *testing.B) {
 		natsURL := testenv.StartNATSProcess(b)
 		js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 		publishBacklog(b, js, frames)
-		ws, admin := startBenchWebserver(b, natsURL, esURL, testenv.IndexPrefix(b, esURL))
+		ws, admin := startBenchWebserver(b, binary(b, "webserver"), natsURL, esURL, testenv.IndexPrefix(b, esURL))
 		waitDrained(b, js, uint64(n), admin)
 		rss, err := ws.PeakRSS()
 		if err != nil {
@@ -222,7 +243,7 @@ func metricValue(b *testing.B, admin, name string) float64 {
 	return 0
 }
 
-func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
+func webserverDrain(b *testing.B, esURL, bin string, frames []frame) drain {
 	var natsArgs []string
 	natsProfile := ""
 	if os.Getenv("BENCH_PPROF") != "" {
@@ -239,7 +260,7 @@ func webserverDrain(b *testing.B, esURL string, frames []frame) drain {
 	start := time.Now()
 	prefix := testenv.IndexPrefix(b, esURL)
 	defer deleteIndices(esURL, prefix)
-	ws, admin := startBenchWebserver(b, natsURL, esURL, prefix)
+	ws, admin := startBenchWebserver(b, bin, natsURL, esURL, prefix)
 	profiled := profileCPU(b, map[string]string{"webserver": admin, "nats-server": natsProfile})
 	waitDrained(b, js, uint64(len(frames)), admin)
 	elapsed := time.Since(start)
@@ -345,7 +366,7 @@ func saveProfile(url, path string) error {
 
 // startBenchWebserver runs the webserver with its defaults, plus any settings in
 // BENCH_WEBSERVER_ENV (space-separated KEY=value pairs) for tuning experiments.
-func startBenchWebserver(b *testing.B, natsURL, esURL, prefix string) (*testenv.Process, string) {
+func startBenchWebserver(b *testing.B, bin, natsURL, esURL, prefix string) (*testenv.Process, string) {
 	admin := testenv.FreeAddr(b)
 	env := map[string]string{
 		"NATS_URL":          natsURL,
@@ -365,7 +386,7 @@ func startBenchWebserver(b *testing.B, natsURL, esURL, prefix string) (*testenv.
 		}
 		env[k] = v
 	}
-	proc := testenv.StartProcess(b, binary(b, "webserver"), env)
+	proc := testenv.StartProcess(b, bin, env)
 	return proc, "http://" + admin
 }
 
