@@ -3,11 +3,9 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -16,30 +14,6 @@ import (
 	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
-
-// openContexts is the number of search contexts (points in time, mostly) that
-// Elasticsearch holds open on the indices of prefix.
-func openContexts(t *testing.T, esURL, prefix string) int {
-	t.Helper()
-	res, err := http.Get(esURL + "/" + prefix + "-*/_stats/search")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var stats struct {
-		All struct {
-			Total struct {
-				Search struct {
-					OpenContexts int `json:"open_contexts"`
-				} `json:"search"`
-			} `json:"total"`
-		} `json:"_all"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&stats); err != nil {
-		t.Fatal(err)
-	}
-	return stats.All.Total.Search.OpenContexts
-}
 
 // TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen: clients that hang up
 // while their point in time is still being opened must not leave it behind (it
@@ -81,15 +55,7 @@ func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	deadline = time.Now().Add(time.Second)
-	for {
-		n := openContexts(t, esURL, prefix)
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d search contexts are still open in Elasticsearch a second after the last abandoned stream ended", n)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if n := testenv.OpenSearchContexts(t, esURL+"/"+prefix+"-*"); n != 0 {
+		t.Fatalf("%d search contexts are still open in Elasticsearch a second after the last abandoned stream ended", n)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"reflect"
 	"slices"
 	"sync"
@@ -357,7 +356,7 @@ func TestASlicedExportThatStopsMidwayClosesItsPointInTime(t *testing.T) {
 		t.Errorf("requests %v, want one open_pit, searches, one close_pit", ops)
 	}
 	mu.Unlock()
-	if n := openContexts(t, indices); n != 0 {
+	if n := testenv.OpenSearchContexts(t, indices); n != 0 {
 		t.Errorf("%d search contexts open after the export returned, want 0", n)
 	}
 
@@ -370,7 +369,7 @@ func TestASlicedExportThatStopsMidwayClosesItsPointInTime(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("Export after the caller left = %v, want context.Canceled", err)
 	}
-	if n := openContexts(t, indices); n != 0 {
+	if n := testenv.OpenSearchContexts(t, indices); n != 0 {
 		t.Errorf("%d search contexts open after the cancelled export returned, want 0", n)
 	}
 }
@@ -383,39 +382,6 @@ func countOf(ops []string, op string) int {
 		}
 	}
 	return n
-}
-
-// openContexts is the number of search contexts (points in time, mostly) that
-// Elasticsearch holds open on indices (a URL and pattern), once closing has had
-// a moment to land.
-func openContexts(t *testing.T, indices string) int {
-	t.Helper()
-	deadline := time.Now().Add(time.Second)
-	for {
-		var stats struct {
-			All struct {
-				Total struct {
-					Search struct {
-						OpenContexts int `json:"open_contexts"`
-					} `json:"search"`
-				} `json:"total"`
-			} `json:"_all"`
-		}
-		res, err := http.Get(indices + "/_stats/search")
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = json.NewDecoder(res.Body).Decode(&stats)
-		res.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := stats.All.Total.Search.OpenContexts
-		if n == 0 || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func TestASlicedExportStoppedAtTheLimitReportsNoFailedSearch(t *testing.T) {

@@ -232,3 +232,37 @@ func esJSON(t testing.TB, method, url string, body, out any) {
 		}
 	}
 }
+
+// OpenSearchContexts is the number of search contexts (points in time, mostly)
+// that Elasticsearch holds open on indices (its URL and an index pattern, such
+// as http://127.0.0.1:9200/test-x-*), once closing has had a second to land: it
+// returns as soon as none is left.
+func OpenSearchContexts(t testing.TB, indices string) int {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		var stats struct {
+			All struct {
+				Total struct {
+					Search struct {
+						OpenContexts int `json:"open_contexts"`
+					} `json:"search"`
+				} `json:"total"`
+			} `json:"_all"`
+		}
+		res, err := http.Get(indices + "/_stats/search")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(res.Body).Decode(&stats)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := stats.All.Total.Search.OpenContexts
+		if n == 0 || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
