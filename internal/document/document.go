@@ -166,9 +166,9 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		body = append(body, ',')
 	}
 	body = append(body, `"`+OriginKey+`":{"subject":`...)
-	body = appendJSONString(body, src.Subject)
+	body = AppendJSONString(body, src.Subject)
 	body = append(body, `,"stream":`...)
-	body = appendJSONString(body, src.Stream)
+	body = AppendJSONString(body, src.Stream)
 	body = append(body, `,"seq":`...)
 	body = strconv.AppendUint(body, src.Sequence, 10)
 	body = append(body, `,"published":"`...)
@@ -178,9 +178,10 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 	return Document{ID: ID(src), Timestamp: ts, Body: body, Fallback: problem}, nil
 }
 
-// appendJSONString appends s as a JSON string. (strconv.AppendQuote writes Go escapes
-// such as \x01, which are not JSON.)
-func appendJSONString(dst []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string, as encoding/json writes it, without
+// an allocation for the common string that needs no escape. (strconv.AppendQuote
+// writes Go escapes such as \x01, which are not JSON.)
+func AppendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
 			quoted, _ := json.Marshal(s) // a string always encodes

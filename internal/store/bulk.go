@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/annotated-data/pipeline/internal/document"
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
@@ -54,26 +55,12 @@ func (s *Store) BulkBody(items []pipeline.Item) []byte {
 		body = append(body, `{"create":{"_index":"`...)
 		body = append(body, index...)
 		body = append(body, `","_id":`...)
-		body = appendJSONString(body, it.ID)
+		body = document.AppendJSONString(body, it.ID)
 		body = append(body, "}}\n"...)
 		body = append(body, it.Body...)
 		body = append(body, '\n')
 	}
 	return body
-}
-
-// appendJSONString appends s as a JSON string: JSON's escapes, not Go's
-// (strconv.Quote writes \x01).
-func appendJSONString(dst []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			quoted, _ := json.Marshal(s) // a string always encodes
-			return append(dst, quoted...)
-		}
-	}
-	dst = append(dst, '"')
-	dst = append(dst, s...)
-	return append(dst, '"')
 }
 
 // bulkItem is one item of a bulk response, as filtered by Bulk's filter_path.
