@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/consumer"
@@ -28,16 +27,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	ns := testenv.StartNATS(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testenv.JetStream(t, testenv.StartNATS(t).URL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ANNOTATIONS", Subjects: []string{"annotations.>"}}); err != nil {
@@ -49,7 +39,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := consumer.New(nc, "ANNOTATIONS", "webserver")
+	c, err := consumer.New(js.Conn(), "ANNOTATIONS", "webserver")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +179,8 @@ func TestAckFloorAdvancesOverDeletedMessages(t *testing.T) {
 }
 
 func TestSettledSaysWhenTheConsumerIsMissing(t *testing.T) {
-	ns := testenv.StartNATS(t)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c, err := consumer.New(nc, "ANNOTATIONS", "webserver")
+	js := testenv.JetStream(t, testenv.StartNATS(t).URL())
+	c, err := consumer.New(js.Conn(), "ANNOTATIONS", "webserver")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -185,41 +185,15 @@ func TestExportReturnsOnlyTheRequestedFields(t *testing.T) {
 }
 
 func TestExportStopsWhenTheConsumerFailsAndStillClosesItsPointInTime(t *testing.T) {
-	var mu sync.Mutex
-	var ops []string
-	st, r := exportFixture(t, func(op string, _ time.Duration, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if err != nil {
-			op += " failed"
-		}
-		ops = append(ops, op)
-	})
-	errClientGone := errors.New("client gone")
-	pages := 0
-	err := st.Export(context.Background(), r, func(pipeline.Page) error {
-		pages++
-		if pages == 2 {
-			return errClientGone
-		}
-		return nil
-	})
-	if !errors.Is(err, errClientGone) || pages != 2 {
-		t.Errorf("Export = %v after %d pages, want the consumer's error after 2", err, pages)
-	}
-	mu.Lock()
-	defer mu.Unlock()
+	var log opLog
+	st, r := exportFixture(t, log.observe)
+	exportFailingAt(t, st, r, 2)
+	ops := log.list()
 	if len(ops) < 3 || ops[0] != "open_pit" || ops[len(ops)-1] != "close_pit" {
 		t.Errorf("requests %v, want open_pit, searches, close_pit", ops)
 	}
 	// One page ahead at most: the third page may have been fetched, not more.
-	searches := 0
-	for _, op := range ops {
-		if op == "search" || op == "search failed" {
-			searches++
-		}
-	}
-	if searches > 3 {
+	if searches := countOf(ops, "search") + countOf(ops, "search failed"); searches > 3 {
 		t.Errorf("%d searches for a consumer that stopped at the second page, want at most 3", searches)
 	}
 }
@@ -331,38 +305,20 @@ func TestASlicedExportResumesAfterTheSameKey(t *testing.T) {
 }
 
 func TestASlicedExportThatStopsMidwayClosesItsPointInTime(t *testing.T) {
-	var mu sync.Mutex
-	var ops []string
-	st, r, indices := slicesFixture(t, func(op string, _ time.Duration, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		ops = append(ops, op)
-	})
+	var log opLog
+	st, r, indices := slicesFixture(t, log.observe)
 	r.Slices = 3
-	errClientGone := errors.New("client gone")
-	pages := 0
-	err := st.Export(context.Background(), r, func(pipeline.Page) error {
-		pages++
-		if pages == 2 {
-			return errClientGone
-		}
-		return nil
-	})
-	if !errors.Is(err, errClientGone) || pages != 2 {
-		t.Errorf("Export = %v after %d pages, want the consumer's error after 2", err, pages)
-	}
-	mu.Lock()
-	if ops[0] != "open_pit" || ops[len(ops)-1] != "close_pit" || countOf(ops, "open_pit") != 1 || countOf(ops, "close_pit") != 1 {
+	exportFailingAt(t, st, r, 2)
+	if ops := log.list(); ops[0] != "open_pit" || ops[len(ops)-1] != "close_pit" || countOf(ops, "open_pit") != 1 || countOf(ops, "close_pit") != 1 {
 		t.Errorf("requests %v, want one open_pit, searches, one close_pit", ops)
 	}
-	mu.Unlock()
 	if n := testenv.OpenSearchContexts(t, indices); n != 0 {
 		t.Errorf("%d search contexts open after the export returned, want 0", n)
 	}
 
 	// The caller leaving stops every slice as well.
 	ctx, cancel := context.WithCancel(context.Background())
-	err = st.Export(ctx, r, func(pipeline.Page) error {
+	err := st.Export(ctx, r, func(pipeline.Page) error {
 		cancel()
 		return nil
 	})
@@ -371,6 +327,46 @@ func TestASlicedExportThatStopsMidwayClosesItsPointInTime(t *testing.T) {
 	}
 	if n := testenv.OpenSearchContexts(t, indices); n != 0 {
 		t.Errorf("%d search contexts open after the cancelled export returned, want 0", n)
+	}
+}
+
+// opLog records the requests an export makes, as its QueryObserver: each op,
+// with " failed" after it when it failed.
+type opLog struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (l *opLog) observe(op string, _ time.Duration, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		op += " failed"
+	}
+	l.ops = append(l.ops, op)
+}
+
+func (l *opLog) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.ops)
+}
+
+// exportFailingAt exports r to a consumer that fails at page n, and checks that
+// Export stops there with the consumer's error.
+func exportFailingAt(t *testing.T, st *store.Store, r pipeline.Range, n int) {
+	t.Helper()
+	errClientGone := errors.New("client gone")
+	pages := 0
+	err := st.Export(context.Background(), r, func(pipeline.Page) error {
+		pages++
+		if pages == n {
+			return errClientGone
+		}
+		return nil
+	})
+	if !errors.Is(err, errClientGone) || pages != n {
+		t.Errorf("Export = %v after %d pages, want the consumer's error after %d", err, pages, n)
 	}
 }
 
