@@ -105,7 +105,7 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 			f.ownExtents = append(f.ownExtents, [2]int{start, end})
 		case opts.TimestampField:
 			f.named = value
-		case OriginKey, OriginalTimestampKey:
+		case OriginKey, OriginalTimestampKey, AsideKey:
 			f.reserved = string(key)
 		}
 	})
@@ -123,7 +123,7 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNotObject, Detail: "message is JSON but not an object"}
 	}
 	if f.reserved != "" {
-		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + f.reserved + ", which the pipeline reserves (" + OriginKey + ": the document's origin; " + OriginalTimestampKey + ": a producer's own @timestamp that was rewritten)"}
+		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + f.reserved + ", which the pipeline reserves (" + OriginKey + ": the document's origin; " + OriginalTimestampKey + ": a producer's own @timestamp that was rewritten; " + AsideKey + ": members the index's mapping could not take)"}
 	}
 
 	ts, problem, err := f.eventTime(opts)

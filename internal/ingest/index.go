@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -15,11 +16,14 @@ import (
 // index sends one batch to the store and settles every message: ack when its
 // document was created or already existed, dead-letter when it was rejected, and
 // send again (with backoff, keeping the message in progress) when the failure was
-// temporary. If ctx ends first, the messages left are handed back for redelivery.
+// temporary. A document the index's mapping cannot take is sent again at once
+// with the members the store named set aside. If ctx ends first, the messages
+// left are handed back for redelivery.
 func (in *Ingester) index(ctx context.Context, b *batch) {
 	pending := b
+	wait := false // whether pending failed for a reason that time may cure
 	for attempt := 0; len(pending.items) > 0; attempt++ {
-		if attempt > 0 && !in.pause(ctx, in.retry.Delay(attempt), pending.msgs) {
+		if wait && !in.pause(ctx, in.retry.Delay(attempt), pending.msgs) {
 			break
 		}
 		results, err := in.bulk(ctx, pending)
@@ -29,28 +33,40 @@ func (in *Ingester) index(ctx context.Context, b *batch) {
 			}
 			in.es.failed(err)
 			in.metrics.retried.Add(float64(len(pending.items)))
+			wait = true
 			continue
 		}
 		in.es.succeeded()
 
 		retry := &batch{}
+		wait = false
 		for i, r := range results {
-			m := pending.msgs[i]
+			m, refusal := pending.msgs[i], pending.refusals[i]
 			switch r.Outcome {
 			case pipeline.Created:
 				in.metrics.indexed.Inc()
+				if refusal != "" {
+					in.asides.stored(m.Subject(), refusal)
+				}
 				in.settle(m, ack)
 			case pipeline.Duplicate:
 				in.metrics.duplicates.Inc()
 				in.settle(m, ack)
 			case pipeline.Retry:
-				retry.add(pending.items[i], m)
+				retry.add(pending.items[i], m, refusal)
+				wait = true
+				in.metrics.retried.Inc()
+			case pipeline.Unmapped:
+				if it, ok := in.asides.reshape(pending.items[i], r); ok {
+					retry.add(it, m, cmp.Or(refusal, r.Reason))
+					continue
+				}
+				fallthrough // nothing of the message's own is left to set aside
 			case pipeline.Rejected:
 				in.deadLetter(ctx, m, &pipeline.RejectError{Reason: pipeline.Reason(r.Type), Detail: r.Reason})
 			}
 		}
-		in.metrics.retried.Add(float64(len(retry.items)))
-		if attempt == persistentAfter && len(retry.items) > 0 {
+		if attempt == persistentAfter && wait {
 			r := results[slices.IndexFunc(results, func(r pipeline.ItemResult) bool { return r.Outcome == pipeline.Retry })]
 			in.log.Warn("documents keep failing; retrying until they succeed", "documents", len(retry.items),
 				"attempts", attempt+1, "status", r.Status, "error_type", r.Type, "reason", r.Reason)

@@ -123,6 +123,8 @@ type Ingester struct {
 	settled settleFailures
 	// fallbacks counts and logs messages stored under their publish time.
 	fallbacks *fallbacks
+	// asides sets aside what a document's index cannot map, and counts it.
+	asides *asides
 	// retry spaces the attempts of a failing bulk request or fetch.
 	retry dial.Backoff
 	// replay is set when the ingester re-reads a window through an ephemeral
@@ -139,6 +141,7 @@ func New(js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, m *Me
 		es:        &esState{log: log, metrics: m},
 		settled:   settleFailures{log: log, metrics: m},
 		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, every: fallbackLogInterval},
+		asides:    &asides{log: log, metrics: m, every: fallbackLogInterval},
 		retry:     dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
 	}
 }
@@ -343,12 +346,16 @@ func (in *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
 type batch struct {
 	items []pipeline.Item
 	msgs  []jetstream.Msg
-	bytes int
+	// refusals holds, per item whose members were set aside, the store's refusal
+	// that made it so ("" for the others).
+	refusals []string
+	bytes    int
 }
 
-func (b *batch) add(it pipeline.Item, m jetstream.Msg) {
+func (b *batch) add(it pipeline.Item, m jetstream.Msg, refusal string) {
 	b.items = append(b.items, it)
 	b.msgs = append(b.msgs, m)
+	b.refusals = append(b.refusals, refusal)
 	b.bytes += len(it.Body)
 }
 
@@ -370,7 +377,7 @@ func (in *Ingester) batchesOf(ctx context.Context, msgs []jetstream.Msg) []*batc
 			out = append(out, cur)
 			cur = &batch{}
 		}
-		cur.add(pipeline.Item{ID: doc.ID, Timestamp: doc.Timestamp, Body: doc.Body}, m)
+		cur.add(pipeline.Item{ID: doc.ID, Timestamp: doc.Timestamp, Body: doc.Body}, m, "")
 	}
 	if len(cur.items) > 0 {
 		out = append(out, cur)

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -25,6 +26,7 @@ func TestIndexSettlesEveryMessageExactlyOnce(t *testing.T) {
 		want       string
 		requests   int // bulk requests made, at least
 		dead       int // dead letters published
+		setAside   int // documents stored with fields set aside
 	}{
 		{name: "all created are acked",
 			bulk: func(_ int, items []pipeline.Item) ([]pipeline.ItemResult, error) {
@@ -66,6 +68,29 @@ func TestIndexSettlesEveryMessageExactlyOnce(t *testing.T) {
 				return outcomes(items, pipeline.Rejected, 400, "mapper_parsing_exception"), nil
 			},
 			want: "term", requests: 1, dead: 3},
+		{name: "a document its index cannot map is sent again at once with the named field set aside, and acked",
+			bulk: func(call int, items []pipeline.Item) ([]pipeline.ItemResult, error) {
+				if call == 0 {
+					rs := outcomes(items, pipeline.Unmapped, 400, "document_parsing_exception")
+					for i := range rs {
+						rs[i].Reason = "[1:15] failed to parse field [camera_id] of type [long] in document with id 'x'"
+					}
+					return rs, nil
+				}
+				for _, it := range items {
+					if !strings.Contains(string(it.Body), `"@unindexed":{"fields":["camera_id"]`) {
+						return nil, fmt.Errorf("resent without camera_id set aside: %s", it.Body)
+					}
+				}
+				return outcomes(items, pipeline.Created, 201, ""), nil
+			},
+			want: "ack", requests: 2, setAside: 3},
+		{name: "a document no index can map, even with every field set aside, goes to the dead-letter stream",
+			bulk: func(_ int, items []pipeline.Item) ([]pipeline.ItemResult, error) {
+				return outcomes(items, pipeline.Unmapped, 400, "document_parsing_exception"), nil
+			},
+			// every member (the refusal names none), then nothing is left to set aside
+			want: "term", requests: 2, dead: 3},
 		{name: "a failed dead-letter publish hands the message back, never terminates it",
 			bulk: func(_ int, items []pipeline.Item) ([]pipeline.ItemResult, error) {
 				return outcomes(items, pipeline.Rejected, 400, "mapper_parsing_exception"), nil
@@ -105,6 +130,9 @@ func TestIndexSettlesEveryMessageExactlyOnce(t *testing.T) {
 			}
 			if got := value(in.metrics.unacked); got != 0 {
 				t.Errorf("%d messages still counted as unacked", got)
+			}
+			if got := value(in.metrics.setAside); got != int64(tt.setAside) {
+				t.Errorf("%d documents counted as stored with fields set aside, want %d", got, tt.setAside)
 			}
 		})
 	}

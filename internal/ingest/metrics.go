@@ -15,6 +15,7 @@ type Metrics struct {
 	deadLettered   *prometheus.CounterVec
 	settleFailures *prometheus.CounterVec
 	fallbacks      *prometheus.CounterVec
+	setAside       prometheus.Counter
 	bulkSeconds    prometheus.Histogram
 	bulkDocs       prometheus.Histogram
 	unacked        prometheus.Gauge
@@ -36,6 +37,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_timestamp_fallbacks_total",
 			Help: "Messages stored under their publish time because their own timestamp was missing or unreadable, by reason: missing, null, not_a_date, out_of_range."},
 			[]string{"reason"}),
+		setAside: prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_set_aside_total",
+			Help: "Documents stored with fields set aside under @unindexed, because their index's mapping could not take them (another message gave a field another type)."}),
 		bulkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_duration_seconds", Help: "Latency of bulk requests to Elasticsearch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		bulkDocs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_documents", Help: "Documents per bulk request.",
@@ -44,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_consumer_pending", Help: "Messages in the stream not yet delivered to the durable consumer."}),
 		esUp:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_up", Help: "1 while bulk requests reach Elasticsearch, 0 while it is unreachable."}),
 	}
-	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.settleFailures, m.fallbacks,
+	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.settleFailures, m.fallbacks, m.setAside,
 		m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
 	m.esUp.Set(1)
 	return m

@@ -23,7 +23,11 @@ const (
 	Created   Outcome = iota // stored now
 	Duplicate                // already stored under the same index and id: a redelivery
 	Retry                    // not stored, may succeed later (429, 5xx, the cluster's setup)
-	Rejected                 // not stored, never will be (mapping conflicts and the like)
+	Rejected                 // not stored, never will be
+	// Unmapped: not stored, because the index's mapping cannot take one of its
+	// fields (another message gave the field another type, too deep a nesting);
+	// it will be once the fields the store names are set aside.
+	Unmapped
 )
 
 func (o Outcome) String() string {
@@ -36,6 +40,8 @@ func (o Outcome) String() string {
 		return "retry"
 	case Rejected:
 		return "rejected"
+	case Unmapped:
+		return "unmapped"
 	}
 	return "unknown"
 }

@@ -110,14 +110,26 @@ func decodeBulkResponse(r io.Reader, n int) ([]pipeline.ItemResult, error) {
 	return results, nil
 }
 
+// mappingRefusals are the error types of a document that the index's mapping
+// cannot take as it is.
+var mappingRefusals = map[string]bool{
+	"document_parsing_exception": true, // Elasticsearch 8's name for a value that does not fit its field
+	"mapper_parsing_exception":   true, // the same, before 8.8
+	"illegal_argument_exception": true, // e.g. "mapper [a] cannot be changed from type [long] to [ObjectMapper]"
+}
+
 func classify(status int, errType string) pipeline.Outcome {
 	switch {
 	case status >= 200 && status < 300:
 		return pipeline.Created
 	case status == http.StatusConflict && errType == "version_conflict_engine_exception":
 		return pipeline.Duplicate
+	case status == http.StatusBadRequest && mappingRefusals[errType]:
+		// The document does not fit the index's mapping, which other documents
+		// shaped: a field of another type, an object where a value was, too deep.
+		return pipeline.Unmapped
 	case status == http.StatusBadRequest:
-		// The document itself is at fault: a mapping conflict, unparsable values.
+		// The document itself is at fault.
 		return pipeline.Rejected
 	default:
 		// 429 and 5xx pass; 401, 403 and 404 (no privilege, index creation

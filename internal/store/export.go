@@ -6,10 +6,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
+	"github.com/annotated-data/pipeline/internal/document"
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
@@ -215,10 +217,28 @@ func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after
 		Slice:          part,
 		TrackTotalHits: false,
 	}
-	if len(r.Fields) > 0 {
-		req.Source = object{"includes": r.Fields}
-	}
+	req.Source = sourceFilter(r.Fields)
 	return req
+}
+
+// sourceFilter is the _source filter that returns fields, or nil for whole
+// documents. It also asks for the members set aside under document.AsideKey, so
+// that documents can be restored (see sources) whichever fields they were in.
+func sourceFilter(fields []string) any {
+	if len(fields) == 0 {
+		return nil
+	}
+	return object{"includes": append(slices.Clip(fields), document.AsideKey)}
+}
+
+// sources are the documents of hits as their messages were published: every
+// read of documents goes through it.
+func sources(hits []hit, fields []string) [][]byte {
+	docs := make([][]byte, len(hits))
+	for i, h := range hits {
+		docs[i] = document.Restore(h.Source, fields)
+	}
+	return docs
 }
 
 func timeRange(from, to time.Time) object {
@@ -243,10 +263,7 @@ func (s *Store) searchPage(ctx context.Context, r pipeline.Range, part *slice, s
 		return fetched{}, nil, err
 	}
 	hits := parsed.Hits.Hits
-	f.page.Docs = make([][]byte, len(hits))
-	for i, h := range hits {
-		f.page.Docs[i] = h.Source
-	}
+	f.page.Docs = sources(hits, r.Fields)
 	switch {
 	case part != nil:
 		// Merging needs every document's sort values; its keys come from them.

@@ -46,18 +46,13 @@ func (s *Store) Settled(ctx context.Context, after, upTo uint64, from, to time.T
 		// @timestamp second only to have it among each hit's sort values.
 		Sort: []any{object{seqField: "asc"}, object{"@timestamp": "asc"}},
 	}
-	if len(fields) > 0 {
-		req.Source = object{"includes": fields}
-	}
+	req.Source = sourceFilter(fields)
 	parsed, err := s.search(ctx, req)
 	if err != nil {
 		return pipeline.Page{}, err
 	}
 	hits := parsed.Hits.Hits
-	page := pipeline.Page{Docs: make([][]byte, len(hits))}
-	for i, h := range hits {
-		page.Docs[i] = h.Source
-	}
+	page := pipeline.Page{Docs: sources(hits, fields)}
 	if page.Keys, err = keys(hits, 1, 0); err != nil {
 		return pipeline.Page{}, err
 	}

@@ -44,8 +44,10 @@ func TestBulkItemOutcomes(t *testing.T) {
 		{429, "es_rejected_execution_exception", pipeline.Retry},
 		{500, "internal_server_error", pipeline.Retry},
 		{503, "unavailable_shards_exception", pipeline.Retry},
-		{400, "document_parsing_exception", pipeline.Rejected},
-		{400, "mapper_parsing_exception", pipeline.Rejected},
+		{400, "document_parsing_exception", pipeline.Unmapped},
+		{400, "mapper_parsing_exception", pipeline.Unmapped},
+		{400, "illegal_argument_exception", pipeline.Unmapped},
+		{400, "action_request_validation_exception", pipeline.Rejected},
 		{404, "index_not_found_exception", pipeline.Retry},
 		{403, "security_exception", pipeline.Retry},
 	}
@@ -67,7 +69,7 @@ func TestBulkResponseOutcomes(t *testing.T) {
 		{"all created, one item missing", `{"errors":false,"items":[{"create":{"status":201}}]}`, 2, nil, true},
 		{"mixed", `{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},` +
 			`{"create":{"status":400,"error":{"type":"document_parsing_exception","reason":"bad"}}},{"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}}]}`,
-			4, []pipeline.Outcome{pipeline.Created, pipeline.Duplicate, pipeline.Rejected, pipeline.Retry}, false},
+			4, []pipeline.Outcome{pipeline.Created, pipeline.Duplicate, pipeline.Unmapped, pipeline.Retry}, false},
 		{"mixed, one item missing", `{"errors":true,"items":[{"create":{"status":201}}]}`, 2, nil, true},
 		{"not JSON", `{"errors":false,"items":[`, 1, nil, true},
 	}

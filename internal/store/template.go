@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/annotated-data/pipeline/internal/document"
 )
 
 // TemplateSettings shape every new index.
@@ -47,8 +49,20 @@ func (s *Store) template(ts TemplateSettings) object {
 				"number_of_shards":   ts.Shards,
 				"number_of_replicas": ts.Replicas,
 				"refresh_interval":   ts.RefreshInterval,
+				// A value of the wrong type for its field's mapping (a string where
+				// another message put a number) is kept in _source and listed in
+				// the document's _ignored, not refused: see "Mapping policy" in the
+				// README.
+				"index.mapping.ignore_malformed": true,
+				// So are fields beyond the total field limit: one message with
+				// thousands of keys must not take the mapping down for the others.
+				"index.mapping.total_fields.ignore_dynamic_beyond_limit": true,
 			},
 			"mappings": object{
+				// A field's type must not depend on which message came first each
+				// day: strings stay strings, whatever they look like.
+				"date_detection":    false,
+				"numeric_detection": false,
 				// Producers send free-form annotations: strings are exact-match keywords
 				// unless a template says otherwise, and overlong ones are kept in
 				// _source but not indexed rather than rejected.
@@ -64,6 +78,8 @@ func (s *Store) template(ts TemplateSettings) object {
 					// (document.OriginalTimestampKey): kept in _source, never indexed, so
 					// that any type of value fits.
 					"@timestamp_original": object{"type": "object", "enabled": false},
+					// Members the mapping could not take at all (document.SetAside).
+					document.AsideKey: document.AsideMapping(),
 					"@nats": object{"properties": object{
 						"subject":   object{"type": "keyword"},
 						"stream":    object{"type": "keyword"},
