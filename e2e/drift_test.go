@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
@@ -169,7 +170,7 @@ func TestNoValidMessageIsDeadLetteredForWhatOthersPutInTheMapping(t *testing.T) 
 	ws := h.startWebserver(nil)
 
 	// Event times in the past days, well within any accepted window.
-	day0 := time.Now().UTC().Truncate(24*time.Hour).Add(-72 * time.Hour)
+	day0 := time.Now().UTC().Truncate(24 * time.Hour).Add(-72 * time.Hour)
 	type sent struct {
 		row     string
 		body    []byte // as published
@@ -228,6 +229,18 @@ func TestNoValidMessageIsDeadLetteredForWhatOthersPutInTheMapping(t *testing.T) 
 	if len(served) != len(all) {
 		t.Errorf("%d documents served for %d messages", len(served), len(all))
 	}
+	// A field set aside comes back when a request asks for it by name.
+	some := servedByRow(t, "http://"+b.listen+"/getJsonStream?fields=row,meta&start_date="+day0.Format("2006-01-02")+
+		"&end_date="+time.Now().UTC().Add(48*time.Hour).Format("2006-01-02"))
+	for _, s := range all {
+		if !strings.HasPrefix(s.row, "object-deepens/") {
+			continue
+		}
+		want := decodeUseNumber(t, s.body)
+		if got := some[s.row]; !reflect.DeepEqual(got, map[string]any{"row": s.row, "meta": want["meta"]}) {
+			t.Errorf("%s with fields=row,meta: served %s", s.row, mustJSON(got))
+		}
+	}
 
 	// What can be indexed stays searchable: every row, by its own field.
 	refresh(t, h.esURL, h.prefix)
@@ -255,6 +268,15 @@ func TestNoValidMessageIsDeadLetteredForWhatOthersPutInTheMapping(t *testing.T) 
 	setAside := esCount(t, h.esURL, h.prefix, `{"exists":{"field":"@unindexed.fields"}}`)
 	if got := scrape(t, ws.admin+"/metrics")["webserver_documents_set_aside_total"]; got != float64(setAside) {
 		t.Errorf("webserver_documents_set_aside_total = %v, want the %d documents stored with @unindexed", got, setAside)
+	}
+	// The webserver_documents_partly_indexed gauge's count.
+	st, err := store.New(store.Config{Addresses: []string{h.esURL}, IndexPrefix: h.prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ignored, aside, err := st.PartlyIndexed(t.Context())
+	if want := esCount(t, h.esURL, h.prefix, `{"exists":{"field":"_ignored"}}`); err != nil || ignored != int64(want) || aside != int64(setAside) {
+		t.Errorf("PartlyIndexed = %d ignored, %d set aside, %v; want %d and %d", ignored, aside, err, want, setAside)
 	}
 	t.Logf("%d fixtures, %d messages: %d partly indexed, %d of them with fields set aside", len(fixtures), len(all), len(partial), setAside)
 }

@@ -303,6 +303,10 @@ func when(s string, now time.Time) (time.Time, error) {
 // startUpkeep starts what runs beside ingestion when configured: index retention
 // (ES_RETENTION) and the periodic audit (AUDIT_INTERVAL). The returned function
 // stops them and waits until they have.
+// partlyIndexedEvery is how often the webserver counts the documents stored with
+// fields not indexed: a search of two filters, cheap at any size.
+const partlyIndexedEvery = time.Minute
+
 func startUpkeep(ctx context.Context, cfg config.Ingester, js jetstream.JetStream, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -317,6 +321,7 @@ func startUpkeep(ctx context.Context, cfg config.Ingester, js jetstream.JetStrea
 		r.WarnIfStreamKeepsLess(cfg.Stream, maxAge)
 		wg.Go(func() { r.Run(ctx) })
 	}
+	wg.Go(func() { ingest.WatchPartlyIndexed(ctx, st, partlyIndexedEvery, reg, log) })
 	if cfg.Upkeep.AuditInterval > 0 {
 		a := newAuditor(&services{cfg: cfg, js: js, store: st})
 		g := audit.NewGauges(reg)

@@ -1,10 +1,14 @@
 package ingest
 
 import (
+	"context"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/annotated-data/pipeline/internal/dial"
 	"github.com/annotated-data/pipeline/internal/document"
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
@@ -48,4 +52,41 @@ func (a *asides) stored(subject, refusal string) {
 	// documents: how many since the previous such line, at most one per a.every.
 	a.log.Warn("documents stored with fields set aside: the index's mapping could not take them, so they are kept under "+document.AsideKey+", served as published but not searchable (see webserver_documents_set_aside_total)",
 		"documents", n, "latest_subject", subject, "latest_refusal", refusal)
+}
+
+// PartlyIndexedCounter counts the stored documents with fields that could not be
+// indexed, by how: in Elasticsearch's _ignored, or set aside.
+type PartlyIndexedCounter interface {
+	PartlyIndexed(ctx context.Context) (ignored, setAside int64, err error)
+}
+
+// WatchPartlyIndexed keeps webserver_documents_partly_indexed current, counting
+// every period until ctx ends. The count is the cluster's, so it is the same
+// from every replica and survives restarts; a count that fails is logged once,
+// and the gauge keeps its last value.
+func WatchPartlyIndexed(ctx context.Context, c PartlyIndexedCounter, every time.Duration, reg prometheus.Registerer, log *slog.Logger) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "webserver_documents_partly_indexed",
+		Help: "Stored documents with fields that could not be indexed (served whole, not searchable by those fields), by how: " +
+			"ignored (listed in the document's _ignored) or set_aside (under " + document.AsideKey + ")."},
+		[]string{"how"})
+	reg.MustRegister(g)
+	failing := false
+	for {
+		ignored, setAside, err := c.PartlyIndexed(ctx)
+		switch {
+		case err == nil:
+			g.WithLabelValues("ignored").Set(float64(ignored))
+			g.WithLabelValues("set_aside").Set(float64(setAside))
+			if failing {
+				log.Info("counting partly indexed documents works again")
+			}
+			failing = false
+		case ctx.Err() == nil && !failing:
+			log.Warn("cannot count partly indexed documents (webserver_documents_partly_indexed stays as it was)", "err", err)
+			failing = true
+		}
+		if !dial.Sleep(ctx, every) {
+			return
+		}
+	}
 }
