@@ -155,8 +155,10 @@ func hasBadName(value []byte) bool {
 }
 
 // asideMarker is how AsideKey appears in a stored document: a document without
-// it needs no restoring, which a search for these bytes tells at little cost.
-var asideMarker = []byte(`"` + AsideKey + `"`)
+// it needs no restoring, which a search for these bytes tells at little cost. (Not
+// with the opening quote: a search for a first byte as common in JSON as a quote
+// took seven times as long.)
+var asideMarker = []byte(AsideKey + `"`)
 
 // Restore returns a stored document as its message was published: the members
 // SetAside moved under AsideKey are put back at the top level, and AsideKey is
