@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settleFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_settle_failures_total", Help: "Acks, naks and terms NATS did not take (the message is redelivered after the ack wait), by action."},
 			[]string{"action"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_timestamp_fallbacks_total",
-			Help: "Messages stored under their publish time because their own timestamp was missing or unreadable, by reason: missing, null, not_a_date, out_of_range."},
+			Help: "Messages stored under their publish time because their own timestamp was missing or unreadable, by reason: missing, null, not_a_date, out_of_range (outside the accepted window around the publish time, or the years 0000-9999)."},
 			[]string{"reason"}),
 		bulkSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "webserver_bulk_request_duration_seconds", Help: "Latency of bulk requests to Elasticsearch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
