@@ -1,8 +1,9 @@
 // Package datetime parses the date and time forms that producers and API users send.
 //
 // One parser serves both the ingester (event timestamps in messages) and the API
-// (range bounds in query strings), so a timestamp that was accepted on the way in
-// can always be queried with the same text on the way out.
+// (range bounds in query strings), so a date-time that was accepted on the way in
+// can always be queried with the same text on the way out. Epochs, as numbers or
+// as strings (FromEpoch, Epoch), are read only on the way in.
 package datetime
 
 import (
