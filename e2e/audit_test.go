@@ -294,7 +294,8 @@ func (h *harness) exec(t *testing.T, args ...string) (stdout, stderr string, cod
 	t.Helper()
 	cmd := exec.CommandContext(h.ctx, binary(t, "webserver"), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"NATS_URL=" + h.nats.URL(), "ELASTICSEARCH_URL=" + h.esURL, "ES_INDEX_PREFIX=" + h.prefix}
+		"NATS_URL=" + h.nats.URL(), "ELASTICSEARCH_URL=" + h.esURL, "ES_INDEX_PREFIX=" + h.prefix,
+		"TIMESTAMP_MAX_PAST=off"} // as startWebserver: a replay must file the frames of 2023 where the webserver did
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

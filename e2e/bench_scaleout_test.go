@@ -48,6 +48,8 @@ func scaleOutDrain(b *testing.B, esURL string, frames []frame, replicas int) flo
 		"ES_INDEX_PREFIX":   testenv.IndexPrefix(b, esURL), // one set of indices for all replicas
 		"ES_INDEX_REPLICAS": "0",
 		"LOG_LEVEL":         "warn",
+		// The frames are of March 2023, older than the default window.
+		"TIMESTAMP_MAX_PAST": "off",
 		// The cap is the durable's, shared by every replica: raised with their
 		// number, as the README's "Scaling out" says, or added replicas only split
 		// one replica's window. 20,000 is one replica's default (5,000 × (2 + 2)).

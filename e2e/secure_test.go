@@ -89,6 +89,8 @@ func startSecureWebserver(t *testing.T, env map[string]string) *testenv.Process 
 		"ES_INDEX_REPLICAS": "0",
 		"BULK_MAX_WAIT":     "100ms",
 		"NATS_ACK_WAIT":     "5s",
+		// The frames are of March 2023, older than the default window.
+		"TIMESTAMP_MAX_PAST": "off",
 	}
 	maps.Copy(full, env)
 	proc := testenv.StartProcess(t, binary(t, "webserver"), full)

@@ -16,7 +16,10 @@ mkdir -p "$logs"
 : "${LISTEN_ADDR:=127.0.0.1:5000}" "${ADMIN_ADDR:=127.0.0.1:8081}"
 # One local node cannot hold replicas; none keeps the indices green.
 : "${ES_INDEX_REPLICAS:=0}"
-export LISTEN_ADDR ADMIN_ADDR ES_INDEX_REPLICAS
+# The demo frames are of 2023-03-09, far older than the window of event times the
+# webserver accepts by default (30 days before their publish time).
+: "${TIMESTAMP_MAX_PAST:=off}"
+export LISTEN_ADDR ADMIN_ADDR ES_INDEX_REPLICAS TIMESTAMP_MAX_PAST
 api="http://${LISTEN_ADDR/#:/localhost:}"
 admin="http://${ADMIN_ADDR/#:/localhost:}"
 

@@ -89,6 +89,10 @@ func TestParseQueryNamesTheParameterAtFault(t *testing.T) {
 		{"start_date=2023-03-09T19:40:00 1:00&end_date=2023-03-09T19:45:00", "invalid_parameter", "start_date"},
 		{"start_date=1678390800&end_date=2023-03-09T19:45:00", "invalid_parameter", "start_date"},
 		{"start_date=2023-03-09T19:40:00%2B25:00&end_date=2023-03-09T19:45:00", "invalid_parameter", "start_date"},
+		// Offsets beyond RFC 3339's 23:59, which Go's time.Parse takes.
+		{"start_date=2023-03-09T19:40:00%2B24:00&end_date=2023-03-09T19:45:00", "invalid_parameter", "start_date"},
+		{"start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00%2B21:60", "invalid_parameter", "end_date"},
+		{"start_date=2023-03-09T19:40:00+24:00&end_date=2023-03-09T19:45:00", "invalid_parameter", "start_date"},
 		{"start_date=2023-03-09T19:45:00&end_date=2023-03-09T19:40:00", "invalid_range", "start_date"},
 		{"start_date=2023-03-09&end_date=2023-03-10T00:00:00.001", "range_too_long", "end_date"},
 		{ok + "&start_date=2023-03-09T19:41:00", "invalid_parameter", "start_date"},

@@ -33,6 +33,8 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"Elasticsearch.IndexPrefix", cfg.Elasticsearch.IndexPrefix, "annotations"},
 			{"TimestampField", cfg.TimestampField, "timestamp"},
 			{"DefaultZone", cfg.DefaultZone.String(), "UTC"},
+			{"TimestampMaxPast", cfg.TimestampMaxPast, 30 * 24 * time.Hour},
+			{"TimestampMaxFuture", cfg.TimestampMaxFuture, 24 * time.Hour},
 			{"BulkMaxDocs", cfg.BulkMaxDocs, 5000},
 			{"BulkWorkers", cfg.BulkWorkers, 2},
 			{"Index.Interval", cfg.Index.Interval, "day"},

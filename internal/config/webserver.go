@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +16,8 @@ import (
 type Ingester struct {
 	NATS NATS
 	Ingest
-	zone string
+	zone               string
+	maxPast, maxFuture string
 
 	Elasticsearch Elasticsearch
 	Index         Index
@@ -76,6 +78,8 @@ func IngesterVars(cfg *Ingester) []Var {
 		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own readable @timestamp wins)", target: &cfg.TimestampField},
 		Var{Name: "TIMESTAMP_REQUIRED", Default: "false", Usage: "true: dead-letter messages without a usable timestamp; false: use the publish time", target: &cfg.TimestampRequired},
 		Var{Name: "TIMESTAMP_DEFAULT_ZONE", Default: "UTC", Usage: "IANA zone for timestamps written without one", target: &cfg.zone},
+		Var{Name: "TIMESTAMP_MAX_PAST", Default: "30d", Usage: "event times more than this before the publish time count as unreadable (off: no bound)", target: &cfg.maxPast},
+		Var{Name: "TIMESTAMP_MAX_FUTURE", Default: "1d", Usage: "event times more than this after the publish time count as unreadable (off: no bound)", target: &cfg.maxFuture},
 		Var{Name: "MAX_MESSAGE_BYTES", Default: "1048576", Usage: "larger messages are dead-lettered", target: &cfg.MaxMessageBytes},
 		Var{Name: "BULK_MAX_DOCS", Default: "5000", Usage: "documents per bulk request", target: &cfg.BulkMaxDocs},
 		Var{Name: "BULK_MAX_BYTES", Default: "5242880", Usage: "bytes per bulk request", target: &cfg.BulkMaxBytes},
@@ -123,6 +127,8 @@ func LoadIngester(getenv func(string) string) (Ingester, error) {
 	c.positive("ES_KEYWORD_IGNORE_ABOVE", cfg.Index.IgnoreAbove)
 	c.add(cfg.TimestampField != "", "TIMESTAMP_FIELD", "must not be empty")
 	cfg.DefaultZone = c.zone("TIMESTAMP_DEFAULT_ZONE", cfg.zone)
+	cfg.TimestampMaxPast = c.span("TIMESTAMP_MAX_PAST", cfg.maxPast)
+	cfg.TimestampMaxFuture = c.span("TIMESTAMP_MAX_FUTURE", cfg.maxFuture)
 	c.positive("MAX_MESSAGE_BYTES", cfg.MaxMessageBytes)
 	c.positive("BULK_MAX_DOCS", cfg.BulkMaxDocs)
 	c.positive("BULK_MAX_BYTES", cfg.BulkMaxBytes)
@@ -149,6 +155,15 @@ func (u *Upkeep) check(c *checks) {
 	c.positiveDuration("AUDIT_WINDOW", u.AuditWindow)
 }
 
+// span reads a bound of the accepted window of event times: days (30d) or a Go
+// duration (36h); off and 0 are none.
+func (c *checks) span(name, s string) time.Duration {
+	d, err := days(s)
+	c.add(err == nil, name, "%q is not off or a span like 30d or 36h", s)
+	c.add(err != nil || d >= 0, name, "must not be negative")
+	return d
+}
+
 // days reads a span in days (30d) or as a Go duration (720h); off and 0 are none.
 func days(s string) (time.Duration, error) {
 	switch s {
@@ -157,6 +172,9 @@ func days(s string) (time.Duration, error) {
 	}
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		d, err := strconv.Atoi(n)
+		if err == nil && (int64(d) > math.MaxInt64/int64(24*time.Hour) || int64(d) < math.MinInt64/int64(24*time.Hour)) {
+			err = fmt.Errorf("%d days is more than a time.Duration holds", d)
+		}
 		return time.Duration(d) * 24 * time.Hour, err
 	}
 	return time.ParseDuration(s)

@@ -35,6 +35,11 @@ type Options struct {
 	// Required rejects a message without a usable event time instead of storing it
 	// under its publish time.
 	Required bool
+	// The accepted window of event times, relative to the publish time (0: no
+	// bound). An event time outside it is not usable: each distinct day of event
+	// time makes a daily index, so one producer with a broken clock could
+	// otherwise create thousands of them.
+	MaxPast, MaxFuture time.Duration
 }
 
 // Document is a message ready for indexing.
@@ -58,7 +63,7 @@ const (
 	TimestampMissing    TimestampProblem = "missing"      // neither @timestamp nor the configured field
 	TimestampNull       TimestampProblem = "null"         // present, but null
 	TimestampNotADate   TimestampProblem = "not_a_date"   // a string that is no date-time, or a value of another type
-	TimestampOutOfRange TimestampProblem = "out_of_range" // a date or epoch outside the years 0000-9999
+	TimestampOutOfRange TimestampProblem = "out_of_range" // a date or epoch outside the accepted window, or the years 0000-9999
 )
 
 // OriginalTimestampKey keeps a producer's own @timestamp wherever the pipeline
@@ -126,10 +131,14 @@ func Build(raw []byte, src Source, opts Options) (Document, error) {
 		return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonReserved, Detail: "message has a field " + f.reserved + ", which the pipeline reserves (" + OriginKey + ": the document's origin; " + OriginalTimestampKey + ": a producer's own @timestamp that was rewritten; " + AsideKey + ": members the index's mapping could not take)"}
 	}
 
-	ts, problem, err := f.eventTime(opts)
+	ts, problem, err := f.eventTime(opts, src.Published)
 	if err != nil {
 		if opts.Required {
-			return Document{}, &pipeline.RejectError{Reason: pipeline.ReasonNoTimestamp, Detail: err.Error()}
+			reason := pipeline.ReasonNoTimestamp
+			if problem == TimestampOutOfRange {
+				reason = pipeline.ReasonTimestampOutOfRange
+			}
+			return Document{}, &pipeline.RejectError{Reason: reason, Detail: err.Error()}
 		}
 		ts = src.Published
 	}
@@ -203,9 +212,10 @@ type fields struct {
 }
 
 // eventTime finds the event time: the message's own @timestamp if it can be read,
-// else the configured field's. A value that cannot be read counts as missing.
-// When neither gives a time, problem says why (of @timestamp, if it was there).
-func (f fields) eventTime(opts Options) (t time.Time, problem TimestampProblem, err error) {
+// else the configured field's. A value that cannot be read, or lies outside the
+// window around published, counts as missing. When neither gives a time, problem
+// says why (of @timestamp, if it was there).
+func (f fields) eventTime(opts Options, published time.Time) (t time.Time, problem TimestampProblem, err error) {
 	if f.own == nil && f.named == nil {
 		return time.Time{}, TimestampMissing, errors.New("message has neither " + TimestampKey + " nor " + opts.TimestampField)
 	}
@@ -216,7 +226,10 @@ func (f fields) eventTime(opts Options) (t time.Time, problem TimestampProblem, 
 		}
 		t, p, err := parseValue(v, opts.DefaultZone)
 		if err == nil {
-			return t, "", nil
+			if err = opts.outsideWindow(t, published); err == nil {
+				return t, "", nil
+			}
+			p = TimestampOutOfRange
 		}
 		if firstErr == nil {
 			problem, firstErr = p, err
@@ -225,7 +238,30 @@ func (f fields) eventTime(opts Options) (t time.Time, problem TimestampProblem, 
 	return time.Time{}, problem, firstErr
 }
 
-// parseValue reads a JSON string as a date-time, or a JSON number as epoch seconds
+// outsideWindow says how t lies outside the event times accepted for a message
+// published at published; nil if it does not.
+func (o Options) outsideWindow(t, published time.Time) error {
+	if o.MaxPast > 0 && t.Before(published.Add(-o.MaxPast)) {
+		return fmt.Errorf("timestamp %s is more than %s before the message was published (%s)",
+			t.Format(time.RFC3339Nano), span(o.MaxPast), published.UTC().Format(time.RFC3339Nano))
+	}
+	if o.MaxFuture > 0 && t.After(published.Add(o.MaxFuture)) {
+		return fmt.Errorf("timestamp %s is more than %s after the message was published (%s)",
+			t.Format(time.RFC3339Nano), span(o.MaxFuture), published.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// span writes whole days as days, as the window is usually configured.
+func span(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
+	}
+	return d.String()
+}
+
+// parseValue reads a JSON string as a date-time, or as epoch seconds or
+// milliseconds if it holds a decimal number, and a JSON number as epoch seconds
 // or milliseconds; when it cannot, problem says why.
 func parseValue(v []byte, zone *time.Location) (t time.Time, problem TimestampProblem, err error) {
 	defer func() {
@@ -243,6 +279,9 @@ func parseValue(v []byte, zone *time.Location) (t time.Time, problem TimestampPr
 			if err := json.Unmarshal(v, &s); err != nil {
 				return time.Time{}, TimestampNotADate, err
 			}
+		}
+		if t, ok, err := datetime.Epoch(s); ok {
+			return t, TimestampNotADate, err
 		}
 		t, err := datetime.Parse(s, zone)
 		return t, TimestampNotADate, err

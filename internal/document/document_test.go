@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -144,6 +145,16 @@ func TestBuildSplicesTimestampAndOriginIntoTheOriginalBytes(t *testing.T) {
 			`{"timestamp":"2023-03-09T19:40:00.123456Z","label":"cat"}`, nil, "2023-03-09T19:40:00.123Z"}, // the millisecond Elasticsearch keeps
 		{"fractional epoch seconds",
 			`{"timestamp":1678390800.25}`, nil, "2023-03-09T19:40:00.25Z"},
+		{"epoch seconds as a string",
+			`{"timestamp":"1678390800","label":"cat"}`, nil, "2023-03-09T19:40:00Z"},
+		{"epoch milliseconds as a string",
+			`{"timestamp":"1678390800123","label":"cat"}`, nil, "2023-03-09T19:40:00.123Z"},
+		{"a date before 1970",
+			`{"timestamp":"1969-07-20T20:17:40Z"}`, nil, "1969-07-20T20:17:40Z"},
+		{"the same date as a negative epoch",
+			`{"timestamp":-14182940}`, nil, "1969-07-20T20:17:40Z"},
+		{"the same date as a negative epoch in a string",
+			`{"timestamp":"-14182940"}`, nil, "1969-07-20T20:17:40Z"},
 		{"nested values and odd spacing are kept as written",
 			`{"timestamp" : "2023-03-09T19:40:00Z" ,"box":{"x": 1.50, "y":[1, 2e3]},"s":"\u00e9\n"}`, nil, "2023-03-09T19:40:00Z"},
 		{"empty object gets no leading comma",
@@ -271,7 +282,11 @@ func TestBuildFallsBackToThePublishTime(t *testing.T) {
 		{"malformed offset", `{"timestamp":"2023-03-09T19:40:00+0100"}`, TimestampNotADate},
 		{"empty string", `{"timestamp":""}`, TimestampNotADate},
 		{"year 99999", `{"timestamp":"99999-01-01T00:00:00Z"}`, TimestampNotADate},
-		{"negative epoch", `{"timestamp":-1}`, TimestampOutOfRange},
+		{"offset hour 24", `{"timestamp":"2023-03-09T19:40:00+24:00"}`, TimestampNotADate},
+		{"offset minute 60", `{"timestamp":"2023-03-09T19:40:00+21:60"}`, TimestampNotADate},
+		{"epoch before the year 0000", `{"timestamp":-62167219201}`, TimestampOutOfRange},
+		{"epoch string out of range", `{"timestamp":"100000000000000"}`, TimestampOutOfRange},
+		{"exponent in a string", `{"timestamp":"1.6e9"}`, TimestampNotADate},
 		{"huge negative epoch", `{"timestamp":-1e300}`, TimestampOutOfRange},
 		{"epoch out of range", `{"timestamp":1e15}`, TimestampOutOfRange},
 		{"boolean", `{"timestamp":true}`, TimestampNotADate},
@@ -462,15 +477,26 @@ func TestBuildAcceptsOnlyJSONWhitespaceAroundTheObject(t *testing.T) {
 }
 
 func TestBuildRejectsAMessageWithoutUsableTimestampWhenRequired(t *testing.T) {
-	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC, Required: true}
-	for _, raw := range []string{`{"a":1}`, `{"timestamp":"yesterday"}`, `{"timestamp":null}`} {
-		_, err := Build([]byte(raw), testSource(), opts)
+	opts := Options{TimestampField: "timestamp", DefaultZone: time.UTC, Required: true, MaxPast: 30 * day, MaxFuture: day}
+	for _, tt := range []struct {
+		raw  string
+		want pipeline.Reason
+	}{
+		{`{"a":1}`, pipeline.ReasonNoTimestamp},
+		{`{"timestamp":"yesterday"}`, pipeline.ReasonNoTimestamp},
+		{`{"timestamp":null}`, pipeline.ReasonNoTimestamp},
+		{`{"timestamp":"2024-04-06T07:08:09Z"}`, pipeline.ReasonTimestampOutOfRange},  // 30 days and a minute before publishing
+		{`{"@timestamp":"2024-05-07T07:09:10Z"}`, pipeline.ReasonTimestampOutOfRange}, // a day and a minute after
+		{`{"timestamp":"9999-12-31T23:30:00-01:00"}`, pipeline.ReasonTimestampOutOfRange},
+		{`{"timestamp":"1"}`, pipeline.ReasonTimestampOutOfRange},
+	} {
+		_, err := Build([]byte(tt.raw), testSource(), opts)
 		var rej *pipeline.RejectError
-		if !errors.As(err, &rej) || rej.Reason != pipeline.ReasonNoTimestamp {
-			t.Errorf("Build(%s) err = %v, want a %s rejection", raw, err, pipeline.ReasonNoTimestamp)
+		if !errors.As(err, &rej) || rej.Reason != tt.want {
+			t.Errorf("Build(%s) err = %v, want a %s rejection", tt.raw, err, tt.want)
 		}
 	}
-	if _, err := Build([]byte(`{"timestamp":"2023-03-09T19:40:00Z"}`), testSource(), opts); err != nil {
+	if _, err := Build([]byte(`{"timestamp":"2024-05-06T07:00:00Z"}`), testSource(), opts); err != nil {
 		t.Errorf("a message with a timestamp: %v", err)
 	}
 }
@@ -507,5 +533,109 @@ func TestBuildRejectsAMsgIDElasticsearchCannotTakeAsAnID(t *testing.T) {
 	src.MsgID = strings.Repeat("x", 512) // exactly the limit is fine
 	if _, err := Build([]byte(`{"a":1}`), src, opts); err != nil {
 		t.Errorf("a 512-byte id: %v", err)
+	}
+}
+
+const day = 24 * time.Hour
+
+// window is the accepted window of the tests below: a camera may upload a month
+// of footage late, and run a day ahead.
+var window = Options{TimestampField: "timestamp", DefaultZone: time.UTC, MaxPast: 30 * day, MaxFuture: day}
+
+func TestEventTimesWithinTheWindowAreKept(t *testing.T) {
+	lastWeek := published.Add(-7 * day).Truncate(time.Second) // a camera uploading last week's footage
+	for raw, want := range map[string]time.Time{
+		`{"timestamp":"` + lastWeek.Format(time.RFC3339) + `"}`:               lastWeek,
+		`{"@timestamp":` + strconv.FormatInt(lastWeek.Unix(), 10) + `}`:       lastWeek,
+		`{"timestamp":"` + strconv.FormatInt(lastWeek.UnixMilli(), 10) + `"}`: lastWeek,
+		// The bounds themselves are inside.
+		`{"timestamp":"` + published.Add(-30*day).Format(time.RFC3339Nano) + `"}`: published.Add(-30 * day),
+		`{"timestamp":"` + published.Add(day).Format(time.RFC3339Nano) + `"}`:     published.Add(day),
+	} {
+		doc, err := Build([]byte(raw), testSource(), window)
+		if err != nil {
+			t.Fatalf("Build(%s): %v", raw, err)
+		}
+		if want := want.Truncate(time.Millisecond); !doc.Timestamp.Equal(want) || doc.Fallback != "" {
+			t.Errorf("Build(%s): Timestamp %s (fallback %q), want %s", raw, doc.Timestamp, doc.Fallback, want)
+		}
+	}
+}
+
+// An event time outside the window is treated as any unreadable one: the publish
+// time stands in, and nothing the producer sent is lost.
+func TestEventTimesOutsideTheWindowFallBackToThePublishTime(t *testing.T) {
+	tests := []struct {
+		name     string
+		raw      string
+		original string // the producer's @timestamp, kept aside; "" if it had none
+	}{
+		{"own @timestamp a month and a millisecond ago",
+			`{"@timestamp":"` + published.Add(-30*day-time.Millisecond).Format(time.RFC3339Nano) + `","label":"cat"}`,
+			`"` + published.Add(-30*day-time.Millisecond).Format(time.RFC3339Nano) + `"`},
+		{"configured field a day and a millisecond ahead",
+			`{"timestamp":"` + published.Add(day+time.Millisecond).Format(time.RFC3339Nano) + `","label":"cat"}`, ""},
+		{"the year 1969", `{"timestamp":"1969-07-20T20:17:40Z"}`, ""},
+		{"a negative epoch", `{"@timestamp":-14182940}`, `-14182940`},
+		{"the year 9999", `{"timestamp":"9999-12-31T23:59:59Z"}`, ""},
+		{"the year 0001 with an offset", `{"@timestamp":"0001-01-01T00:00:00+01:00"}`, `"0001-01-01T00:00:00+01:00"`},
+		{"an epoch string", `{"timestamp":"1"}`, ""},
+		{"both fields outside", `{"@timestamp":1,"timestamp":"2100-01-01"}`, `1`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := testSource()
+			doc, err := Build([]byte(tt.raw), src, window)
+			if err != nil {
+				t.Fatalf("Build(%s): %v", tt.raw, err)
+			}
+			if !doc.Timestamp.Equal(publishedMillis) || doc.Fallback != TimestampOutOfRange {
+				t.Errorf("Timestamp %s (fallback %q), want the publish time %s (fallback %q)",
+					doc.Timestamp, doc.Fallback, publishedMillis, TimestampOutOfRange)
+			}
+			body := decodeObject(t, doc.Body)
+			checkTimestamp(t, body, publishedMillis)
+			checkNATS(t, body, src)
+			if got := string(body[OriginalTimestampKey]); got != tt.original {
+				t.Errorf("%s = %s, want %s", OriginalTimestampKey, got, tt.original)
+			}
+			for k, v := range decodeObject(t, []byte(tt.raw)) {
+				if k != TimestampKey && !bytes.Equal(body[k], v) {
+					t.Errorf("field %q = %s, want it unchanged: %s", k, body[k], v)
+				}
+			}
+		})
+	}
+}
+
+func TestAnOwnTimestampOutsideTheWindowGivesWayToTheConfiguredField(t *testing.T) {
+	raw := `{"@timestamp":"1970-01-01T00:00:00Z","timestamp":"2024-05-06T07:00:00Z"}`
+	doc, err := Build([]byte(raw), testSource(), window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := decodeObject(t, doc.Body)
+	if want := mustParse(t, "2024-05-06T07:00:00Z"); !doc.Timestamp.Equal(want) || doc.Fallback != "" {
+		t.Errorf("Timestamp %s (fallback %q), want %s from the configured field", doc.Timestamp, doc.Fallback, want)
+	}
+	if got, want := string(body[OriginalTimestampKey]), `"1970-01-01T00:00:00Z"`; got != want {
+		t.Errorf("%s = %s, want %s", OriginalTimestampKey, got, want)
+	}
+}
+
+func TestAWindowBoundOfZeroIsNoBound(t *testing.T) {
+	opts := window
+	opts.MaxPast, opts.MaxFuture = 0, 0
+	for raw, want := range map[string]string{
+		`{"timestamp":"0001-01-01T00:00:00Z"}`: "0001-01-01T00:00:00Z",
+		`{"timestamp":"9999-12-31T23:59:59Z"}`: "9999-12-31T23:59:59Z",
+	} {
+		doc, err := Build([]byte(raw), testSource(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !doc.Timestamp.Equal(mustParse(t, want)) || doc.Fallback != "" {
+			t.Errorf("Build(%s) = %s (fallback %q), want %s", raw, doc.Timestamp, doc.Fallback, want)
+		}
 	}
 }

@@ -38,7 +38,7 @@ func (f *fallbacks) note(problem document.TimestampProblem, subject string) {
 	f.last, f.unsaid = time.Now(), 0
 	f.mu.Unlock()
 	// messages: how many since the previous such line, at most one per f.every.
-	f.log.Warn("messages stored under their publish time: their own timestamp is missing or unreadable (see webserver_timestamp_fallbacks_total; requiring a timestamp dead-letters them instead)",
+	f.log.Warn("messages stored under their publish time: their own timestamp is missing, unreadable or outside the accepted window (see webserver_timestamp_fallbacks_total; requiring a timestamp dead-letters them instead)",
 		"messages", n, "latest_reason", string(problem), "latest_subject", subject,
 		"fields", document.TimestampKey+", "+f.field)
 }

@@ -58,6 +58,9 @@ type Config struct {
 	TimestampField    string // default timestamp
 	TimestampRequired bool
 	DefaultZone       *time.Location // default UTC
+	// The accepted window of event times around the publish time; one outside it
+	// is treated as unreadable (0: no bound).
+	TimestampMaxPast, TimestampMaxFuture time.Duration
 
 	BulkMaxDocs  int           // documents per bulk request (default 5000)
 	BulkMaxBytes int           // bytes per bulk request (default 5 MiB)
@@ -409,6 +412,8 @@ func (in *Ingester) build(m jetstream.Msg) (document.Document, error) {
 		TimestampField: in.cfg.TimestampField,
 		DefaultZone:    in.cfg.DefaultZone,
 		Required:       in.cfg.TimestampRequired,
+		MaxPast:        in.cfg.TimestampMaxPast,
+		MaxFuture:      in.cfg.TimestampMaxFuture,
 	})
 }
 

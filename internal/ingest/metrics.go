@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		settleFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_settle_failures_total", Help: "Acks, naks and terms NATS did not take (the message is redelivered after the ack wait), by action."},
 			[]string{"action"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "webserver_timestamp_fallbacks_total",
-			Help: "Messages stored under their publish time because their own timestamp was missing or unreadable, by reason: missing, null, not_a_date, out_of_range."},
+			Help: "Messages stored under their publish time because their own timestamp was missing or unreadable, by reason: missing, null, not_a_date, out_of_range (outside the accepted window around the publish time, or the years 0000-9999)."},
 			[]string{"reason"}),
 		setAside: prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_documents_set_aside_total",
 			Help: "Documents stored with fields set aside under @unindexed, because their index's mapping could not take them (another message gave a field another type)."}),

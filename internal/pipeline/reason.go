@@ -8,13 +8,16 @@ type Reason string
 
 // Reasons a message is dead-lettered before it reaches the store.
 const (
-	ReasonInvalidJSON   Reason = "invalid_json"
-	ReasonNotObject     Reason = "not_an_object"
-	ReasonReserved      Reason = "reserved_field"
-	ReasonNoTimestamp   Reason = "missing_timestamp"
-	ReasonBadMsgID      Reason = "invalid_msg_id"
-	ReasonTooLarge      Reason = "too_large"
-	ReasonMaxDeliveries Reason = "max_deliveries"
+	ReasonInvalidJSON Reason = "invalid_json"
+	ReasonNotObject   Reason = "not_an_object"
+	ReasonReserved    Reason = "reserved_field"
+	ReasonNoTimestamp Reason = "missing_timestamp"
+	// ReasonTimestampOutOfRange is an event time outside the accepted window
+	// around the publish time, or outside the years 0000-9999.
+	ReasonTimestampOutOfRange Reason = "timestamp_out_of_range"
+	ReasonBadMsgID            Reason = "invalid_msg_id"
+	ReasonTooLarge            Reason = "too_large"
+	ReasonMaxDeliveries       Reason = "max_deliveries"
 	// ReasonInvalidMessage covers a message whose JetStream metadata cannot be read.
 	ReasonInvalidMessage Reason = "invalid_message"
 )
