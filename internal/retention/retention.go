@@ -6,7 +6,7 @@
 // layout of the configured interval, nothing else: <prefix>-2023.03.09 for days,
 // <prefix>-2023.03 for months. So the indices of a longer prefix that starts the
 // same (annotations-lidar-2023.03.09 beside annotations-…), of another interval, or
-// anyone else's are never touched, although the pattern <prefix>-* matches them.
+// anyone else's are never touched, whatever the listing returns.
 package retention
 
 import (
@@ -22,7 +22,7 @@ import (
 
 // Indices is what retention asks of Elasticsearch.
 type Indices interface {
-	// Indices lists the names of the indices matching <prefix>-*.
+	// Indices lists the names of the prefix's indices (and perhaps others).
 	Indices(ctx context.Context) ([]string, error)
 	// DeleteIndex deletes one index.
 	DeleteIndex(ctx context.Context, name string) error

@@ -51,7 +51,7 @@ func TestOnlyDaysWhollyOlderThanTheRetentionAreDeleted(t *testing.T) {
 func TestIndicesOfOtherPrefixesAndLayoutsAreNeverDeleted(t *testing.T) {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	got := sweep(t, Config{Prefix: "a", Retention: 24 * time.Hour}, now,
-		"a-lidar-2020.01.01", "b-2020.01.01", "a-2020.01", "a-2020.1.1", "a-2020.01.01-restored", "a-2020.01.01")
+		"a-lidar-2020.01.01", "a-2019-2020.01.01", "b-2020.01.01", "a-2020.01", "a-2020.1.1", "a-2020.01.01-restored", "a-2020.01.01")
 	if want := []string{"a-2020.01.01"}; !slices.Equal(got, want) {
 		t.Errorf("deleted %v, want %v", got, want)
 	}
@@ -60,7 +60,7 @@ func TestIndicesOfOtherPrefixesAndLayoutsAreNeverDeleted(t *testing.T) {
 func TestMonthlyIndicesExpireWithTheirLastDay(t *testing.T) {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	got := sweep(t, Config{Prefix: "a", Monthly: true, Retention: 30 * 24 * time.Hour}, now,
-		"a-2026.09", "a-2026.10", "a-2026.11", "a-2026.10.01")
+		"a-2026.09", "a-2026.10", "a-2026.11", "a-2026.10.01", "a-2026-2026.09")
 	if want := []string{"a-2026.09"}; !slices.Equal(got, want) {
 		t.Errorf("deleted %v, want %v", got, want)
 	}

@@ -6,7 +6,8 @@ import (
 	"fmt"
 )
 
-// Indices lists the names of the indices matching <prefix>-*, open or closed.
+// Indices lists the names of the indices of the prefix, open or closed: those
+// matching <prefix>-* but not a longer prefix's <prefix>-*-* (see pattern).
 func (s *Store) Indices(ctx context.Context) ([]string, error) {
 	res, err := s.es.Cat.Indices(
 		s.es.Cat.Indices.WithContext(ctx),

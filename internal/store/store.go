@@ -161,5 +161,18 @@ func (s *Store) period(t time.Time) time.Time {
 	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
 }
 
-// pattern matches every index of this store.
-func (s *Store) pattern() string { return s.cfg.IndexPrefix + "-*" }
+// pattern names every index of this store and no other pipeline's, for reads,
+// refreshes and listings. The indices of a longer prefix that starts the same
+// (annotations-lidar-2023.03.09 beside annotations-2023.03.09) match
+// <prefix>-* too, but they have a dash after <prefix>-, which a date suffix never
+// has: the exclusion drops them. Index templates take no exclusions; see
+// templatePriority.
+func (s *Store) pattern() string {
+	return s.cfg.IndexPrefix + "-*,-" + s.cfg.IndexPrefix + "-*-*"
+}
+
+// templatePriority makes the template of the longer of two nested prefixes win
+// for its indices: Elasticsearch refuses two templates whose patterns overlap with
+// the same priority, and <a>-* overlaps <b>-* only when one prefix nests in the
+// other, which makes it the longer.
+func templatePriority(prefix string) int { return 100 + len(prefix) }

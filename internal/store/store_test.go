@@ -88,3 +88,29 @@ func TestBulkResponseOutcomes(t *testing.T) {
 		}
 	}
 }
+
+// Reads name a prefix's own indices and leave out those of a longer prefix that
+// begins with it; templates take no exclusions, so the longer prefix's wins by
+// priority. (Elasticsearch's answer to both is checked in prefixes_test.go.)
+func TestNestedPrefixesReadApartAndTheLongerTemplateWins(t *testing.T) {
+	tests := []struct {
+		prefix, pattern, template string
+		priority                  int
+	}{
+		{"annotations", "annotations-*,-annotations-*-*", "annotations-*", 111},
+		{"annotations-lidar", "annotations-lidar-*,-annotations-lidar-*-*", "annotations-lidar-*", 117},
+	}
+	for _, tt := range tests {
+		s, err := New(Config{IndexPrefix: tt.prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := s.template(TemplateSettings{})
+		if got := s.pattern(); got != tt.pattern {
+			t.Errorf("%s: pattern() = %s, want %s", tt.prefix, got, tt.pattern)
+		}
+		if got := tmpl["index_patterns"]; !slices.Equal(got.([]string), []string{tt.template}) || tmpl["priority"] != tt.priority {
+			t.Errorf("%s: template for %v with priority %v, want [%s] with %d", tt.prefix, got, tmpl["priority"], tt.template, tt.priority)
+		}
+	}
+}

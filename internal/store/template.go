@@ -41,8 +41,8 @@ type object = map[string]any
 
 func (s *Store) template(ts TemplateSettings) object {
 	return object{
-		"index_patterns": []string{s.pattern()},
-		"priority":       100,
+		"index_patterns": []string{s.cfg.IndexPrefix + "-*"},
+		"priority":       templatePriority(s.cfg.IndexPrefix),
 		"_meta":          object{"managed_by": "annotated-data pipeline webserver"},
 		"template": object{
 			"settings": object{

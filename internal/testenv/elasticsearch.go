@@ -135,6 +135,21 @@ func IndexPrefix(t testing.TB, esURL string) string {
 	var b [4]byte
 	rand.Read(b[:])
 	prefix := "test-" + name + "-" + hex.EncodeToString(b[:])
+	deleteAtEnd(t, esURL, prefix)
+	return prefix
+}
+
+// NestedIndexPrefix returns <outer>-<name>: the prefix of a second pipeline whose
+// indices also match <outer>-*, as annotations-lidar beside annotations. Its
+// indices and template are deleted when the test ends.
+func NestedIndexPrefix(t testing.TB, esURL, outer, name string) string {
+	t.Helper()
+	prefix := outer + "-" + name
+	deleteAtEnd(t, esURL, prefix)
+	return prefix
+}
+
+func deleteAtEnd(t testing.TB, esURL, prefix string) {
 	t.Cleanup(func() {
 		for _, path := range []string{"/" + prefix + "-*", "/_index_template/" + prefix} {
 			req, _ := http.NewRequest(http.MethodDelete, esURL+path, nil)
@@ -143,7 +158,6 @@ func IndexPrefix(t testing.TB, esURL string) string {
 			}
 		}
 	})
-	return prefix
 }
 
 // Refresh makes everything indexed so far in the indices matching pattern visible
