@@ -195,15 +195,24 @@ func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after
 	}
 	filter := []any{timeRange(r.From, r.To)}
 	if r.UpTo != nil {
-		filter = append(filter, object{"range": object{seqField: object{"lte": *r.UpTo}}})
+		// A document without a sequence (the old system's, or one indexed by hand)
+		// came from no message: no floor will ever be settled past it, so it belongs
+		// to the history, or a follow would never send it.
+		filter = append(filter, object{"bool": object{"minimum_should_match": 1, "should": []any{
+			object{"range": object{seqField: object{"lte": *r.UpTo}}},
+			object{"bool": object{"must_not": object{"exists": object{"field": seqField}}}},
+		}}})
 	}
 	// Without keys, _shard_doc breaks ties: the cheapest order, but one that only
 	// holds within this point in time.
 	sort := []any{object{"@timestamp": dir}, object{"_shard_doc": dir}}
 	if r.Keys {
-		sort = []any{object{"@timestamp": dir}, object{seqField: dir}}
+		sort = []any{object{"@timestamp": dir}, bySeq(dir)}
 		if after == nil && r.After != nil {
-			after, _ = json.Marshal([]any{r.After.Time, r.After.Seq})
+			// As the long it was read from: a document without a sequence has
+			// Long.MIN_VALUE in a descending export, which as a uint64 is beyond
+			// any long, and Elasticsearch would not continue after it.
+			after, _ = json.Marshal([]any{r.After.Time, int64(r.After.Seq)})
 		}
 	}
 	req := searchRequest{
@@ -219,6 +228,15 @@ func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after
 		req.Source = object{"includes": r.Fields}
 	}
 	return req
+}
+
+// bySeq sorts by @nats.seq in dir. Indices without the field's mapping (the old
+// system's, or ones created by hand or restored) would otherwise fail the whole
+// search with "No mapping found for [@nats.seq]"; with unmapped_type their
+// documents sort as documents without a sequence do in the pipeline's indices:
+// last among those of their @timestamp, in either order.
+func bySeq(dir string) object {
+	return object{seqField: object{"order": dir, "unmapped_type": "long"}}
 }
 
 func timeRange(from, to time.Time) object {

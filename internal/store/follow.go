@@ -44,7 +44,7 @@ func (s *Store) Settled(ctx context.Context, after, upTo uint64, from, to time.T
 			timeRange(from, to),
 		}}},
 		// @timestamp second only to have it among each hit's sort values.
-		Sort: []any{object{seqField: "asc"}, object{"@timestamp": "asc"}},
+		Sort: []any{bySeq("asc"), object{"@timestamp": "asc"}},
 	}
 	if len(fields) > 0 {
 		req.Source = object{"includes": fields}
