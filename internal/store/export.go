@@ -285,8 +285,9 @@ func (s *Store) searchPage(ctx context.Context, r pipeline.Range, part *slice, s
 }
 
 type searchResponse struct {
-	PITID string `json:"pit_id"`
-	Hits  struct {
+	PITID  string       `json:"pit_id"`
+	Shards shardsAnswer `json:"_shards"`
+	Hits   struct {
 		Hits []hit `json:"hits"`
 	} `json:"hits"`
 }
@@ -311,7 +312,7 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 		// A page with a shard missing would silently drop documents: fail instead.
 		s.es.Search.WithAllowPartialSearchResults(false),
 		// Only what the export uses: drops _index, _id and _score from every hit.
-		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"),
+		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort", "_shards.total", "_shards.failed", "_shards.failures"),
 	}
 	if req.PIT == nil {
 		// A point in time names its indices; a plain search must.
@@ -327,6 +328,9 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 	}
 	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
 		return parsed, fmt.Errorf("decode search response: %w", err)
+	}
+	if err := parsed.Shards.err(); err != nil {
+		return parsed, fmt.Errorf("search %s: %w", s.pattern(), err)
 	}
 	return parsed, nil
 }
@@ -354,7 +358,10 @@ func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 	defer func() { s.observed("open_pit", start, err) }()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
 	defer cancel()
-	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx))
+	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx),
+		// Elasticsearch's default, said here: a point in time without some shards
+		// would make every page of the export partial.
+		s.es.OpenPointInTime.WithAllowPartialSearchResults(false))
 	if err != nil {
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
 	}
@@ -363,10 +370,15 @@ func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), responseError(res))
 	}
 	var parsed struct {
-		ID string `json:"id"`
+		ID     string       `json:"id"`
+		Shards shardsAnswer `json:"_shards"`
 	}
 	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
 		return "", fmt.Errorf("decode point in time: %w", err)
+	}
+	if err := parsed.Shards.err(); err != nil {
+		s.closePIT(ctx, parsed.ID)
+		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
 	}
 	return parsed.ID, nil
 }
