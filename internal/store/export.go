@@ -21,10 +21,6 @@ type QueryObserver func(op string, took time.Duration, err error)
 // that names it: the longest an export may pause between two pages.
 const pitKeepAlive = "1m"
 
-// pitRequestTimeout bounds opening and closing a point in time, which run to the
-// end even when the caller has gone, so that none is left open behind its back.
-const pitRequestTimeout = 10 * time.Second
-
 // fetched is one page on its way from a fetching goroutine to the caller.
 type fetched struct {
 	page  pipeline.Page
@@ -356,13 +352,18 @@ func keys(hits []hit, ti, si int) ([]pipeline.Key, error) {
 func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 	start := time.Now()
 	defer func() { s.observed("open_pit", start, err) }()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PITTimeout)
 	defer cancel()
 	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx),
 		// Elasticsearch's default, said here: a point in time without some shards
 		// would make every page of the export partial.
 		s.es.OpenPointInTime.WithAllowPartialSearchResults(false))
 	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			// Only the timeout can end ctx: the cluster is slow, and saying it is
+			// unreachable would send the operator looking in the wrong place.
+			err = &TimeoutError{Op: "open point in time", After: s.cfg.PITTimeout, Err: err}
+		}
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
 	}
 	defer drain(res)
@@ -388,7 +389,7 @@ func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 // here is only reported to the observer.
 func (s *Store) closePIT(ctx context.Context, id string) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PITTimeout)
 	defer cancel()
 	body, _ := json.Marshal(object{"id": id})
 	res, err := s.es.ClosePointInTime(s.es.ClosePointInTime.WithContext(ctx), s.es.ClosePointInTime.WithBody(bytes.NewReader(body)))

@@ -60,6 +60,12 @@ type Config struct {
 	// at all).
 	StartupTimeout time.Duration
 
+	// PITTimeout bounds opening and closing a point in time (default 10s). Both
+	// run to the end even when the caller has gone, so that none is left open
+	// behind its back; a cluster slower than this fails the export with a
+	// *TimeoutError.
+	PITTimeout time.Duration
+
 	// Observe, if set, is told the outcome of every request an export makes.
 	Observe QueryObserver
 }
@@ -70,6 +76,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.IndexPrefix = cmp.Or(c.IndexPrefix, "annotations")
 	c.Interval = cmp.Or(c.Interval, Daily)
+	c.PITTimeout = cmp.Or(c.PITTimeout, 10*time.Second)
 	return c
 }
 
@@ -95,6 +102,23 @@ func (s *Store) Check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TimeoutError is a request Elasticsearch did not answer within its time: the
+// cluster is slow (busy, or recovering), which an unreachable one is not.
+type TimeoutError struct {
+	Op    string
+	After time.Duration
+	Err   error
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("elasticsearch did not %s within %s (slow, not unreachable): %v", e.Op, e.After, e.Err)
+}
+
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// TimedOut is how long the request was given.
+func (e *TimeoutError) TimedOut() time.Duration { return e.After }
 
 // ResponseError is an error answer from Elasticsearch.
 type ResponseError struct {
