@@ -90,15 +90,16 @@ func New(cfg Config) (*Store, error) {
 	return &Store{es: es, cfg: cfg}, nil
 }
 
-// Check makes one request that proves the cluster is reachable and genuine.
+// Check makes one request that proves the cluster is reachable and genuine, and
+// can serve reads of the store's indices: it is a *RedError when they are red.
+// Yellow (a replica missing) serves every read.
 func (s *Store) Check(ctx context.Context) error {
-	res, err := s.es.Cluster.Health(s.es.Cluster.Health.WithContext(ctx))
+	h, err := s.Health(ctx)
 	if err != nil {
-		return fmt.Errorf("reach elasticsearch: %w", err)
+		return err
 	}
-	defer drain(res)
-	if res.IsError() {
-		return fmt.Errorf("elasticsearch cluster health: %w", responseError(res))
+	if h == Red {
+		return &RedError{Pattern: s.pattern()}
 	}
 	return nil
 }

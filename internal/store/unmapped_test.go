@@ -175,30 +175,12 @@ func TestSettledReadsAcrossIndicesWithoutASeqMapping(t *testing.T) {
 	}
 }
 
-// redIndex creates index name with a shard that cannot be allocated anywhere, so
-// that the cluster is red until the returned function deletes it. The node is
-// shared, and other tests wait for yellow: keep the red spell short.
-func redIndex(t *testing.T, esURL, name string) (heal func()) {
-	t.Helper()
-	esDo(t, http.MethodPut, esURL+"/"+name+"?wait_for_active_shards=0",
-		[]byte(`{"settings":{"number_of_replicas":0,"index.routing.allocation.require._name":"no-such-node"}}`))
-	healed := false
-	heal = func() {
-		if !healed {
-			healed = true
-			esDo(t, http.MethodDelete, esURL+"/"+name, nil)
-		}
-	}
-	t.Cleanup(heal)
-	return heal
-}
-
 // On a real node, a red index among the prefix's fails every read, rather than
 // answer for the shards that are left.
 func TestReadsFailWhileAnIndexOfThePrefixIsRed(t *testing.T) {
 	st, r := mixedFixture(t)
 	esURL := testenv.ElasticsearchURL(t)
-	heal := redIndex(t, esURL, st.IndexName(time.Date(2023, 3, 10, 0, 0, 0, 0, time.UTC)))
+	heal := testenv.RedIndex(t, esURL, st.IndexName(time.Date(2023, 3, 10, 0, 0, 0, 0, time.UTC)))
 	exportErr := st.Export(context.Background(), r, func(pipeline.Page) error { return nil })
 	_, settledErr := st.Settled(context.Background(), 0, 3, r.From, r.To, 10, nil)
 	_, countErr := st.SeqCounts(context.Background(), "ANNOTATIONS", []pipeline.SeqRange{{From: 1, To: 3}})
