@@ -31,8 +31,10 @@ func binaryRegistries() map[string]*prometheus.Registry {
 	// Registered when ES_RETENTION and AUDIT_INTERVAL are set.
 	retention.New(nil, retention.Config{}, nil, webserver)
 	audit.NewGauges(webserver)
+	admin.ElasticsearchStatus(webserver, "webserver", nil)
 	backend := admin.NewRegistry()
 	api.NewMetrics(backend)
+	admin.ElasticsearchStatus(backend, "backend", nil)
 	certs.ExpiryGauge(backend)
 	return map[string]*prometheus.Registry{"webserver": webserver, "backend": backend}
 }

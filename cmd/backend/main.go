@@ -65,6 +65,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return cfg.Elasticsearch.Explain(err)
 	}
+	admin.ElasticsearchStatus(registry, "backend", func(ctx context.Context) (string, error) {
+		h, err := st.Health(ctx)
+		return string(h), err
+	})
 	// NATS is optional: without it the backend serves stored ranges only.
 	var nc *nats.Conn
 	if cfg.NATS.Enabled() {

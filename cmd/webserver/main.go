@@ -90,6 +90,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	reg := admin.NewRegistry()
 	ingester := ingest.New(js, st, cfg.Ingest, log, ingest.NewMetrics(reg))
+	admin.ElasticsearchStatus(reg, "webserver", func(ctx context.Context) (string, error) {
+		h, err := st.Health(ctx)
+		return string(h), err
+	})
 
 	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
 	if err != nil {
@@ -107,7 +111,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				if err := ingester.ElasticsearchErr(); err != nil {
 					return err
 				}
-				return st.Check(ctx)
+				// Red indices alone do not make the webserver unready: documents
+				// still go to the others (today's, mostly), its bulk failures above
+				// say when they do not, and it takes no traffic that another replica
+				// could serve instead; unready would only hold up a rollout.
+				// webserver_elasticsearch_cluster_status and its alert tell red.
+				_, err := st.Health(ctx)
+				return err
 			}},
 		),
 		ReadHeaderTimeout: 5 * time.Second,

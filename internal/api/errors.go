@@ -2,7 +2,10 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"time"
 )
 
 // apiError is the body of every error response: {"error":{...}}. Param names the
@@ -36,6 +39,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func unavailable(w http.ResponseWriter, e apiError) {
 	w.Header().Set("Retry-After", "5")
 	writeError(w, http.StatusServiceUnavailable, e)
+}
+
+// slowStore answers err if the store gave up waiting for Elasticsearch, which
+// is then slow rather than unreachable: a 504 with a code of its own, so that
+// neither the client nor the operator goes looking for an outage.
+func slowStore(w http.ResponseWriter, err error) bool {
+	var slow interface{ TimedOut() time.Duration }
+	if !errors.As(err, &slow) {
+		return false
+	}
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusGatewayTimeout, apiError{Code: "elasticsearch_timeout",
+		Message: fmt.Sprintf("the document store is slow: it did not start the stream within %s; try again shortly", slow.TimedOut())})
+	return true
 }
 
 // failure is an error a handler meets with its answer attached: the status

@@ -180,7 +180,7 @@ func TestTheOpenAPIDocumentIsServedAndValid(t *testing.T) {
 	codes := v.doc.Components.Schemas["Error"].Value.Properties["error"].Value.Properties["code"].Value.Enum
 	for _, code := range []string{"missing_parameter", "unknown_parameter", "invalid_parameter", "invalid_range", "range_too_long",
 		"unauthorized", "rate_limited", "not_found", "method_not_allowed", "elasticsearch_error", "elasticsearch_unavailable",
-		"too_many_streams", "stream_interrupted", "internal_error", "invalid_query", "too_many_client_streams", "headers_too_large"} {
+		"elasticsearch_timeout", "elasticsearch_red", "too_many_streams", "stream_interrupted", "internal_error", "invalid_query", "too_many_client_streams", "headers_too_large"} {
 		found := false
 		for _, c := range codes {
 			found = found || c == code

@@ -5,6 +5,7 @@ package api
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -139,7 +140,15 @@ func readyz(st Exporter) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		// The API is public: say what is down, never why (the cause is logged).
 		if failed := admin.Probe(r.Context(), check); failed != nil {
-			requestInfoFrom(r.Context()).err = failed[check.Name]
+			err := failed[check.Name]
+			requestInfoFrom(r.Context()).err = err
+			// Red: some index has a shard without a copy, and every stream reads
+			// all of them: this replica can serve nothing, and neither can another.
+			var red interface{ Red() bool }
+			if errors.As(err, &red) && red.Red() {
+				unavailable(w, apiError{Code: "elasticsearch_red", Message: "the document store is reachable, but some of its indices have no copy available"})
+				return
+			}
 			unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not reachable"})
 			return
 		}

@@ -432,6 +432,9 @@ func (s *streamWriter) fail(r *http.Request, err error) {
 			writeError(s.w, f.status, f.apiError)
 			return
 		}
+		if slowStore(s.w, err) {
+			return
+		}
 		if rejected(err) {
 			writeError(s.w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
 				Message: "the document store rejected the query; this is a fault of the backend, not of the request"})

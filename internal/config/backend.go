@@ -88,6 +88,8 @@ func BackendVars(cfg *Backend) []Var {
 		{Name: "ACME_CA_ROOTS", Usage: "autocert mode: PEM file of extra root certificates to trust for the ACME directory (a private CA)", target: &cfg.TLS.ACMECARoots},
 	}
 	vars = append(vars, cfg.Elasticsearch.vars()...)
+	vars = append(vars,
+		Var{Name: "ELASTICSEARCH_PIT_TIMEOUT", Default: "10s", Usage: "how long Elasticsearch may take to open a stream's point in time; a slower cluster gets the stream answered 504 elasticsearch_timeout (slow), not 503 (unreachable)", target: &cfg.Elasticsearch.PITTimeout})
 	vars = append(vars, cfg.NATS.optionalVars("follow=true and TLS_CACHE=nats")...)
 	vars = append(vars,
 		Var{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "follow=true: the webserver's stream", target: &cfg.Follow.Stream},
@@ -168,6 +170,7 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 		c.add(err == nil, "TRUSTED_PROXIES", "%q is not a CIDR like 10.0.0.0/8 or 192.0.2.7/32", p)
 	}
 	c.positiveDuration("SHUTDOWN_TIMEOUT", cfg.ShutdownTimeout)
+	c.positiveDuration("ELASTICSEARCH_PIT_TIMEOUT", cfg.Elasticsearch.PITTimeout)
 	cfg.HSTS = cfg.TLS.Mode != certs.Off
 	cfg.CursorKey = cursorKey(cfg)
 	cfg.Logging.check(c)

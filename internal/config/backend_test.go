@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBackendTLSModesRequireTheirSettings(t *testing.T) {
@@ -174,5 +175,18 @@ func TestBackendSharedCertificateCacheNeedsNATSAndAKey(t *testing.T) {
 				t.Errorf("key of %d bytes read from TLS_CACHE_KEY_FILE, want 32", len(cfg.TLSCache.Key))
 			}
 		})
+	}
+}
+
+func TestBackendPointInTimeTimeoutReachesTheStore(t *testing.T) {
+	cfg, err := LoadBackend(env(map[string]string{"ELASTICSEARCH_PIT_TIMEOUT": "30s"}))
+	if err != nil || cfg.Elasticsearch.PITTimeout != 30*time.Second {
+		t.Errorf("ELASTICSEARCH_PIT_TIMEOUT=30s: %s, %v; want 30s", cfg.Elasticsearch.PITTimeout, err)
+	}
+	if cfg, err = LoadBackend(env(nil)); err != nil || cfg.Elasticsearch.PITTimeout != 10*time.Second {
+		t.Errorf("unset: %s, %v; want the default 10s", cfg.Elasticsearch.PITTimeout, err)
+	}
+	if _, err := LoadBackend(env(map[string]string{"ELASTICSEARCH_PIT_TIMEOUT": "0s"})); err == nil || !strings.Contains(err.Error(), "ELASTICSEARCH_PIT_TIMEOUT") {
+		t.Errorf("ELASTICSEARCH_PIT_TIMEOUT=0s: %v, want it refused", err)
 	}
 }

@@ -18,11 +18,15 @@
 // History and steps partition the sequences, so every document of the range is
 // sent exactly once whatever its @timestamp: late events included. A document
 // becomes visible to a follower within a poll interval of its message being
-// settled.
+// settled. A document without @nats.seq (the old system's, or indexed by hand)
+// came from no message, no step ever selects it, and nothing can add it later:
+// the history holds it, whatever F0.
 //
 // The position reached is a cursor: (F0, @timestamp, @nats.seq) during the
 // history, which is ordered by @timestamp then @nats.seq, and the sequence alone
-// afterwards. A stream resumed from a cursor continues exactly after it.
+// afterwards. A stream resumed from a cursor continues exactly after it; only
+// documents without a sequence share one cursor per millisecond, and resuming
+// after one skips the others of its millisecond.
 //
 // # Sharing
 //

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 
@@ -211,7 +212,20 @@ func (s *Store) searchJSON(ctx context.Context, what string, req object, out any
 	if res.IsError() {
 		return fmt.Errorf("%s in %s: %w", what, s.pattern(), responseError(res))
 	}
-	dec := json.NewDecoder(res.Body)
+	answer, err := io.ReadAll(res.Body)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	var shards struct {
+		Shards shardsAnswer `json:"_shards"`
+	}
+	if err := json.Unmarshal(answer, &shards); err != nil {
+		return fmt.Errorf("decode %s: %w", what, err)
+	}
+	if err := shards.Shards.err(); err != nil {
+		return fmt.Errorf("%s in %s: %w", what, s.pattern(), err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(answer))
 	dec.UseNumber()
 	if err := dec.Decode(out); err != nil {
 		return fmt.Errorf("decode %s: %w", what, err)

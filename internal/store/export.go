@@ -23,10 +23,6 @@ type QueryObserver func(op string, took time.Duration, err error)
 // that names it: the longest an export may pause between two pages.
 const pitKeepAlive = "1m"
 
-// pitRequestTimeout bounds opening and closing a point in time, which run to the
-// end even when the caller has gone, so that none is left open behind its back.
-const pitRequestTimeout = 10 * time.Second
-
 // fetched is one page on its way from a fetching goroutine to the caller.
 type fetched struct {
 	page  pipeline.Page
@@ -197,15 +193,24 @@ func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after
 	}
 	filter := []any{timeRange(r.From, r.To)}
 	if r.UpTo != nil {
-		filter = append(filter, object{"range": object{seqField: object{"lte": *r.UpTo}}})
+		// A document without a sequence (the old system's, or one indexed by hand)
+		// came from no message: no floor will ever be settled past it, so it belongs
+		// to the history, or a follow would never send it.
+		filter = append(filter, object{"bool": object{"minimum_should_match": 1, "should": []any{
+			object{"range": object{seqField: object{"lte": *r.UpTo}}},
+			object{"bool": object{"must_not": object{"exists": object{"field": seqField}}}},
+		}}})
 	}
 	// Without keys, _shard_doc breaks ties: the cheapest order, but one that only
 	// holds within this point in time.
 	sort := []any{object{"@timestamp": dir}, object{"_shard_doc": dir}}
 	if r.Keys {
-		sort = []any{object{"@timestamp": dir}, object{seqField: dir}}
+		sort = []any{object{"@timestamp": dir}, bySeq(dir)}
 		if after == nil && r.After != nil {
-			after, _ = json.Marshal([]any{r.After.Time, r.After.Seq})
+			// As the long it was read from: a document without a sequence has
+			// Long.MIN_VALUE in a descending export, which as a uint64 is beyond
+			// any long, and Elasticsearch would not continue after it.
+			after, _ = json.Marshal([]any{r.After.Time, int64(r.After.Seq)})
 		}
 	}
 	req := searchRequest{
@@ -239,6 +244,15 @@ func sources(hits []hit, fields []string) [][]byte {
 		docs[i] = document.Restore(h.Source, fields)
 	}
 	return docs
+}
+
+// bySeq sorts by @nats.seq in dir. Indices without the field's mapping (the old
+// system's, or ones created by hand or restored) would otherwise fail the whole
+// search with "No mapping found for [@nats.seq]"; with unmapped_type their
+// documents sort as documents without a sequence do in the pipeline's indices:
+// last among those of their @timestamp, in either order.
+func bySeq(dir string) object {
+	return object{seqField: object{"order": dir, "unmapped_type": "long"}}
 }
 
 func timeRange(from, to time.Time) object {
@@ -284,8 +298,9 @@ func (s *Store) searchPage(ctx context.Context, r pipeline.Range, part *slice, s
 }
 
 type searchResponse struct {
-	PITID string `json:"pit_id"`
-	Hits  struct {
+	PITID  string       `json:"pit_id"`
+	Shards shardsAnswer `json:"_shards"`
+	Hits   struct {
 		Hits []hit `json:"hits"`
 	} `json:"hits"`
 }
@@ -310,7 +325,7 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 		// A page with a shard missing would silently drop documents: fail instead.
 		s.es.Search.WithAllowPartialSearchResults(false),
 		// Only what the export uses: drops _index, _id and _score from every hit.
-		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort"),
+		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort", "_shards.total", "_shards.failed", "_shards.failures"),
 	}
 	if req.PIT == nil {
 		// A point in time names its indices; a plain search must.
@@ -326,6 +341,9 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 	}
 	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
 		return parsed, fmt.Errorf("decode search response: %w", err)
+	}
+	if err := parsed.Shards.err(); err != nil {
+		return parsed, fmt.Errorf("search %s: %w", s.pattern(), err)
 	}
 	return parsed, nil
 }
@@ -351,10 +369,18 @@ func keys(hits []hit, ti, si int) ([]pipeline.Key, error) {
 func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 	start := time.Now()
 	defer func() { s.observed("open_pit", start, err) }()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PITTimeout)
 	defer cancel()
-	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx))
+	res, err := s.es.OpenPointInTime([]string{s.pattern()}, pitKeepAlive, s.es.OpenPointInTime.WithContext(ctx),
+		// Elasticsearch's default, said here: a point in time without some shards
+		// would make every page of the export partial.
+		s.es.OpenPointInTime.WithAllowPartialSearchResults(false))
 	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			// Only the timeout can end ctx: the cluster is slow, and saying it is
+			// unreachable would send the operator looking in the wrong place.
+			err = &TimeoutError{Op: "open point in time", After: s.cfg.PITTimeout, Err: err}
+		}
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
 	}
 	defer drain(res)
@@ -362,10 +388,15 @@ func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), responseError(res))
 	}
 	var parsed struct {
-		ID string `json:"id"`
+		ID     string       `json:"id"`
+		Shards shardsAnswer `json:"_shards"`
 	}
 	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
 		return "", fmt.Errorf("decode point in time: %w", err)
+	}
+	if err := parsed.Shards.err(); err != nil {
+		s.closePIT(ctx, parsed.ID)
+		return "", fmt.Errorf("open point in time on %s: %w", s.pattern(), err)
 	}
 	return parsed.ID, nil
 }
@@ -375,7 +406,7 @@ func (s *Store) openPIT(ctx context.Context) (id string, err error) {
 // here is only reported to the observer.
 func (s *Store) closePIT(ctx context.Context, id string) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pitRequestTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.PITTimeout)
 	defer cancel()
 	body, _ := json.Marshal(object{"id": id})
 	res, err := s.es.ClosePointInTime(s.es.ClosePointInTime.WithContext(ctx), s.es.ClosePointInTime.WithBody(bytes.NewReader(body)))

@@ -60,6 +60,12 @@ type Config struct {
 	// at all).
 	StartupTimeout time.Duration
 
+	// PITTimeout bounds opening and closing a point in time (default 10s). Both
+	// run to the end even when the caller has gone, so that none is left open
+	// behind its back; a cluster slower than this fails the export with a
+	// *TimeoutError.
+	PITTimeout time.Duration
+
 	// Observe, if set, is told the outcome of every request an export makes.
 	Observe QueryObserver
 }
@@ -70,6 +76,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.IndexPrefix = cmp.Or(c.IndexPrefix, "annotations")
 	c.Interval = cmp.Or(c.Interval, Daily)
+	c.PITTimeout = cmp.Or(c.PITTimeout, 10*time.Second)
 	return c
 }
 
@@ -83,18 +90,36 @@ func New(cfg Config) (*Store, error) {
 	return &Store{es: es, cfg: cfg}, nil
 }
 
-// Check makes one request that proves the cluster is reachable and genuine.
+// Check makes one request that proves the cluster is reachable and genuine, and
+// can serve reads of the store's indices: it is a *RedError when they are red.
+// Yellow (a replica missing) serves every read.
 func (s *Store) Check(ctx context.Context) error {
-	res, err := s.es.Cluster.Health(s.es.Cluster.Health.WithContext(ctx))
+	h, err := s.Health(ctx)
 	if err != nil {
-		return fmt.Errorf("reach elasticsearch: %w", err)
+		return err
 	}
-	defer drain(res)
-	if res.IsError() {
-		return fmt.Errorf("elasticsearch cluster health: %w", responseError(res))
+	if h == Red {
+		return &RedError{Pattern: s.pattern()}
 	}
 	return nil
 }
+
+// TimeoutError is a request Elasticsearch did not answer within its time: the
+// cluster is slow (busy, or recovering), which an unreachable one is not.
+type TimeoutError struct {
+	Op    string
+	After time.Duration
+	Err   error
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("elasticsearch did not %s within %s (slow, not unreachable): %v", e.Op, e.After, e.Err)
+}
+
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// TimedOut is how long the request was given.
+func (e *TimeoutError) TimedOut() time.Duration { return e.After }
 
 // ResponseError is an error answer from Elasticsearch.
 type ResponseError struct {

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -279,4 +280,34 @@ func OpenSearchContexts(t testing.TB, indices string) int {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// RedIndex creates index name with its one shard bound to a node that does not
+// exist, so that the index, and the cluster, are red until heal deletes it (at
+// the latest when the test ends). The node is shared, and ElasticsearchURL
+// waits for yellow: keep the red spell to seconds.
+func RedIndex(t testing.TB, esURL, name string) (heal func()) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, esURL+"/"+name+"?wait_for_active_shards=0",
+		strings.NewReader(`{"settings":{"number_of_replicas":0,"index.routing.allocation.require._name":"no-such-node"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("create red index %s: %v", name, err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("create red index %s: %s", name, res.Status)
+	}
+	var once sync.Once
+	heal = func() {
+		once.Do(func() {
+			req, _ := http.NewRequest(http.MethodDelete, esURL+"/"+name, nil)
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+			}
+		})
+	}
+	t.Cleanup(heal)
+	return heal
 }
