@@ -29,7 +29,7 @@ func (s *Store) PartlyIndexed(ctx context.Context) (ignored, setAside int64, err
 		s.es.Search.WithIgnoreUnavailable(true),
 		s.es.Search.WithAllowNoIndices(true),
 		s.es.Search.WithAllowPartialSearchResults(false),
-		s.es.Search.WithFilterPath("_shards.failed", "aggregations"),
+		s.es.Search.WithFilterPath("_shards", "aggregations"),
 	)
 	if err != nil {
 		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %w", s.pattern(), err)
@@ -39,9 +39,7 @@ func (s *Store) PartlyIndexed(ctx context.Context) (ignored, setAside int64, err
 		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %w", s.pattern(), responseError(res))
 	}
 	var parsed struct {
-		Shards struct {
-			Failed int `json:"failed"`
-		} `json:"_shards"`
+		Shards       shardsAnswer `json:"_shards"`
 		Aggregations struct {
 			Partly struct {
 				Buckets map[string]struct {
@@ -53,8 +51,8 @@ func (s *Store) PartlyIndexed(ctx context.Context) (ignored, setAside int64, err
 	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
 		return 0, 0, fmt.Errorf("decode partly indexed counts: %w", err)
 	}
-	if parsed.Shards.Failed > 0 {
-		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %d shards failed to answer", s.pattern(), parsed.Shards.Failed)
+	if err := parsed.Shards.err(); err != nil {
+		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %w", s.pattern(), err)
 	}
 	b := parsed.Aggregations.Partly.Buckets
 	return b["ignored"].DocCount, b["set_aside"].DocCount, nil
