@@ -411,20 +411,30 @@ func TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean(t *testing.T) 
 			t.Fatal("publish acks did not arrive")
 		}
 	}
+	// Ten frames of the next day: its index stays. (With no index left, the
+	// searches would have no shard to refuse them.)
+	nextDay := sample.Generator{Start: time.Date(2023, 3, 10, 0, 0, 0, 0, time.UTC), Interval: time.Second, Cameras: 1}
+	for range 10 {
+		f := nextDay.Next()
+		data, _ := json.Marshal(f)
+		if _, err := h.js.Publish(h.ctx, "annotations.next-day", data); err != nil {
+			t.Fatal(err)
+		}
+	}
 	time.Sleep(300 * time.Millisecond) // past the duplicate window
 	var firstFrame sample.Frame
 	if err := json.Unmarshal(first, &firstFrame); err != nil {
 		t.Fatal(err)
 	}
-	if ack, err := h.js.Publish(h.ctx, firstFrame.Subject("annotations"), first, jetstream.WithMsgID(firstFrame.MsgID())); err != nil || ack.Duplicate || ack.Sequence != n+1 {
-		t.Fatalf("republish the first frame: %+v, %v; want sequence %d, not a duplicate", ack, err, n+1)
+	if ack, err := h.js.Publish(h.ctx, firstFrame.Subject("annotations"), first, jetstream.WithMsgID(firstFrame.MsgID())); err != nil || ack.Duplicate || ack.Sequence != n+11 {
+		t.Fatalf("republish the first frame: %+v, %v; want sequence %d, not a duplicate", ack, err, n+11)
 	}
 	h.waitIngested(3 * time.Minute)
 	deleteIndex(t, h.esURL, h.prefix+"-2023.03.09")
 
 	r, code := h.audit(t)
-	if code != 1 || r.clean || r.Missing != n+1 || len(r.MissingRanges) != 1 || r.MissingRanges[0] != (audit.Range{From: 1, To: n + 1}) {
-		t.Fatalf("audit after the index was deleted: exit %d, %d missing in %v; want exit 1 and 1-%d missing", code, r.Missing, r.MissingRanges, n+1)
+	if want := []audit.Range{{From: 1, To: n}, {From: n + 11, To: n + 11}}; code != 1 || r.clean || r.Missing != n+1 || !slices.Equal(r.MissingRanges, want) {
+		t.Fatalf("audit after the index was deleted: exit %d, %d missing in %v; want exit 1 and %v missing", code, r.Missing, r.MissingRanges, want)
 	}
 
 	out, code := h.tool(t, "audit", "--repair")
@@ -433,7 +443,7 @@ func TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean(t *testing.T) 
 	}
 	testenv.Refresh(t, h.esURL, h.prefix+"-*")
 	r, code = h.audit(t)
-	if code != 0 || !r.clean || r.Indexed != n || r.ProducerDuplicates != 1 {
-		t.Errorf("audit after the repair: exit %d, %d indexed, %d producer duplicates, report %+v; want clean, %d and 1", code, r.Indexed, r.ProducerDuplicates, r.Report, n)
+	if code != 0 || !r.clean || r.Indexed != n+10 || r.ProducerDuplicates != 1 {
+		t.Errorf("audit after the repair: exit %d, %d indexed, %d producer duplicates, report %+v; want clean, %d and 1", code, r.Indexed, r.ProducerDuplicates, r.Report, n+10)
 	}
 }
