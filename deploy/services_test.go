@@ -95,3 +95,25 @@ func TestInterruptedServicesStopWhatTheyStartedWhenTheirOutputIsGone(t *testing.
 	}
 	t.Errorf("nats-server (pid %d) still runs after Ctrl-C with the output pipe closed", pid)
 }
+
+// With SERVICES_STATE set elsewhere, the log a person is told to read is the one
+// written there.
+func TestServicesNameTheLogInTheStateDirectoryInUse(t *testing.T) {
+	state := t.TempDir()
+	env := []string{"SERVICES_STATE=" + state, "NATS_PORT=" + strconv.Itoa(testenv.PortOf(t, testenv.FreeAddr(t))), "NATS_MONITOR_PORT=" + strconv.Itoa(testenv.PortOf(t, testenv.FreeAddr(t)))}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NATS_") && !strings.HasPrefix(kv, "SERVICES_STATE=") {
+			env = append(env, kv)
+		}
+	}
+	cmd := exec.Command("bash", "local/services.sh", "with", "nats", "--", "true")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("services.sh with nats -- true: %v\n%s", err, out)
+	}
+	want := "(log " + filepath.Join(state, "nats.log") + ")"
+	if !strings.Contains(string(out), want) {
+		t.Errorf("services.sh does not name the log it writes, %s:\n%s", want, out)
+	}
+}

@@ -376,3 +376,75 @@ func esDo(t testing.TB, method, url, contentType string, body []byte, out any) {
 		}
 	}
 }
+
+// TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean: the loss the
+// README's "Replay and repair" names first, as an operator meets it. More than
+// 5,000 missing sequences are looked up at once (one search for more hits than
+// index.max_result_window once made the audit fail), and one of them repeats
+// another's id, so the repair finds it indexed already, as the plain audit after
+// it counts a producer duplicate: the repair's verdict must say clean as well.
+func TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean(t *testing.T) {
+	h := newHarness(t)
+	// A short duplicate window lets the repeated id through to the webserver.
+	h.startWebserver(map[string]string{"NATS_DUPLICATE_WINDOW": "100ms"})
+	gen := sample.Generator{Start: time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC), Interval: time.Second, Cameras: 4}
+	const n = 6000
+	var first []byte
+	futures := make([]jetstream.PubAckFuture, 0, n+1)
+	for i := range n {
+		f := gen.Next()
+		data, _ := json.Marshal(f)
+		if i == 0 {
+			first = data
+		}
+		fut, err := h.js.PublishAsync(f.Subject("annotations"), data, jetstream.WithMsgID(f.MsgID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, fut)
+	}
+	for _, fut := range futures {
+		select {
+		case <-fut.Ok():
+		case err := <-fut.Err():
+			t.Fatal(err)
+		case <-h.ctx.Done():
+			t.Fatal("publish acks did not arrive")
+		}
+	}
+	// Ten frames of the next day: its index stays. (With no index left, the
+	// searches would have no shard to refuse them.)
+	nextDay := sample.Generator{Start: time.Date(2023, 3, 10, 0, 0, 0, 0, time.UTC), Interval: time.Second, Cameras: 1}
+	for range 10 {
+		f := nextDay.Next()
+		data, _ := json.Marshal(f)
+		if _, err := h.js.Publish(h.ctx, "annotations.next-day", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // past the duplicate window
+	var firstFrame sample.Frame
+	if err := json.Unmarshal(first, &firstFrame); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := h.js.Publish(h.ctx, firstFrame.Subject("annotations"), first, jetstream.WithMsgID(firstFrame.MsgID())); err != nil || ack.Duplicate || ack.Sequence != n+11 {
+		t.Fatalf("republish the first frame: %+v, %v; want sequence %d, not a duplicate", ack, err, n+11)
+	}
+	h.waitIngested(3 * time.Minute)
+	deleteIndex(t, h.esURL, h.prefix+"-2023.03.09")
+
+	r, code := h.audit(t)
+	if want := []audit.Range{{From: 1, To: n}, {From: n + 11, To: n + 11}}; code != 1 || r.clean || r.Missing != n+1 || !slices.Equal(r.MissingRanges, want) {
+		t.Fatalf("audit after the index was deleted: exit %d, %d missing in %v; want exit 1 and %v missing", code, r.Missing, r.MissingRanges, want)
+	}
+
+	out, code := h.tool(t, "audit", "--repair")
+	if c := replayCounts(t, out); code != 0 || c["indexed"] != n || c["duplicates"] != 1 || strings.Contains(out, "not clean after the repair") {
+		t.Errorf("audit --repair: exit %d, %v; want exit 0, %d indexed and the repeated id a duplicate:\n%s", code, c, n, out)
+	}
+	testenv.Refresh(t, h.esURL, h.prefix+"-*")
+	r, code = h.audit(t)
+	if code != 0 || !r.clean || r.Indexed != n+10 || r.ProducerDuplicates != 1 {
+		t.Errorf("audit after the repair: exit %d, %d indexed, %d producer duplicates, report %+v; want clean, %d and 1", code, r.Indexed, r.ProducerDuplicates, r.Report, n+10)
+	}
+}

@@ -273,7 +273,7 @@ func TestRandomTimestampsCreateNoMoreIndicesThanTheWindowHasDays(t *testing.T) {
 	}
 	refresh(t, h.esURL, h.prefix)
 
-	if n := countDocuments(t, h.esURL, h.prefix); n != messages {
+	if n := esCount(t, h.esURL, h.prefix, `{"match_all":{}}`); n != messages {
 		t.Errorf("%d documents stored, want all %d messages", n, messages)
 	}
 	// The window holds 31 days: 32 daily indices at most, one more if the

@@ -19,12 +19,13 @@ import (
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
-// TestTwoPipelinesRunSideBySideOnOneNATSServer: a second deployment with streams,
-// consumer and dead-letter stream of its own starts on a server the first one
-// already uses, and each keeps its documents and its dead letters to itself. Its
-// index prefix nests in the first's, as in the README (annotations-lidar beside
-// annotations): the indices of the second match <first>-* too, yet each
-// pipeline's template, backend, audit and retention keep to its own.
+// TestTwoPipelinesRunSideBySideOnOneNATSServer: a second deployment that names
+// its own stream, subjects and consumer, and nothing of its dead letters, starts on
+// a server the first one already uses, and each keeps its documents and its dead
+// letters to itself. Its index prefix nests in the first's, as in the README
+// (annotations-lidar beside annotations): the indices of the second match
+// <first>-* too, yet each pipeline's template, backend, audit and retention keep
+// to its own.
 func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
 	h := newHarness(t)
 	lidarPrefix := testenv.NestedIndexPrefix(t, h.esURL, h.prefix, "lidar")
@@ -35,20 +36,19 @@ func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
 	}
 	first := h.startWebserver(map[string]string{"ES_RETENTION": "30d"}) // ANNOTATIONS, annotations.>, ANNOTATIONS_DLQ, dlq.>
 	lidar := map[string]string{
-		"NATS_STREAM": "LIDAR", "NATS_SUBJECTS": "lidar.>", "NATS_DURABLE": "lidar-webserver",
-		"NATS_DLQ_STREAM": "LIDAR_DLQ", "ES_INDEX_PREFIX": lidarPrefix,
+		"NATS_STREAM": "LIDAR", "NATS_SUBJECTS": "lidar.>", "NATS_DURABLE": "lidar-webserver", "ES_INDEX_PREFIX": lidarPrefix,
 	}
 
-	// With the default prefix, the second one's dead-letter subjects would
+	// Given the first one's prefix, the second one's dead-letter subjects would
 	// overlap the first's: it must say which variable to set.
-	clash := h.startWebserverExpectingFailure(lidar)
+	clashing := maps.Clone(lidar)
+	clashing["NATS_DLQ_SUBJECT_PREFIX"] = "dlq"
+	clash := h.startWebserverExpectingFailure(clashing)
 	if !strings.Contains(clash, "NATS_DLQ_SUBJECT_PREFIX") {
 		t.Errorf("a second pipeline with the same dead-letter prefix: the error does not name NATS_DLQ_SUBJECT_PREFIX:\n%s", clash)
 	}
 
-	second := maps.Clone(lidar)
-	second["NATS_DLQ_SUBJECT_PREFIX"] = "lidar-dlq"
-	h.startWebserver(second)
+	h.startWebserver(lidar) // LIDAR_DLQ on lidar_dlq.>, from its stream's name
 
 	for _, m := range []struct{ subject, data string }{
 		{"annotations.cam-01", `{"timestamp":"2023-03-09T19:40:00Z","which":"annotations"}`},
@@ -65,7 +65,7 @@ func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
 		env                                             map[string]string
 	}{
 		{"ANNOTATIONS", "webserver", "ANNOTATIONS_DLQ", "dlq.annotations.cam-01", h.prefix, "annotations", nil},
-		{"LIDAR", "lidar-webserver", "LIDAR_DLQ", "lidar-dlq.lidar.unit-7", lidarPrefix, "lidar", second},
+		{"LIDAR", "lidar-webserver", "LIDAR_DLQ", "lidar_dlq.lidar.unit-7", lidarPrefix, "lidar", lidar},
 	}
 	for _, p := range pipelines {
 		waitSettled(t, h, p.stream, p.durable, 2)

@@ -193,8 +193,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return &exitError{auditFailed, fmt.Errorf("repair: %w", err)}
 	}
-	repaired := res.Unsettled == 0 && res.Indexed+res.DeadLettered+res.AlreadyDeadLettered == report.Missing
-	if repaired && len(report.IndexedTwice) == 0 && len(report.IndexedAndDeadLettered) == 0 && report.BeyondStream == nil {
+	if report.CleanAfterRepair(res.Messages-res.Unsettled, res.Unsettled) {
 		return nil
 	}
 	return &exitError{auditProblems, errors.New("audit: not clean after the repair")}

@@ -622,13 +622,14 @@ func getJSONStream(t *testing.T, r [2]string, fields string) []json.RawMessage {
 func docID(t *testing.T, doc json.RawMessage) string {
 	t.Helper()
 	var f struct {
-		CameraID string `json:"camera_id"`
-		Frame    uint64 `json:"frame"`
+		CameraID  string `json:"camera_id"`
+		Frame     uint64 `json:"frame"`
+		Timestamp string `json:"timestamp"`
 	}
-	if err := json.Unmarshal(doc, &f); err != nil || f.CameraID == "" {
-		t.Fatalf("document without camera_id and frame (%v): %s", err, doc)
+	if err := json.Unmarshal(doc, &f); err != nil || f.CameraID == "" || f.Timestamp == "" {
+		t.Fatalf("document without camera_id, frame and timestamp (%v): %s", err, doc)
 	}
-	return sample.Frame{CameraID: f.CameraID, Frame: f.Frame}.MsgID()
+	return sample.Frame{CameraID: f.CameraID, Frame: f.Frame, Timestamp: f.Timestamp}.MsgID()
 }
 
 // sameFrame checks that a document is the published frame plus @timestamp and

@@ -31,6 +31,10 @@ die() { say "$*"; exit 1; }
 
 need() { command -v "$1" >/dev/null 2>&1 || die "$1 is required but not installed ($2)"; }
 
+# logfile NAME is where NAME's log goes, as a person would type it: relative to the
+# repository when the state directory is inside it (.services/nats.log).
+logfile() { local p="$state/$1.log"; printf '%s' "${p#"$root"/}"; }
+
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 es_ready() {
@@ -86,7 +90,7 @@ start_elasticsearch() {
   need java "a JDK 17 or newer"; need mvn "Apache Maven"
   "$root/deploy/elasticsearch-local/build.sh"
   mkdir -p "$state/elasticsearch"
-  say "starting Elasticsearch on $es_url (heap $es_heap, log .services/elasticsearch.log)"
+  say "starting Elasticsearch on $es_url (heap $es_heap, log $(logfile elasticsearch))"
   local cp; cp="$root/deploy/elasticsearch-local/target/classes:$(cat "$root/deploy/elasticsearch-local/target/classpath.txt")"
   nohup java "-Xms$es_heap" "-Xmx$es_heap" -Djava.awt.headless=true \
     -cp "$cp" pipeline.eslocal.Launcher --port "$es_port" --home "$state/elasticsearch" \
@@ -105,7 +109,7 @@ start_nats() {
   port_taken "$nats_port" && die "port $nats_port is taken by something that is not our NATS; stop it or set NATS_PORT"
   mkdir -p "$state/nats" "$root/bin"
   (cd "$root" && go build -o bin/nats-server github.com/nats-io/nats-server/v2)
-  say "starting NATS JetStream on $nats_url (log .services/nats.log)"
+  say "starting NATS JetStream on $nats_url (log $(logfile nats))"
   nohup "$root/bin/nats-server" -js -a 127.0.0.1 -p "$nats_port" -m "$nats_monitor_port" \
     -sd "$state/nats" >"$state/nats.log" 2>&1 &
   launched nats NATS "$nats_url" 30 nats_ready "$nats_monitor_port"

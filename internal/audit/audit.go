@@ -136,7 +136,9 @@ func (a *Auditor) Audit(ctx context.Context, w Window) (*Report, error) {
 		}
 		from, r.Since = seq, w.Since.UTC().Format(time.RFC3339)
 		if trimmed {
-			r.BeyondStream = &Range{From: 0, To: st.First - 1}
+			// Which of the dropped sequences were published since then is
+			// unknown: say all of them may have been.
+			r.BeyondStream = &Range{From: 1, To: st.First - 1}
 		}
 	}
 	if to == 0 || to > st.Last {

@@ -1,9 +1,12 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,13 +23,16 @@ type fakeStream struct {
 	letters map[uint64]int
 	settled uint64 // the durable's ack floor; 0: no durable
 	gets    int    // messages read one by one
+	// trimmedSince: messages published since the window's start may have been
+	// dropped already.
+	trimmedSince bool
 }
 
 func (s *fakeStream) State(context.Context) (State, error) {
 	return State{First: s.first, Last: s.last, Deleted: s.deleted, Settled: s.settled, HasDurable: s.settled > 0}, nil
 }
 func (s *fakeStream) Since(context.Context, time.Time) (uint64, bool, error) {
-	return s.first, false, nil
+	return s.first, s.trimmedSince, nil
 }
 func (s *fakeStream) DeadLetters(context.Context) (map[uint64]int, error) { return s.letters, nil }
 func (s *fakeStream) DocumentIDs(_ context.Context, seqs []uint64) (map[uint64]string, error) {
@@ -255,5 +261,56 @@ func TestDeletedMessagesAreNotMessagesAndTheirDocumentsAreNoProblem(t *testing.T
 	r := audit(t, s, x, Window{})
 	if !r.Clean() || r.Messages != 998 || r.IndexedNotInStream != 1 {
 		t.Errorf("report = %+v, want clean, 998 messages, 1 document of a deleted message", r)
+	}
+}
+
+func TestAWindowByTimePartlyBeyondTheStreamNamesEverySequenceItMayHaveHeld(t *testing.T) {
+	s, x := world(1000)
+	s.first, s.trimmedSince = 301, true
+	r := audit(t, s, x, Window{Since: time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)})
+	if r.Clean() || r.BeyondStream == nil || *r.BeyondStream != (Range{1, 300}) {
+		t.Fatalf("report = %+v, beyond %v; want 1-300 beyond the stream (sequences start at 1), not clean", r, r.BeyondStream)
+	}
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		Beyond map[string]uint64 `json:"beyond_stream"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &j); err != nil || j.Beyond["from"] != 1 || j.Beyond["to"] != 300 {
+		t.Errorf("JSON beyond_stream = %v (%v), want from 1 to 300:\n%s", j.Beyond, err, buf.String())
+	}
+	buf.Reset()
+	r.WriteText(&buf)
+	want := "NOT AUDITED: messages published since 2026-11-28T00:00:00Z may be among sequences 1-300, beyond the stream, which now begins at sequence 301"
+	if !strings.Contains(buf.String(), want) {
+		t.Errorf("text report does not say %q:\n%s", want, buf.String())
+	}
+}
+
+func TestARepairIsCleanWhenEveryMissingSequenceWasSettled(t *testing.T) {
+	s, x := world(1000)
+	x.remove(49) // 50 repeated 49's id: replayed, 49 is indexed and 50 then found indexed
+	r := audit(t, s, x, Window{})
+	if r.Missing != 2 {
+		t.Fatalf("missing = %v, want [49 50]", r.MissingSeqs)
+	}
+	for _, tt := range []struct {
+		replayed, unsettled int64
+		want                bool
+	}{
+		{2, 0, true},  // indexed, then found indexed (or dead-lettered): all settled
+		{1, 1, false}, // one could be neither indexed nor dead-lettered
+		{1, 0, false}, // one was not replayed (deleted from the stream meanwhile)
+	} {
+		if got := r.CleanAfterRepair(tt.replayed, tt.unsettled); got != tt.want {
+			t.Errorf("CleanAfterRepair(%d replayed, %d unsettled) = %v, want %v", tt.replayed, tt.unsettled, got, tt.want)
+		}
+	}
+
+	x.docs = append(x.docs, pipeline.Copy{Index: "a-2023.03.10", ID: "m-3", Seq: 3})
+	if r := audit(t, s, x, Window{}); r.CleanAfterRepair(r.Missing, 0) {
+		t.Errorf("a window with sequence 3 indexed twice is clean after replaying its missing sequences; a replay does not remove documents")
 	}
 }

@@ -27,8 +27,9 @@ type Report struct {
 	FirstHeld uint64 `json:"first_held"` // the first sequence the stream still holds
 	LastHeld  uint64 `json:"last_held"`
 	// BeyondStream is the part of the window the stream no longer holds (its
-	// retention dropped it), which could not be audited. From is 0 when the window
-	// was given by time and the sequences are unknown.
+	// retention dropped it), which could not be audited. When the window was
+	// given by time, which dropped sequences it held is unknown: it is every
+	// sequence before the first held, from 1.
 	BeyondStream *Range `json:"beyond_stream,omitempty"`
 	// Audited is the part of the window compared, nil if none: the messages the
 	// stream holds, up to the durable consumer's ack floor.
@@ -64,6 +65,18 @@ func (r *Report) Clean() bool {
 	return r.Missing == 0 && len(r.IndexedTwice) == 0 && len(r.IndexedAndDeadLettered) == 0 && r.BeyondStream == nil
 }
 
+// CleanAfterRepair reports whether replaying the missing sequences of r, of
+// which replayed were read back and settled and unsettled were not, left the
+// window clean. A missing sequence is repaired when its message is indexed, or
+// found indexed already, or dead-lettered: found indexed is what the second of
+// two missing sequences that share one id (a producer's repeated Nats-Msg-Id)
+// meets once the first is indexed, and what the audit then calls a producer
+// duplicate. The problems a replay does not touch must not have been there.
+func (r *Report) CleanAfterRepair(replayed, unsettled int64) bool {
+	return unsettled == 0 && replayed == r.Missing &&
+		len(r.IndexedTwice) == 0 && len(r.IndexedAndDeadLettered) == 0 && r.BeyondStream == nil
+}
+
 // WriteJSON writes r as one JSON object, with "clean" added.
 func (r *Report) WriteJSON(w io.Writer) error {
 	type plain Report
@@ -93,8 +106,8 @@ func (r *Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "; the stream holds %d-%d\n", r.FirstHeld, r.LastHeld)
 	if b := r.BeyondStream; b != nil {
-		if b.From == 0 {
-			fmt.Fprintf(w, "  NOT AUDITED: part of the window is beyond the stream, which now begins at sequence %d\n", r.FirstHeld)
+		if r.Since != "" {
+			fmt.Fprintf(w, "  NOT AUDITED: messages published since %s may be among sequences %s, beyond the stream, which now begins at sequence %d\n", r.Since, b, r.FirstHeld)
 		} else {
 			fmt.Fprintf(w, "  NOT AUDITED: sequences %s are beyond the stream, which now begins at sequence %d\n", b, r.FirstHeld)
 		}

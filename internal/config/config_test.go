@@ -287,3 +287,27 @@ func TestTheDeadLetterPrefixMustNotCatchTheConsumedSubjects(t *testing.T) {
 		}
 	}
 }
+
+func TestTheDeadLetterStreamAndPrefixFollowTheStreamUnlessSet(t *testing.T) {
+	for _, tt := range []struct {
+		env              map[string]string
+		stream, dlq, pfx string
+	}{
+		// The first pipeline keeps the names existing deployments have.
+		{map[string]string{}, "ANNOTATIONS", "ANNOTATIONS_DLQ", "dlq"},
+		// Naming its stream is enough for a second one to keep its dead letters apart.
+		{map[string]string{"NATS_STREAM": "LIDAR", "NATS_SUBJECTS": "lidar.>"}, "LIDAR", "LIDAR_DLQ", "lidar_dlq"},
+		// So is naming its dead-letter stream alone.
+		{map[string]string{"NATS_DLQ_STREAM": "ANNOTATIONS_REPLAY_DLQ"}, "ANNOTATIONS", "ANNOTATIONS_REPLAY_DLQ", "annotations_replay_dlq"},
+		{map[string]string{"NATS_STREAM": "LIDAR", "NATS_SUBJECTS": "lidar.>", "NATS_DLQ_SUBJECT_PREFIX": "lidar-dead"}, "LIDAR", "LIDAR_DLQ", "lidar-dead"},
+	} {
+		cfg, err := LoadIngester(env(tt.env))
+		if err != nil {
+			t.Errorf("%v: %v", tt.env, err)
+			continue
+		}
+		if cfg.Stream != tt.stream || cfg.DLQStream != tt.dlq || cfg.DLQSubjectPrefix != tt.pfx {
+			t.Errorf("%v: stream %s, dead letters in %s on %s.>; want %s, %s, %s.>", tt.env, cfg.Stream, cfg.DLQStream, cfg.DLQSubjectPrefix, tt.stream, tt.dlq, tt.pfx)
+		}
+	}
+}

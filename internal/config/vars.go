@@ -27,6 +27,10 @@ type Var struct {
 	Secret bool
 
 	target any // *string, *int, *int64, *bool, *time.Duration, *[]string
+	// derive gives the default of a variable that follows from others declared
+	// before it (read by then); Default then says how, or gives the value with
+	// every default, and Usage the rest, for --help and the README.
+	derive func() string
 }
 
 func (v Var) set(raw string) error {
@@ -83,7 +87,11 @@ func load(getenv func(string) string, vars []Var) *checks {
 	for _, v := range vars {
 		raw := getenv(v.Name)
 		c.set[v.Name] = raw != ""
-		if raw == "" {
+		switch {
+		case raw != "":
+		case v.derive != nil:
+			raw = v.derive()
+		default:
 			raw = v.Default
 		}
 		if err := v.set(raw); err != nil {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,9 +36,10 @@ type Config struct {
 	Stream    string   // the stream to consume, created if missing (default ANNOTATIONS)
 	Subjects  []string // the stream's subjects when it is created (default annotations.>)
 	Durable   string   // durable consumer; replicas with the same name share the work (default webserver)
-	DLQStream string   // the dead-letter stream, created if missing (default ANNOTATIONS_DLQ)
+	DLQStream string   // the dead-letter stream, created if missing (default DeadLetterStream(Stream))
 	// DLQSubjectPrefix is put before a dead-lettered message's subject; the
-	// dead-letter stream takes the subjects <prefix>.> (default dlq).
+	// dead-letter stream takes the subjects <prefix>.> (default
+	// DeadLetterSubjectPrefix(DLQStream)).
 	DLQSubjectPrefix string
 
 	// Applied only when the ingester creates the streams; existing ones are bound
@@ -72,14 +74,31 @@ type Config struct {
 	ShutdownTimeout  time.Duration // for bulks in flight after a stop (default 30s)
 }
 
+// DeadLetterStream is the default dead-letter stream of stream: LIDAR_DLQ for
+// LIDAR. Naming its stream is then enough for a second pipeline to keep its dead
+// letters apart.
+func DeadLetterStream(stream string) string { return stream + "_DLQ" }
+
+// DeadLetterSubjectPrefix is the default subject prefix of the dead-letter stream
+// dlqStream: its name in lower case (lidar_dlq), a subject token no other
+// pipeline's dead letters share. The first pipeline's keeps the dlq it has
+// always had, so that existing deployments find their dead letters where they
+// were.
+func DeadLetterSubjectPrefix(dlqStream string) string {
+	if dlqStream == "ANNOTATIONS_DLQ" {
+		return "dlq"
+	}
+	return strings.ToLower(dlqStream)
+}
+
 func (c Config) withDefaults() Config {
 	c.Stream = cmp.Or(c.Stream, "ANNOTATIONS")
 	if len(c.Subjects) == 0 {
 		c.Subjects = []string{"annotations.>"}
 	}
 	c.Durable = cmp.Or(c.Durable, "webserver")
-	c.DLQStream = cmp.Or(c.DLQStream, "ANNOTATIONS_DLQ")
-	c.DLQSubjectPrefix = cmp.Or(c.DLQSubjectPrefix, "dlq")
+	c.DLQStream = cmp.Or(c.DLQStream, DeadLetterStream(c.Stream))
+	c.DLQSubjectPrefix = cmp.Or(c.DLQSubjectPrefix, DeadLetterSubjectPrefix(c.DLQStream))
 	if c.StreamMaxBytes == 0 {
 		c.StreamMaxBytes = -1
 	}

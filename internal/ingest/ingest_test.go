@@ -382,8 +382,8 @@ func TestRunCreatesStreamsAndConsumerThenIngestsUntilStopped(t *testing.T) {
 	if _, ok := js.streams["CAMS"]; !ok || js.streams["CAMS"].Subjects[0] != "cams.>" {
 		t.Errorf("streams created: %v, want CAMS on cams.>", js.streams)
 	}
-	if dlq, ok := js.streams["CAMS_DLQ"]; !ok || dlq.Subjects[0] != "dlq.>" {
-		t.Errorf("streams created: %v, want CAMS_DLQ on dlq.>", js.streams)
+	if dlq, ok := js.streams["CAMS_DLQ"]; !ok || dlq.Subjects[0] != "cams_dlq.>" {
+		t.Errorf("streams created: %v, want CAMS_DLQ on cams_dlq.> (its name in lower case)", js.streams)
 	}
 	if len(js.consumers) != 1 || js.consumers[0].Durable != "ingest" || js.consumers[0].AckPolicy != jetstream.AckExplicitPolicy ||
 		js.consumers[0].MaxDeliver != -1 || js.consumers[0].MaxAckPending != 2*(1+2) {

@@ -117,7 +117,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 			}
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, max(w.FromSeq, state.FirstSeq)
 		case !w.Since.IsZero():
-			trimmed, err := beforeFirstHeld(ctx, stream, state, w.Since)
+			trimmed, err := beforeFirstHeld(ctx, stream, info, w.Since, w.Until)
 			if err != nil {
 				return res, err
 			}
@@ -128,6 +128,15 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 		if state.Msgs == 0 {
 			continue
 		}
+		// Messages from Until on are not the window's: counted first, so that
+		// messages published meanwhile can only make the window seem larger, never
+		// cut it short.
+		var after uint64
+		if w.FromSeq == 0 && !w.Until.IsZero() {
+			if after, err = pendingSince(ctx, stream, w.Subjects, w.Until); err != nil {
+				return res, err
+			}
+		}
 		cons, err := stream.OrderedConsumer(ctx, cfg)
 		if err != nil {
 			return res, fmt.Errorf("ordered consumer on stream %s: %w", in.cfg.Stream, err)
@@ -136,9 +145,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 		if err != nil {
 			return res, fmt.Errorf("ordered consumer on stream %s: %w", in.cfg.Stream, err)
 		}
-		n := ci.NumPending
+		n := ci.NumPending - min(after, ci.NumPending)
 		if w.FromSeq > 0 {
 			n = min(n, last-cfg.OptStartSeq+1)
+		}
+		if n == 0 {
+			continue // nothing was published in the window
 		}
 		total += int64(n)
 		plans = append(plans, planned{cons: cons, w: w, last: last, n: n})
@@ -158,12 +170,16 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 	return res, err
 }
 
-// beforeFirstHeld reports whether messages published since t may have been
-// dropped already: the stream once held messages before its first one, and that
-// first one was published after t.
-func beforeFirstHeld(ctx context.Context, stream jetstream.Stream, state jetstream.StreamState, t time.Time) (bool, error) {
+// beforeFirstHeld reports whether messages published from t to until (zero: on)
+// may have been dropped already: the stream once held messages before its first
+// one, that first one was published after t, and the stream existed before until.
+func beforeFirstHeld(ctx context.Context, stream jetstream.Stream, info *jetstream.StreamInfo, t, until time.Time) (bool, error) {
+	state := info.State
 	if state.FirstSeq <= 1 {
 		return false, nil
+	}
+	if !until.IsZero() && !until.After(info.Created) {
+		return false, nil // nothing was published before the stream was created
 	}
 	if state.Msgs == 0 {
 		return !state.LastTime.Before(t), nil
@@ -173,6 +189,22 @@ func beforeFirstHeld(ctx context.Context, stream jetstream.Stream, state jetstre
 		return false, fmt.Errorf("read first message of the stream (sequence %d): %w", state.FirstSeq, err)
 	}
 	return first.Time.After(t), nil
+}
+
+// pendingSince counts the messages on subjects (none: all) published since t.
+func pendingSince(ctx context.Context, stream jetstream.Stream, subjects []string, t time.Time) (uint64, error) {
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t,
+		HeadersOnly: true, InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count the messages since %s: %w", t.Format(time.RFC3339), err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count the messages since %s: %w", t.Format(time.RFC3339), err)
+	}
+	return ci.NumPending, nil
 }
 
 // replayWindow indexes the messages of w up to sequence last, at most n of them,

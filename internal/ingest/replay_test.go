@@ -1,10 +1,12 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,6 +131,70 @@ func TestReplayOfAWindowPartlyBeyondTheStreamSaysSo(t *testing.T) {
 	res := replay(t, js, &memoryIndex{}, cfg, Window{FromSeq: 1})
 	if !res.Trimmed || res.FirstHeld != 4 || res.Messages != 3 {
 		t.Errorf("replay of 1-6 after 1-3 were purged: %+v; want trimmed, first held 4, 3 messages", res)
+	}
+}
+
+// publishFrames publishes frames after a pause, so that times taken around them
+// separate them from the messages before and after.
+func publishFrames(t *testing.T, js jetstream.JetStream, frames ...int) {
+	t.Helper()
+	time.Sleep(20 * time.Millisecond)
+	for _, i := range frames {
+		if _, err := js.Publish(context.Background(), "annotations.cam-1", []byte(frame(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+}
+
+func TestReplayByTimeTakesAndCountsOnlyTheWindowsMessages(t *testing.T) {
+	js, cfg := replayWorld(t) // 1-6
+	since := time.Now()
+	publishFrames(t, js, 7, 8)
+	until := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	quietUntil := time.Now() // nothing is published from until to here
+	publishFrames(t, js, 9, 10, 11, 12)
+
+	for _, tt := range []struct {
+		since, until time.Time
+		ids          []string
+		progress     string // the final progress line starts so
+	}{
+		{since, until, []string{"ANNOTATIONS-7", "ANNOTATIONS-8"}, "[==============================] 100%  2/2 messages"},
+		{until, quietUntil, nil, "0 messages"},
+	} {
+		idx := &memoryIndex{}
+		var progress bytes.Buffer
+		res, err := Replay(context.Background(), js, idx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)),
+			[]Window{{Since: tt.since, Until: tt.until}}, &progress)
+		lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
+		if err != nil || res.Trimmed || res.Messages != int64(len(tt.ids)) || !slices.Equal(sorted(idx.ids), tt.ids) ||
+			!strings.HasPrefix(lines[len(lines)-1], tt.progress) {
+			t.Errorf("replay from %s to %s: %+v, %v, indexed %v, progress %q; want %v and a last line starting %q",
+				tt.since.Format(time.StampMilli), tt.until.Format(time.StampMilli), res, err, idx.ids, progress.String(), tt.ids, tt.progress)
+		}
+	}
+}
+
+func TestReplayOfAWindowBeforeThePurgedStreamExistedIsNotBeyondIt(t *testing.T) {
+	js, cfg := replayWorld(t)
+	stream, err := js.Stream(context.Background(), "ANNOTATIONS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(context.Background(), jetstream.WithPurgeSequence(4)); err != nil {
+		t.Fatal(err)
+	}
+	created := stream.CachedInfo().Created
+	res := replay(t, js, &memoryIndex{}, cfg, Window{Since: created.Add(-2 * time.Hour), Until: created.Add(-time.Hour)})
+	if res.Trimmed || res.Messages != 0 {
+		t.Errorf("replay of the two hours before the stream was created: %+v; want nothing replayed and nothing beyond the stream", res)
+	}
+	// From then on, the purged messages were in the window.
+	res = replay(t, js, &memoryIndex{}, cfg, Window{Since: created.Add(-2 * time.Hour)})
+	if !res.Trimmed || res.Messages != 3 {
+		t.Errorf("replay since two hours before the stream was created: %+v; want the 3 held replayed and the window beyond the stream", res)
 	}
 }
 

@@ -46,6 +46,24 @@ func TestRepublishingTheSameFramesStoresThemOnce(t *testing.T) {
 	}
 }
 
+func TestFramesOfAnotherStartAreNewFramesAndStored(t *testing.T) {
+	js := jetStream(t, true)
+	for round, want := range []struct {
+		start        time.Time
+		stored, dups int
+	}{
+		{time.Date(2023, 3, 9, 19, 40, 0, 0, time.UTC), 120, 0},
+		{time.Date(2023, 3, 10, 8, 0, 0, 0, time.UTC), 120, 0}, // numbered alike, later
+		{time.Date(2023, 3, 9, 19, 40, 0, 0, time.UTC), 0, 120},
+	} {
+		gen := sample.Generator{Start: want.start, Interval: time.Second, Cameras: 3}
+		stored, dups, err := Run(context.Background(), js, Frames(&gen, "annotations", 120), Options{Window: 64}, func() {})
+		if err != nil || stored != want.stored || dups != want.dups {
+			t.Errorf("round %d, from %s: stored %d, duplicates %d, err %v; want %d and %d", round+1, want.start, stored, dups, err, want.stored, want.dups)
+		}
+	}
+}
+
 func TestReplayTakesIdsFromAFieldOrTheLinesHash(t *testing.T) {
 	js := jetStream(t, true)
 	file := `{"id":"a","v":1}

@@ -31,8 +31,10 @@ type Label struct {
 }
 
 // MsgID is the Nats-Msg-Id a frame is published with: the same frame published twice
-// is the same message.
-func (f Frame) MsgID() string { return fmt.Sprintf("%s-%d", f.CameraID, f.Frame) }
+// is the same message. It holds the frame's time as well as its camera and number,
+// since frames numbered alike from another start (publisher --start) are other
+// frames, and the stream would drop them as duplicates.
+func (f Frame) MsgID() string { return fmt.Sprintf("%s-%d@%s", f.CameraID, f.Frame, f.Timestamp) }
 
 // Subject is the subject a frame is published on, under prefix.
 func (f Frame) Subject(prefix string) string { return prefix + "." + f.CameraID }

@@ -26,7 +26,7 @@ func TestGeneratorIsDeterministicAndRealisticallySized(t *testing.T) {
 	}
 	first := Generator{Start: start, Interval: 10 * time.Second, Cameras: 4}
 	f := first.Next()
-	if f.CameraID != "cam-01" || f.Frame != 1 || f.Timestamp != "2023-03-09T19:40:00.000Z" || f.MsgID() != "cam-01-1" {
+	if f.CameraID != "cam-01" || f.Frame != 1 || f.Timestamp != "2023-03-09T19:40:00.000Z" || f.MsgID() != "cam-01-1@2023-03-09T19:40:00.000Z" {
 		t.Errorf("first frame = %s #%d at %s (id %s)", f.CameraID, f.Frame, f.Timestamp, f.MsgID())
 	}
 	for range 3 {

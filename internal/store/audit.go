@@ -2,12 +2,15 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
+
+	"github.com/elastic/go-elasticsearch/v8/esapi"
 
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
@@ -123,11 +126,15 @@ func (s *Store) seqCounts(ctx context.Context, query object) (map[uint64]int, er
 	}
 }
 
+// resultWindow is the most hits one search may ask for: the default of
+// index.max_result_window. Listings longer than that are paged (see copies).
+const resultWindow = 10000
+
 // CopiesOf lists the documents stored under ids, in any index of the prefix.
 func (s *Store) CopiesOf(ctx context.Context, ids []string) ([]pipeline.Copy, error) {
 	var out []pipeline.Copy
 	for batch := range slices.Chunk(ids, termsBatch) {
-		copies, err := s.copies(ctx, object{"ids": object{"values": batch}}, 2*len(batch))
+		copies, err := s.copies(ctx, object{"ids": object{"values": batch}})
 		if err != nil {
 			return nil, err
 		}
@@ -139,11 +146,11 @@ func (s *Store) CopiesOf(ctx context.Context, ids []string) ([]pipeline.Copy, er
 // CopiesOfSeqs lists the documents of stream that hold seqs.
 func (s *Store) CopiesOfSeqs(ctx context.Context, stream string, seqs []uint64) ([]pipeline.Copy, error) {
 	var out []pipeline.Copy
-	for batch := range slices.Chunk(seqs, termsBatch/2) {
+	for batch := range slices.Chunk(seqs, termsBatch) {
 		copies, err := s.copies(ctx, object{"bool": object{"filter": []object{
 			{"term": object{"@nats.stream": stream}},
 			{"terms": object{"@nats.seq": batch}},
-		}}}, 2*termsBatch)
+		}}})
 		if err != nil {
 			return nil, err
 		}
@@ -152,32 +159,54 @@ func (s *Store) CopiesOfSeqs(ctx context.Context, stream string, seqs []uint64) 
 	return out, nil
 }
 
-func (s *Store) copies(ctx context.Context, query object, size int) ([]pipeline.Copy, error) {
-	req := object{"size": size, "track_total_hits": false, "query": query, "_source": false,
-		"docvalue_fields": []string{"@nats.seq"}}
-	var parsed struct {
-		Hits struct {
-			Hits []struct {
-				Index  string `json:"_index"`
-				ID     string `json:"_id"`
-				Fields struct {
-					Seq []json.Number `json:"@nats.seq"`
-				} `json:"fields"`
-			} `json:"hits"`
-		} `json:"hits"`
-	}
-	if err := s.searchJSON(ctx, "find documents", req, &parsed); err != nil {
+// copies lists the documents query selects, however many: pages of resultWindow
+// through a point in time, with search_after on _shard_doc. A single search
+// would be refused past index.max_result_window, which a whole deleted daily
+// index (tens of thousands of missing sequences to look up) passes at once.
+func (s *Store) copies(ctx context.Context, query object) (out []pipeline.Copy, err error) {
+	pit, err := s.openPIT(ctx)
+	if err != nil {
 		return nil, err
 	}
-	out := make([]pipeline.Copy, 0, len(parsed.Hits.Hits))
-	for _, h := range parsed.Hits.Hits {
-		c := pipeline.Copy{Index: h.Index, ID: h.ID}
-		if len(h.Fields.Seq) > 0 {
-			c.Seq, _ = strconv.ParseUint(h.Fields.Seq[0].String(), 10, 64)
+	defer func() { s.closePIT(ctx, pit) }()
+	var after json.RawMessage
+	for {
+		req := object{"size": resultWindow, "track_total_hits": false, "query": query, "_source": false,
+			"docvalue_fields": []string{"@nats.seq"}, "sort": []object{{"_shard_doc": "asc"}},
+			"pit": object{"id": pit, "keep_alive": pitKeepAlive}}
+		if after != nil {
+			req["search_after"] = after
 		}
-		out = append(out, c)
+		var parsed struct {
+			PITID string `json:"pit_id"`
+			Hits  struct {
+				Hits []struct {
+					Index  string          `json:"_index"`
+					ID     string          `json:"_id"`
+					Sort   json.RawMessage `json:"sort"`
+					Fields struct {
+						Seq []json.Number `json:"@nats.seq"`
+					} `json:"fields"`
+				} `json:"hits"`
+			} `json:"hits"`
+		}
+		if err := s.searchJSON(ctx, "find documents", req, &parsed); err != nil {
+			return nil, err
+		}
+		pit = cmp.Or(parsed.PITID, pit)
+		hits := parsed.Hits.Hits
+		for _, h := range hits {
+			c := pipeline.Copy{Index: h.Index, ID: h.ID}
+			if len(h.Fields.Seq) > 0 {
+				c.Seq, _ = strconv.ParseUint(h.Fields.Seq[0].String(), 10, 64)
+			}
+			out = append(out, c)
+		}
+		if len(hits) < resultWindow {
+			return out, nil
+		}
+		after = hits[len(hits)-1].Sort
 	}
-	return out, nil
 }
 
 // seqRanges selects the documents of stream whose sequence is in one of ranges.
@@ -191,20 +220,24 @@ func seqRanges(stream string, ranges []pipeline.SeqRange) object {
 	}}
 }
 
-// searchJSON runs one search over every index of the prefix and decodes the answer
-// into out. A shard that fails fails the search: a partial count would be a
+// searchJSON runs one search over every index of the prefix (or the point in
+// time req names) and decodes the answer into out. A shard that fails fails the search: a partial count would be a
 // wrong one.
 func (s *Store) searchJSON(ctx context.Context, what string, req object, out any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", what, err)
 	}
-	res, err := s.es.Search(
+	opts := []func(*esapi.SearchRequest){
 		s.es.Search.WithContext(ctx),
-		s.es.Search.WithIndex(s.pattern()),
 		s.es.Search.WithBody(bytes.NewReader(body)),
 		s.es.Search.WithAllowPartialSearchResults(false),
-	)
+	}
+	if _, ok := req["pit"]; !ok {
+		// A point in time names its indices; a plain search must.
+		opts = append(opts, s.es.Search.WithIndex(s.pattern()))
+	}
+	res, err := s.es.Search(opts...)
 	if err != nil {
 		return fmt.Errorf("%s in %s: %w", what, s.pattern(), err)
 	}
