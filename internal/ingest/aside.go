@@ -3,7 +3,6 @@ package ingest
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,11 +18,7 @@ import (
 type asides struct {
 	log     *slog.Logger
 	metrics *Metrics
-	every   time.Duration
-
-	mu     sync.Mutex
-	last   time.Time // when the last line was logged
-	unsaid int       // documents since then
+	said    sampled
 }
 
 // reshape returns it with the members its refusal names set aside, or false when
@@ -40,16 +35,11 @@ func (a *asides) reshape(it pipeline.Item, r pipeline.ItemResult) (pipeline.Item
 // stored notes a document stored with members set aside.
 func (a *asides) stored(subject, refusal string) {
 	a.metrics.setAside.Inc()
-	a.mu.Lock()
-	a.unsaid++
-	if time.Since(a.last) < a.every {
-		a.mu.Unlock()
+	n, due := a.said.count()
+	if !due {
 		return
 	}
-	n := a.unsaid
-	a.last, a.unsaid = time.Now(), 0
-	a.mu.Unlock()
-	// documents: how many since the previous such line, at most one per a.every.
+	// documents: how many since the previous such line, at most one per interval.
 	a.log.Warn("documents stored with fields set aside: the index's mapping could not take them, so they are kept under "+document.AsideKey+", served as published but not searchable (see webserver_documents_set_aside_total)",
 		"documents", n, "latest_subject", subject, "latest_refusal", refusal)
 }

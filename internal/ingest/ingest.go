@@ -162,8 +162,8 @@ func New(js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, m *Me
 		js: js, store: st, cfg: cfg, log: log, metrics: m,
 		es:        &esState{log: log, metrics: m},
 		settled:   settleFailures{log: log, metrics: m},
-		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, every: fallbackLogInterval},
-		asides:    &asides{log: log, metrics: m, every: fallbackLogInterval},
+		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, said: sampled{every: sampledLogInterval}},
+		asides:    &asides{log: log, metrics: m, said: sampled{every: sampledLogInterval}},
 		retry:     dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
 	}
 }
