@@ -30,13 +30,7 @@ func TestRetentionDeletesExactlyTheIndicesWhollyOlderThanIt(t *testing.T) {
 	ws := h.startWebserver(map[string]string{"ES_RETENTION": "30d", "NATS_STREAM_MAX_AGE": "24h"})
 	want := []string{h.prefix + "-" + day(29), h.prefix + "-" + day(0), other}
 	slices.Sort(want)
-	var got []string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if got = indices(t, h.esURL, h.prefix+"-*"); slices.Equal(got, want) {
-			break
-		}
-	}
-	if !slices.Equal(got, want) {
+	if got := waitIndices(t, h.esURL, h.prefix+"-*", want); !slices.Equal(got, want) {
 		t.Fatalf("indices = %v, want %v", got, want)
 	}
 	if n := scrape(t, ws.admin+"/metrics")["webserver_indices_deleted_total"]; n != 2 {
@@ -54,6 +48,19 @@ func TestRetentionDeletesExactlyTheIndicesWhollyOlderThanIt(t *testing.T) {
 }
 
 // indices lists the indices matching pattern, sorted.
+// waitIndices waits up to 30 s, while retention runs, for the indices matching
+// pattern to be want (sorted), and returns the last it saw.
+func waitIndices(t *testing.T, esURL, pattern string, want []string) []string {
+	t.Helper()
+	var got []string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if got = indices(t, esURL, pattern); slices.Equal(got, want) {
+			break
+		}
+	}
+	return got
+}
+
 func indices(t *testing.T, esURL, pattern string) []string {
 	t.Helper()
 	var rows []struct {

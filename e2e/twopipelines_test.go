@@ -131,13 +131,7 @@ func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
 	t.Run("the first pipeline's retention leaves the second's old index alone", func(t *testing.T) {
 		want := []string{h.prefix + "-2023.03.09", lidarPrefix + "-2023.03.09", lidarPrefix + "-" + old}
 		slices.Sort(want)
-		var got []string
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if got = indices(t, h.esURL, h.prefix+"-*"); slices.Equal(got, want) {
-				break
-			}
-		}
-		if !slices.Equal(got, want) {
+		if got := waitIndices(t, h.esURL, h.prefix+"-*", want); !slices.Equal(got, want) {
 			t.Errorf("indices = %v, want %v", got, want)
 		}
 		if n := scrape(t, first.admin+"/metrics")["webserver_indices_deleted_total"]; n != 1 {
