@@ -31,9 +31,14 @@ type holder interface {
 // that has waited longest for its client, if that is at least preemptAfter, is
 // ended and the newcomer takes its slot. Otherwise it waits up to wait for a
 // slot or for such a stream. So clients that open streams and never read them
-// delay others by preemptAfter at most, plus the time their stream takes to
-// end, where a pool that refuses newcomers stays theirs until each stream is
-// cut by the pace rule.
+// delay others by preemptAfter at most, where a pool that refuses newcomers
+// stays theirs until the pace rule cuts each stream.
+//
+// A steady reader is pre-empted only when every other stream is being read or
+// waits for Elasticsearch, and its own socket buffers have paused it for more
+// than preemptAfter (they can, for up to 10s at 150 KB/s over HTTP/1.1; see
+// pace): the pool is then full of clients being served, and one of them gives way
+// to the newcomer.
 type streamSlots struct {
 	max, perClient int
 	preemptAfter   time.Duration
@@ -43,7 +48,6 @@ type streamSlots struct {
 	mu       sync.Mutex
 	held     map[holder]bool // true once pre-empted
 	byClient map[string]int
-	waiting  int           // newcomers waiting for a slot
 	evicting int           // pre-empted streams not yet ended
 	freed    chan struct{} // closed, and replaced, when a slot frees
 }
@@ -71,17 +75,14 @@ func (s *streamSlots) acquire(ctx context.Context, client string, h holder) (rel
 	s.byClient[client]++
 	giveUp := time.NewTimer(s.wait)
 	defer giveUp.Stop()
-	s.waiting++
-	defer func() { s.waiting-- }()
-	for len(s.held) >= s.max {
-		// One victim for each waiting newcomer at most: more would end streams
-		// whose slots nobody takes.
-		if s.evicting < s.waiting {
+	for !s.admits() {
+		if s.live() >= s.max {
 			if v := s.longestStalled(); v != nil {
 				s.held[v] = true
 				s.evicting++
 				preempted = true
 				v.preempt()
+				continue
 			}
 		}
 		freed := s.freed
@@ -96,13 +97,13 @@ func (s *streamSlots) acquire(ctx context.Context, client string, h holder) (rel
 			stop = true
 		}
 		s.mu.Lock()
-		if stop && len(s.held) >= s.max {
+		if stop && !s.admits() {
 			s.leave(client)
 			if ctx.Err() != nil {
 				return nil, false, nil
 			}
 			return nil, false, &slotRefusal{http.StatusServiceUnavailable, apiError{Code: "too_many_streams",
-				Message: fmt.Sprintf("the backend is already serving %d streams, all of them being read; try again shortly", s.max)}}
+				Message: fmt.Sprintf("the backend is already serving %d streams, none of which has waited long on its client; try again shortly", s.max)}}
 		}
 	}
 	s.held[h] = false
@@ -118,6 +119,18 @@ func (s *streamSlots) acquire(ctx context.Context, client string, h holder) (rel
 		s.freed = make(chan struct{})
 	}, preempted, nil
 }
+
+// live is the number of streams served, not counting those pre-empted and
+// still ending.
+func (s *streamSlots) live() int { return len(s.held) - s.evicting }
+
+// admits reports whether a newcomer may start. A pre-empted stream gives its
+// slot at once: ending takes it up to 5s over HTTP/1.1 (crypto/tls's close_notify
+// into a full socket) and up to STREAM_STALL_TIMEOUT on an HTTP/2 connection
+// whose client reads nothing at all, long enough to make the newcomer wait. It
+// still holds its point in time until then, so at most max of them may be
+// ending at once.
+func (s *streamSlots) admits() bool { return s.live() < s.max && len(s.held) < 2*s.max }
 
 func (s *streamSlots) leave(client string) {
 	if s.byClient[client]--; s.byClient[client] == 0 {

@@ -92,3 +92,29 @@ func TestANewcomerTakesASlotThatFreesWhileItWaits(t *testing.T) {
 		t.Error("a stream was preempted, though a slot freed by itself")
 	}
 }
+
+// hangingStream is pre-empted but does not end (a connection whose client reads
+// nothing at all ends only with the connection).
+type hangingStream struct{ stalledStream }
+
+func (s *hangingStream) preempt() { s.preempted = true }
+
+func TestNoMoreStreamsEndAtOnceThanThePoolHoldsSlots(t *testing.T) {
+	const wait = 200 * time.Millisecond
+	slots := newStreamSlots(1, 3, 2*time.Second, wait)
+	first := &hangingStream{stalledStream{stall: 10 * time.Second}}
+	if _, _, no := slots.acquire(context.Background(), "a", first); no != nil {
+		t.Fatal(no.Code)
+	}
+	second := &hangingStream{stalledStream{stall: 10 * time.Second}}
+	if _, preempted, no := slots.acquire(context.Background(), "b", second); no != nil || !preempted || !first.preempted {
+		t.Fatalf("the second stream: refusal %+v, preempted %t, first preempted %t; want a slot at once, for the first's", no, preempted, first.preempted)
+	}
+	_, _, no := slots.acquire(context.Background(), "c", &stalledStream{})
+	if no == nil || no.status != http.StatusServiceUnavailable {
+		t.Fatalf("a third stream while one ends and one is served by a pool of 1: refusal %+v, want 503", no)
+	}
+	if !second.preempted {
+		t.Error("the second stream was not preempted, though the third was refused for want of a slot")
+	}
+}

@@ -271,6 +271,15 @@ func counted(t *testing.T, c prometheus.Counter) float64 {
 // refused or ended. With the defaults, a normal client's stream still starts
 // within 5s, each time.
 func TestClientsThatNeverReadDelayANormalStreamByAtMostFiveSeconds(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
+			t.Parallel()
+			neverReadingClientsDelayANormalStream(t, h2)
+		})
+	}
+}
+
+func neverReadingClientsDelayANormalStream(t *testing.T, h2 bool) {
 	st := &endlessExporter{pageBytes: 64 << 10}
 	m := NewMetrics(prometheus.NewRegistry())
 	h, err := NewServer(slog.New(slog.DiscardHandler), Config{}, st, nil, m)
@@ -286,13 +295,13 @@ func TestClientsThatNeverReadDelayANormalStreamByAtMostFiveSeconds(t *testing.T)
 			defer close(done.(chan struct{}))
 		}
 		h.ServeHTTP(w, r)
-	}), true)
+	}), h2)
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { stop(); wg.Wait() })
 	var opened atomic.Int64
 	for c := range 8 {
-		client := clientFrom(t, srv, fmt.Sprintf("127.0.0.%d", 2+c))
+		client := clientFrom(t, srv, fmt.Sprintf("127.0.0.%d", 2+c), h2)
 		for s := range 8 {
 			wg.Go(func() {
 				for i := 0; ctx.Err() == nil; i++ {
@@ -321,7 +330,7 @@ func TestClientsThatNeverReadDelayANormalStreamByAtMostFiveSeconds(t *testing.T)
 		}
 	}
 	time.Sleep(3 * time.Second) // every slot taken, and streams waiting for more
-	normal := clientFrom(t, srv, "127.0.0.100")
+	normal := clientFrom(t, srv, "127.0.0.100", h2)
 	for i := range 4 {
 		start := time.Now()
 		res, err := normal.Get(srv.URL + "/getStream" + someRange)
@@ -346,13 +355,15 @@ func TestClientsThatNeverReadDelayANormalStreamByAtMostFiveSeconds(t *testing.T)
 	}
 }
 
-// clientFrom is an HTTP/2 client of srv that connects from addr (any of
-// 127.0.0.0/8 reaches a loopback server), so that the backend sees a client of
-// its own.
-func clientFrom(t *testing.T, srv *httptest.Server, addr string) *http.Client {
+// clientFrom is a client of srv that connects from addr (any of 127.0.0.0/8
+// reaches a loopback server), so that the backend sees a client of its own.
+func clientFrom(t *testing.T, srv *httptest.Server, addr string, h2 bool) *http.Client {
 	t.Helper()
 	tr := srv.Client().Transport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = true
+	tr.ForceAttemptHTTP2 = h2
+	if !h2 {
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	}
 	tr.DisableCompression = true
 	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 1 << 20}
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(addr)}}
