@@ -51,8 +51,8 @@ func (e *endlessExporter) Export(ctx context.Context, _ pipeline.Range, fn func(
 
 func (e *endlessExporter) Check(context.Context) error { return nil }
 
-// TestASlowButSteadyReaderGetsTheWholeRange: only a client that takes nothing for
-// STREAM_STALL_TIMEOUT is cut, however long one page takes it to read.
+// TestASlowButSteadyReaderGetsTheWholeRange: a client that keeps taking more
+// than STREAM_MIN_RATE is not cut, however long one page takes it to read.
 func TestASlowButSteadyReaderGetsTheWholeRange(t *testing.T) {
 	const stall = time.Second
 	const pageBytes, pages = 2 << 20, 3
