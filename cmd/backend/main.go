@@ -153,14 +153,15 @@ func openCertCache(ctx context.Context, nc *nats.Conn, cfg certcache.Config, log
 // headers, their size, and an idle keep-alive connection. There is deliberately no
 // ReadTimeout or WriteTimeout: either would cut a long stream (net/http applies
 // ReadTimeout's deadline to the whole connection, and its expiry cancels the
-// request). A stream instead ends when its client disconnects or stops reading
-// (stall, STREAM_STALL_TIMEOUT).
+// request). A stream instead ends when its client disconnects or takes less than
+// STREAM_MIN_RATE over STREAM_STALL_TIMEOUT (see the api package's pace).
 //
 // Over HTTP/2 the handler's write deadline only queues a reset of its stream,
 // which cannot be sent while the connection's writes are stuck behind a client
 // that reads nothing; WriteByteTimeout closes such a connection instead, and
-// with it every stream it holds. It is extended by each byte written, so a slow
-// but steady reader keeps its connection.
+// with it every stream it holds. It is extended by each byte written, so a
+// steady reader, whose socket buffers pause it for less than STREAM_STALL_TIMEOUT
+// at a time, keeps its connection.
 func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger, stall time.Duration) *http.Server {
 	return &http.Server{
 		Handler:           h,

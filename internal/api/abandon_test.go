@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -57,5 +58,53 @@ func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
 	}
 	if n := testenv.OpenSearchContexts(t, esURL+"/"+prefix+"-*"); n != 0 {
 		t.Fatalf("%d search contexts are still open in Elasticsearch a second after the last abandoned stream ended", n)
+	}
+}
+
+// TestAPreemptedStreamReleasesItsPointInTime: a stream that gives its slot to a
+// newcomer ends, and closes its point in time, like one whose client left.
+func TestAPreemptedStreamReleasesItsPointInTime(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	start := time.Date(2023, 3, 9, 10, 0, 0, 0, time.UTC)
+	// More than the socket buffers of both ends hold, so that a client that reads
+	// nothing leaves its stream waiting.
+	testenv.IndexDocuments(t, esURL, prefix, 60000, func(i int) pipeline.Item {
+		ts := start.Add(time.Duration(i) * time.Second)
+		return pipeline.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
+	})
+	// Both clients connect from the test's address.
+	b := startBackend(t, esURL, prefix, Config{MaxStreams: 1, MaxClientStreams: 2, PreemptAfter: 500 * time.Millisecond})
+	addr := strings.TrimPrefix(b.url, "http://")
+	const path = "/getStream?start_date=2023-03-09&end_date=2023-03-11"
+
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.(*net.TCPConn).SetReadBuffer(4 << 10)
+	fmt.Fprintf(idle, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
+	time.Sleep(2 * time.Second) // the buffers fill, and the stream waits on its client
+
+	res, body := b.get(path)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("the newcomer: %d %s, want 200", res.StatusCode, body)
+	}
+	if lines := strings.Count(string(body), "\n"); lines != 60000 {
+		t.Errorf("the newcomer got %d documents, want 60000", lines)
+	}
+	if got := counted(t, b.metrics.streamCuts.WithLabelValues("preempted")); got != 1 {
+		t.Errorf("backend_stream_cut_total{reason=\"preempted\"} = %g, want 1", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, b.metrics, "backend_streams_in_flight") != "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s streams still in flight 10s after the newcomer's ended", metricValue(t, b.metrics, "backend_streams_in_flight"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := testenv.OpenSearchContexts(t, esURL+"/"+prefix+"-*"); n != 0 {
+		t.Fatalf("%d search contexts are still open after the preempted stream ended", n)
 	}
 }

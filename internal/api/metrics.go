@@ -15,8 +15,10 @@ type Metrics struct {
 	duration  *prometheus.HistogramVec
 	documents *prometheus.CounterVec
 	streams   prometheus.Gauge
-	queries   *prometheus.HistogramVec
-	failures  *prometheus.CounterVec
+	// streamCuts counts streams the backend ended for their client's sake.
+	streamCuts *prometheus.CounterVec
+	queries    *prometheus.HistogramVec
+	failures   *prometheus.CounterVec
 
 	followers  prometheus.Gauge
 	followed   prometheus.Counter
@@ -56,10 +58,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(0.002, 2, 14)}, []string{"outcome"})
 	m.stepDocs = prometheus.NewCounter(prometheus.CounterOpts{Name: "backend_follow_step_documents_total",
 		Help: "Documents the shared follow steps read, once however many followers take them."})
+	m.streamCuts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_stream_cut_total",
+		Help: "Streams ended by the backend because of their client, by reason (too_slow: it took less than STREAM_MIN_RATE over STREAM_STALL_TIMEOUT; preempted: its slot went to a newcomer while it waited longest on its client)."}, []string{"reason"})
+	m.streamCuts.WithLabelValues("too_slow")
+	m.streamCuts.WithLabelValues("preempted")
 	m.followCuts.WithLabelValues("too_slow")
 	m.followCuts.WithLabelValues("shutdown")
 	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,
-		m.followers, m.followed, m.followCuts, m.steps, m.stepDocs)
+		m.followers, m.followed, m.followCuts, m.steps, m.stepDocs, m.streamCuts)
 	return m
 }
 

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -383,54 +382,6 @@ func presentedKey(r *http.Request) string {
 		return strings.TrimSpace(token)
 	}
 	return ""
-}
-
-// limitStreams serves at most n streams at once and answers 503 beyond that: every
-// stream holds an Elasticsearch point in time and a share of its search threads.
-// One client may hold at most perClient of them, and is answered 429 beyond that,
-// so that it cannot take every slot while staying under the rate limit.
-func limitStreams(n, perClient int, m *Metrics) func(http.Handler) http.Handler {
-	slots := make(chan struct{}, n)
-	var mu sync.Mutex
-	byClient := map[string]int{}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			client := clientKey(r)
-			mu.Lock()
-			mine := byClient[client]
-			if mine < perClient {
-				byClient[client]++
-			}
-			mu.Unlock()
-			if mine >= perClient {
-				w.Header().Set("Retry-After", "5")
-				writeError(w, http.StatusTooManyRequests, apiError{Code: "too_many_client_streams",
-					Message: fmt.Sprintf("this client already has %d streams running, as many as one client may; retry once one has ended", perClient)})
-				return
-			}
-			defer func() {
-				mu.Lock()
-				if byClient[client]--; byClient[client] == 0 {
-					delete(byClient, client)
-				}
-				mu.Unlock()
-			}()
-
-			select {
-			case slots <- struct{}{}:
-			default:
-				unavailable(w, apiError{Code: "too_many_streams",
-					Message: fmt.Sprintf("the backend is already serving %d streams; try again shortly", n)})
-				return
-			}
-			m.streams.Inc()
-			defer func() {
-				m.streams.Dec()
-				<-slots
-			}()
-			next.ServeHTTP(w, r)
-		})
-	}
 }
 
 func passThrough(next http.Handler) http.Handler { return next }

@@ -44,7 +44,16 @@ type Config struct {
 	// MaxClientStreams is the most streams one client may hold at once (default
 	// a quarter of MaxStreams, at least 1).
 	MaxClientStreams int
-	StallTimeout     time.Duration // a stream whose client takes nothing this long ends (default 30s)
+	// A stream whose client takes less than MinRate bytes a second, over
+	// StallTimeout of waiting for it, ends (see pace for the sizing).
+	StallTimeout time.Duration // default 30s
+	MinRate      int           // default 16 KiB/s
+	// When every slot is taken, the stream that has waited longest for its
+	// client, at least PreemptAfter, gives its slot to a newcomer (default 2s);
+	// a newcomer waits up to SlotWait for that or a free slot before a 503
+	// (default 4s).
+	PreemptAfter time.Duration
+	SlotWait     time.Duration
 
 	MaxFollowers int           // follow=true streams at once, within MaxStreams (default half of MaxStreams, at least 1)
 	Heartbeat    time.Duration // an idle follow stream sends a keep-alive this often (default 15s)
@@ -73,6 +82,9 @@ func (c Config) withDefaults() Config {
 	c.MaxStreams = cmp.Or(c.MaxStreams, 32)
 	c.MaxClientStreams = cmp.Or(c.MaxClientStreams, max(c.MaxStreams/4, 1))
 	c.StallTimeout = cmp.Or(c.StallTimeout, 30*time.Second)
+	c.MinRate = cmp.Or(c.MinRate, 16<<10)
+	c.PreemptAfter = cmp.Or(c.PreemptAfter, 2*time.Second)
+	c.SlotWait = cmp.Or(c.SlotWait, 4*time.Second)
 	c.MaxFollowers = cmp.Or(c.MaxFollowers, max(c.MaxStreams/2, 1))
 	c.Heartbeat = cmp.Or(c.Heartbeat, 15*time.Second)
 	c.RateWindow = cmp.Or(c.RateWindow, time.Minute)
@@ -92,9 +104,10 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	compress := func(next http.Handler) http.Handler { return gzipped(next) }
 	limited := rateLimit(cfg.RateLimit, cfg.RateWindow)
 	keyed := requireAPIKey(cfg.APIKeys)
-	streams := limitStreams(cfg.MaxStreams, cfg.MaxClientStreams, m)
+	slots := newStreamSlots(cfg.MaxStreams, cfg.MaxClientStreams, cfg.PreemptAfter, cfg.SlotWait)
+	streams := limitStreams(slots, cfg.StallTimeout, cfg.MinRate, m)
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize, firstPageSize: cfg.FirstPageSize, slices: cfg.ExportSlices}
-	docs := &streamer{rules: rules, stall: cfg.StallTimeout, st: st, m: m, cursors: cursors{key: cfg.CursorKey}}
+	docs := &streamer{rules: rules, st: st, m: m, cursors: cursors{key: cfg.CursorKey}}
 	if hub != nil {
 		docs.follow = &following{hub: hub, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}
 	}
@@ -123,9 +136,10 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	r.With(limited).Get("/app.js", web)
 	r.With(limited).Get("/app.css", web)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
-	r.With(limited, keyed, compress, streams).Get("/getJsonStream",
+	// streams sits outside compress, to measure what crosses the network.
+	r.With(limited, keyed, streams, compress).Get("/getJsonStream",
 		docs.serve(func(*http.Request) format { return jsonArray }))
-	r.With(limited, keyed, compress, streams).Get("/getStream",
+	r.With(limited, keyed, streams, compress).Get("/getStream",
 		docs.serve(func(r *http.Request) format {
 			if wantsEventStream(r) {
 				return serverSentEvents

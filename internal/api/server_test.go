@@ -529,7 +529,7 @@ func TestUnknownPathsAndMethodsGetJSONErrors(t *testing.T) {
 func TestStreamsBeyondTheLimitAreTurnedAway(t *testing.T) {
 	gate := make(chan struct{})
 	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`), page(`{"id":"b"}`)}, gate: gate}
-	srv, _ := serve(t, st, Config{MaxStreams: 1, TrustedProxies: []string{"127.0.0.0/8"}})
+	srv, _ := serve(t, st, Config{MaxStreams: 1, SlotWait: 200 * time.Millisecond, TrustedProxies: []string{"127.0.0.0/8"}})
 	first := get(t, srv.URL+"/getStream"+someRange, "X-Forwarded-For", "192.0.2.1") // holds the only slot until the gate opens
 	line, _ := bufio.NewReader(first.Body).ReadString('\n')
 	if line != "{\"id\":\"a\"}\n" {

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
@@ -143,43 +142,9 @@ type clientError struct{ err error }
 func (e clientError) Error() string { return "write to client: " + e.err.Error() }
 func (e clientError) Unwrap() error { return e.err }
 
-// stallWriter gives each small piece of a response at most stall to be taken by
-// the client, so that one that reads nothing for that long is cut (an abandoned
-// connection cannot hold an Elasticsearch point in time open), while one that
-// reads slowly but steadily gets everything, however long a page takes it. A
-// single deadline per page would cut a client that is still reading.
-// http.ErrNotSupported (no deadline on this connection) leaves only disconnection
-// to end a stalled stream.
-type stallWriter struct {
-	w     http.ResponseWriter
-	rc    *http.ResponseController
-	stall time.Duration
-}
-
-// stallChunk is the most written under one deadline: a client taking 4 KB/s
-// gets it within the smallest STREAM_STALL_TIMEOUT. (HTTP/2 hands a handler's
-// writes to the connection in pieces of this size too.)
-const stallChunk = 4 << 10
-
-func (s *stallWriter) Write(p []byte) (int, error) {
-	written := 0
-	for len(p) > 0 {
-		n := min(len(p), stallChunk)
-		_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall))
-		m, err := s.w.Write(p[:n])
-		written += m
-		if err != nil {
-			return written, err
-		}
-		p = p[n:]
-	}
-	return written, nil
-}
-
 // streamer serves the document endpoints.
 type streamer struct {
 	rules   rangeRules
-	stall   time.Duration
 	st      Exporter
 	m       *Metrics
 	cursors cursors
@@ -229,7 +194,7 @@ func (s *streamer) serve(pick func(*http.Request) format) http.HandlerFunc {
 			defer release()
 		}
 
-		sw := newStreamWriter(w, pick(r), s.stall)
+		sw := newStreamWriter(w, pick(r))
 		if r.Method == http.MethodHead {
 			// The headers a GET would begin with, without asking the store for
 			// documents that would not be sent.
@@ -322,21 +287,19 @@ func rejected(err error) bool {
 
 // streamWriter writes one document stream in one encoding: begin sends the status,
 // headers and the encoding's opening; page the documents of one page, flushed;
-// finish the closing record; fail whatever can still be said of a failure.
+// finish the closing record; fail whatever can still be said of a failure. How
+// long a write may wait for the client is the stream slot's meter's to say.
 type streamWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	bw      *bufio.Writer
 	f       format
-	stall   time.Duration
 	started bool
 	count   int // documents written
 }
 
-func newStreamWriter(w http.ResponseWriter, f format, stall time.Duration) *streamWriter {
-	rc := http.NewResponseController(w)
-	return &streamWriter{w: w, rc: rc, f: f, stall: stall,
-		bw: bufio.NewWriterSize(&stallWriter{w: w, rc: rc, stall: stall}, 64<<10)}
+func newStreamWriter(w http.ResponseWriter, f format) *streamWriter {
+	return &streamWriter{w: w, rc: http.NewResponseController(w), f: f, bw: bufio.NewWriterSize(w, 64<<10)}
 }
 
 // begin sends the headers; the body's first bytes wait in the buffer.
@@ -392,21 +355,14 @@ func (s *streamWriter) finish() error {
 		s.begin()
 	}
 	s.f.end(s.bw, s.count)
-	if err := s.flush(); err != nil {
-		return err
-	}
-	// The connection may serve further requests, which must not inherit this
-	// stream's deadline.
-	_ = s.rc.SetWriteDeadline(time.Time{})
-	return nil
+	return s.flush()
 }
 
-// flush sends what is buffered (see stallWriter for how long it may wait).
+// flush sends what is buffered.
 func (s *streamWriter) flush() error {
 	if err := s.bw.Flush(); err != nil {
 		return clientError{err}
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.stall))
 	if err := s.rc.Flush(); err != nil {
 		return clientError{err}
 	}

@@ -58,7 +58,7 @@ type API = api.Config
 
 // maxStallTimeout keeps a stalled client from outliving the point in time its
 // export holds open: the store renews that point in time for one minute at each
-// page, and a page waits at most this long for the client.
+// page, and a client that takes nothing is cut after this long.
 const maxStallTimeout = 45 * time.Second
 
 // maxExportSlices bounds the searches one stream keeps in flight: API_MAX_STREAMS
@@ -105,9 +105,10 @@ func BackendVars(cfg *Backend) []Var {
 		Var{Name: "API_EXPORT_SLICES", Default: "1", Usage: "slices of its Elasticsearch point in time each stream reads in parallel and merges back into order; more can be faster on a cluster with processors to spare, and puts more searches in flight (1: one stream)", target: &cfg.ExportSlices},
 		Var{Name: "API_DEFAULT_TIMEZONE", Default: "UTC", Usage: "IANA zone for start_date/end_date written without one", target: &cfg.zone},
 		Var{Name: "API_MAX_RANGE", Default: "0s", Usage: "longest end_date - start_date a request may ask for, e.g. 168h (0s: unlimited)", target: &cfg.MaxRange},
-		Var{Name: "API_MAX_STREAMS", Default: "32", Usage: "streams served at once; more are answered 503 (each holds an Elasticsearch point in time)", target: &cfg.MaxStreams},
+		Var{Name: "API_MAX_STREAMS", Default: "32", Usage: "streams served at once (each holds an Elasticsearch point in time); when all are taken, the one that has waited longest (2s at least) for its client gives its slot to a newcomer, and a newcomer that finds none within 4s is answered 503", target: &cfg.MaxStreams},
 		Var{Name: "API_MAX_STREAMS_PER_CLIENT", Default: "0", Usage: "streams one client (address, or /64 for IPv6) may hold at once; more are answered 429 (0: a quarter of API_MAX_STREAMS, at least 1)", target: &cfg.MaxClientStreams},
-		Var{Name: "STREAM_STALL_TIMEOUT", Default: "30s", Usage: "a stream whose client accepts no data for this long is ended (at most 45s)", target: &cfg.StallTimeout},
+		Var{Name: "STREAM_STALL_TIMEOUT", Default: "30s", Usage: "the window of STREAM_MIN_RATE: a stream whose client takes less than that over this much time spent waiting for it is ended, as is an HTTP/2 connection that takes no byte for this long (at most 45s; keep it above the longest pause of a steady reader's socket buffers, about 10s at 150 KB/s)", target: &cfg.StallTimeout},
+		Var{Name: "STREAM_MIN_RATE", Default: "16384", Usage: "bytes a second, as sent (compressed), that a stream's client must take on average over STREAM_STALL_TIMEOUT", target: &cfg.MinRate},
 		Var{Name: "API_KEYS", Secret: true, Usage: "comma-separated keys, at least 16 characters each; when set, the data endpoints and /metrics need one (Authorization: Bearer or X-API-Key)", target: &cfg.APIKeys},
 		Var{Name: "CORS_ALLOWED_ORIGINS", Usage: "origins whose pages may call the API, e.g. https://app.example.com (comma-separated; * for any)", target: &cfg.CORSOrigins},
 		Var{Name: "RATE_LIMIT_REQUESTS", Default: "120", Usage: "requests a client may make per RATE_LIMIT_WINDOW (0: no limit)", target: &cfg.RateLimit},
@@ -155,6 +156,7 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 		"must be between 0 and API_MAX_STREAMS (%d), got %d", cfg.MaxStreams, cfg.MaxClientStreams)
 	c.add(cfg.StallTimeout >= time.Second && cfg.StallTimeout <= maxStallTimeout, "STREAM_STALL_TIMEOUT",
 		"must be between 1s and %s (the point in time of a stream lives 1m past each page), got %s", maxStallTimeout, cfg.StallTimeout)
+	c.add(cfg.MinRate >= 1, "STREAM_MIN_RATE", "must be at least 1 byte a second, got %d", cfg.MinRate)
 	for i, k := range cfg.APIKeys {
 		// Secret: name the key by position, never by value.
 		c.add(len(k) >= minAPIKeyLength, "API_KEYS", "key #%d is shorter than %d characters", i+1, minAPIKeyLength)

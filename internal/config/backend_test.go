@@ -44,10 +44,11 @@ func TestBackendProtectionSettingsAreValidatedTogether(t *testing.T) {
 		"API_MAX_RANGE":        "-1h",
 		"API_MAX_STREAMS":      "0",
 		"STREAM_STALL_TIMEOUT": "2m",
+		"STREAM_MIN_RATE":      "0",
 		"LISTEN_ADDR":          "5000",
 	}))
 	if err == nil {
-		t.Fatal("LoadBackend accepted nine bad variables")
+		t.Fatal("LoadBackend accepted ten bad variables")
 	}
 	msg := err.Error()
 	for _, want := range []string{
@@ -59,6 +60,7 @@ func TestBackendProtectionSettingsAreValidatedTogether(t *testing.T) {
 		"API_MAX_RANGE",
 		"API_MAX_STREAMS",
 		"STREAM_STALL_TIMEOUT",
+		"STREAM_MIN_RATE: must be at least 1 byte a second, got 0",
 		"LISTEN_ADDR",
 	} {
 		if !strings.Contains(msg, want) {

@@ -72,6 +72,7 @@ func TestDefaultsAreValid(t *testing.T) {
 			{"MaxRange", cfg.MaxRange, time.Duration(0)},
 			{"MaxStreams", cfg.MaxStreams, 32},
 			{"StallTimeout", cfg.StallTimeout, 30 * time.Second},
+			{"MinRate", cfg.MinRate, 16384},
 			{"APIKeys", cfg.APIKeys, []string(nil)},
 			{"CORSOrigins", cfg.CORSOrigins, []string(nil)},
 			{"RateLimit", cfg.RateLimit, 120},
