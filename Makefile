@@ -8,7 +8,7 @@ COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)"
 SERVICES := deploy/local/services.sh
 # The alert rules are parsed by Prometheus's own parser in a module of its own,
-# which keeps Prometheus's dependency tree out of go.mod.
+# which keeps Prometheus's dependency tree out of go.mod, and tested by promtool.
 MONITORING_TEST := cd deploy/monitoring && go test -count=1 ./...
 
 .PHONY: help build test unit bench run services services-down vet lint docker images compose-test clean
