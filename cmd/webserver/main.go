@@ -107,6 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				}
 				return nil
 			}},
+			admin.Check{Name: "ingest", Fn: func(context.Context) error { return ingester.ConsumingErr() }},
 			admin.Check{Name: "elasticsearch", Fn: func(ctx context.Context) error {
 				if err := ingester.ElasticsearchErr(); err != nil {
 					return err

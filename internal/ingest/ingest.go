@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -153,6 +154,8 @@ type Ingester struct {
 	// ordered consumer (replay.go) instead of the durable: there is then nothing
 	// to acknowledge, and settle only counts.
 	replay *replaying
+	// consuming is set once the streams and the consumer are in place.
+	consuming atomic.Bool
 }
 
 // New returns an ingester; Run does the work.
@@ -171,6 +174,21 @@ func New(js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, m *Me
 // ElasticsearchErr is non-nil while bulk requests cannot reach Elasticsearch.
 func (in *Ingester) ElasticsearchErr() error { return in.es.err() }
 
+// errSettingUp is the readiness of an ingester that has not yet found or created
+// its streams and consumer.
+var errSettingUp = errors.New("setting up the streams and the consumer")
+
+// ConsumingErr is non-nil until Run has the streams and the consumer in place
+// and consumes: until then the webserver may still fail its set-up (a stream
+// whose subjects another pipeline takes, a NATS cluster without a leader), so it
+// is not ready.
+func (in *Ingester) ConsumingErr() error {
+	if !in.consuming.Load() {
+		return errSettingUp
+	}
+	return nil
+}
+
 // Run creates the streams and the consumer if they are missing, then ingests until
 // ctx is cancelled. It then stops fetching, lets the batches in hand finish for up to
 // Config.ShutdownTimeout, and returns; whatever was not acked by then is handed back
@@ -180,6 +198,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	in.consuming.Store(true)
 	in.log.Info("consuming", "stream", in.cfg.Stream, "durable", in.cfg.Durable,
 		"bulk_workers", in.cfg.BulkWorkers, "bulk_max_docs", in.cfg.BulkMaxDocs, "max_ack_pending", in.cfg.MaxAckPending)
 	in.consume(ctx, cons)

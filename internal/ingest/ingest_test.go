@@ -355,6 +355,9 @@ func TestRunCreatesStreamsAndConsumerThenIngestsUntilStopped(t *testing.T) {
 	in, logs := testIngester(t, idx, js, Config{Stream: "CAMS", Subjects: []string{"cams.>"}, DLQStream: "CAMS_DLQ", Durable: "ingest",
 		BulkMaxDocs: 2, BulkWorkers: 1, ProgressInterval: 5 * time.Millisecond})
 
+	if err := in.ConsumingErr(); err == nil {
+		t.Error("ConsumingErr before Run = nil: a webserver must not be ready before its streams and consumer are in place")
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- in.Run(ctx) }()
@@ -366,6 +369,9 @@ func TestRunCreatesStreamsAndConsumerThenIngestsUntilStopped(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("only %d of 3 documents indexed", got)
 		}
+	}
+	if err := in.ConsumingErr(); err != nil {
+		t.Errorf("ConsumingErr while consuming = %v, want nil", err)
 	}
 	// A progress line follows the work and counts it.
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), `"indexed":3,`); {
