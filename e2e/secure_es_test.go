@@ -4,13 +4,13 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"maps"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/annotated-data/pipeline/internal/sample"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
@@ -74,16 +74,13 @@ func runPipelineThrough(t *testing.T, esURL string, webserverEnv, backendEnv map
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
-	var docs []struct {
-		Camera string `json:"camera_id"`
-		Frame  uint64 `json:"frame"`
-	}
+	var docs []sample.Frame
 	if err := json.NewDecoder(res.Body).Decode(&docs); err != nil || res.StatusCode != http.StatusOK {
 		t.Fatalf("backend: %s, decode: %v", res.Status, err)
 	}
 	got := map[string]int{}
 	for _, d := range docs {
-		got[fmt.Sprintf("%s-%d", d.Camera, d.Frame)]++
+		got[d.MsgID()]++
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("the backend streamed other documents than were published: %s", idDiff(got, want))
