@@ -33,7 +33,7 @@ func TestRetentionDeletesExactlyTheIndicesWhollyOlderThanIt(t *testing.T) {
 	if got := waitIndices(t, h.esURL, h.prefix+"-*", want); !slices.Equal(got, want) {
 		t.Fatalf("indices = %v, want %v", got, want)
 	}
-	if n := scrape(t, ws.admin+"/metrics")["webserver_indices_deleted_total"]; n != 2 {
+	if n := waitDeletedCount(t, ws.admin, 2); n != 2 {
 		t.Errorf("webserver_indices_deleted_total = %v, want 2", n)
 	}
 	out := ws.proc.Output()
@@ -59,6 +59,19 @@ func waitIndices(t *testing.T, esURL, pattern string, want []string) []string {
 		}
 	}
 	return got
+}
+
+// waitDeletedCount waits up to 5 s for the webserver at admin to count want
+// indices deleted, and returns the last count: an index is gone a moment before
+// retention counts it.
+func waitDeletedCount(t *testing.T, admin string, want float64) float64 {
+	t.Helper()
+	var n float64
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if n = scrape(t, admin+"/metrics")["webserver_indices_deleted_total"]; n == want || time.Now().After(deadline) {
+			return n
+		}
+	}
 }
 
 func indices(t *testing.T, esURL, pattern string) []string {

@@ -134,7 +134,7 @@ func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
 		if got := waitIndices(t, h.esURL, h.prefix+"-*", want); !slices.Equal(got, want) {
 			t.Errorf("indices = %v, want %v", got, want)
 		}
-		if n := scrape(t, first.admin+"/metrics")["webserver_indices_deleted_total"]; n != 1 {
+		if n := waitDeletedCount(t, first.admin, 1); n != 1 {
 			t.Errorf("webserver_indices_deleted_total = %v, want 1", n)
 		}
 	})
