@@ -664,7 +664,7 @@ func sameIDs(t *testing.T, msgs []publish.Message) {
 		want[m.ID] = true
 	}
 	seen := map[string]bool{}
-	for _, d := range getJSONStream(t, allRange, "camera_id,frame") {
+	for _, d := range getJSONStream(t, allRange, "camera_id,frame,timestamp") {
 		id := docID(t, d)
 		switch {
 		case seen[id]:
