@@ -107,15 +107,7 @@ func TestEveryTimestampIsStoredAsTheInstantThatChoseItsIndex(t *testing.T) {
 					t.Errorf("%s: not stored", row.name)
 					continue
 				}
-				if wantIndex := h.prefix + "-" + instant.Format("2006.01.02"); doc.Index != wantIndex {
-					t.Errorf("%s: filed in %s, want %s", row.name, doc.Index, wantIndex)
-				}
-				if got, want := string(doc.Source["@timestamp"]), `"`+instant.Format(time.RFC3339Nano)+`"`; got != want {
-					t.Errorf("%s: stored @timestamp %s, want %s", row.name, got, want)
-				}
-				if got := string(doc.Source["@timestamp_original"]); got != row.original {
-					t.Errorf("%s: @timestamp_original %q, want %q", row.name, got, row.original)
-				}
+				checkFiled(t, h.prefix, row.name, doc, instant, row.original)
 				// Every range holding the instant holds [instant, instant+1ms), and every
 				// other one lies within [0000, instant) or [instant+1ms, 9999).
 				for _, r := range []struct {
@@ -183,6 +175,21 @@ func storedDocuments(t *testing.T, esURL, prefix string) map[string]storedDocume
 		out[row] = storedDocument{Index: h.Index, Source: h.Source}
 	}
 	return out
+}
+
+// checkFiled checks that the document of row is filed in the index of instant,
+// with instant as its @timestamp and original as its @timestamp_original.
+func checkFiled(t *testing.T, prefix, row string, doc storedDocument, instant time.Time, original string) {
+	t.Helper()
+	if wantIndex := prefix + "-" + instant.Format("2006.01.02"); doc.Index != wantIndex {
+		t.Errorf("%s: filed in %s, want %s", row, doc.Index, wantIndex)
+	}
+	if got, want := string(doc.Source["@timestamp"]), `"`+instant.Format(time.RFC3339Nano)+`"`; got != want {
+		t.Errorf("%s: stored @timestamp %s, want %s", row, got, want)
+	}
+	if got := string(doc.Source["@timestamp_original"]); got != original {
+		t.Errorf("%s: @timestamp_original %q, want %q", row, got, original)
+	}
 }
 
 // exportHas reports whether the API's range query for [from, to) returns the
@@ -414,15 +421,7 @@ func TestEventTimesOutsideTheWindowAreStoredUnderThePublishTimeOrDeadLettered(t 
 					}
 					want = msg.Time.UTC().Truncate(time.Millisecond)
 				}
-				if wantIndex := h.prefix + "-" + want.Format("2006.01.02"); doc.Index != wantIndex {
-					t.Errorf("%s: filed in %s, want %s", row.name, doc.Index, wantIndex)
-				}
-				if got, want := string(doc.Source["@timestamp"]), `"`+want.Format(time.RFC3339Nano)+`"`; got != want {
-					t.Errorf("%s: stored @timestamp %s, want %s", row.name, got, want)
-				}
-				if got := string(doc.Source["@timestamp_original"]); got != row.original {
-					t.Errorf("%s: @timestamp_original %q, want %q", row.name, got, row.original)
-				}
+				checkFiled(t, h.prefix, row.name, doc, want, row.original)
 				// Every field the producer sent but @timestamp is stored as it was sent.
 				var sent map[string]json.RawMessage
 				if err := json.Unmarshal([]byte(row.data), &sent); err != nil {

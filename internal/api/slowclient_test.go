@@ -60,18 +60,7 @@ func TestASlowButSteadyReaderGetsTheWholeRange(t *testing.T) {
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
 			st := &endlessExporter{pageBytes: pageBytes, pages: pages, ended: make(chan time.Time, 1)}
-			srv := httptest.NewUnstartedServer(mustServer(t, st, Config{StallTimeout: stall}))
-			srv.EnableHTTP2 = h2
-			srv.Listener = &smallBufferListener{srv.Listener}
-			srv.StartTLS()
-			t.Cleanup(srv.Close)
-			client := srv.Client()
-			tr := client.Transport.(*http.Transport)
-			tr.DialContext = smallReadBuffer
-			tr.DisableCompression = true // gzip would shrink the pages to nothing
-			if !h2 {
-				tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}
-			}
+			srv, client := tlsServer(t, mustServer(t, st, Config{StallTimeout: stall}), h2)
 			res, err := client.Get(srv.URL + "/getStream" + someRange)
 			if err != nil {
 				t.Fatal(err)
