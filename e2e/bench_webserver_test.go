@@ -681,22 +681,28 @@ type bareRun struct {
 
 // publishBacklog creates the stream as the webserver would and fills it.
 func publishBacklog(b *testing.B, js jetstream.JetStream, frames []frame) {
-	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ANNOTATIONS", Subjects: []string{"annotations.>"}, Storage: jetstream.FileStorage}); err != nil {
-		b.Fatal(err)
-	}
 	i := 0
-	src := sourceFunc(func() (publish.Message, error) {
+	publishSource(b, js, len(frames), sourceFunc(func() (publish.Message, error) {
 		if i == len(frames) {
 			return publish.Message{}, io.EOF
 		}
 		f := frames[i]
 		i++
 		return publish.Message{Subject: f.subject, ID: f.msgID, Data: f.data}, nil
-	})
+	}))
+}
+
+// publishSource creates the stream as the webserver would and fills it with the n
+// messages of src: generated as they are sent, when a backlog held in memory
+// would weigh too much.
+func publishSource(b *testing.B, js jetstream.JetStream, n int, src publish.Source) {
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ANNOTATIONS", Subjects: []string{"annotations.>"}, Storage: jetstream.FileStorage}); err != nil {
+		b.Fatal(err)
+	}
 	stored, _, err := publish.Run(ctx, js, src, publish.Options{Window: 1024}, func() {})
-	if err != nil || stored != len(frames) {
-		b.Fatalf("backlog: %d of %d stored: %v", stored, len(frames), err)
+	if err != nil || stored != n {
+		b.Fatalf("backlog: %d of %d stored: %v", stored, n, err)
 	}
 }
 

@@ -172,7 +172,7 @@ func publishNext(t *testing.T, js jetstream.JetStream, frames *sample.Generator,
 }
 
 // waitHTTPS waits until url answers 200 over TLS with a certificate of ca.
-func waitHTTPS(t *testing.T, ca *testenv.CA, url string) {
+func waitHTTPS(t testing.TB, ca *testenv.CA, url string) {
 	t.Helper()
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -242,7 +242,7 @@ const readPage = `({
 
 // chromiumPath finds Debian's chromium, or skips the test where there is none;
 // under CI there must be one.
-func chromiumPath(t *testing.T) string {
+func chromiumPath(t testing.TB) string {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -264,7 +264,7 @@ type chromium struct {
 // certificate whose public key has the given SHA-256 (base64). Its clock reads a
 // zone half an hour off whole hours from UTC, so that a local time taken for
 // UTC, or the other way round, would show.
-func startChromium(t *testing.T, path, trustedSPKI string) *chromium {
+func startChromium(t testing.TB, path, trustedSPKI string) *chromium {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
