@@ -149,8 +149,9 @@ func ingestBusyHour(b *testing.B, esURL string, n, cameras int) busyHour {
 	js := testenv.JetStream(b, natsURL, jetstream.WithPublishAsyncMaxPending(4096))
 	publishSource(b, js, n, publish.Frames(gen, "annotations", n))
 	published := time.Since(began)
+	bin := binary(b, "webserver") // built before the clock starts
 	drainStart := time.Now()
-	ws, admin := startBenchWebserver(b, binary(b, "webserver"), natsURL, esURL, h.prefix)
+	ws, admin := startBenchWebserver(b, bin, natsURL, esURL, h.prefix)
 	waitDrained(b, js, uint64(n), admin)
 	h.rate = float64(n) / time.Since(drainStart).Seconds()
 	if err := ws.Stop(); err != nil {
