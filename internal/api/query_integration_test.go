@@ -333,3 +333,25 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// A q of many long field names asks for their types in one request, however
+// long their list.
+func TestAFilterOfManyLongFieldNamesIsAnswered(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	indexFrames(t, esURL, prefix, filterFrames)
+	b := startBackend(t, esURL, prefix, Config{})
+	var conds []string
+	for i := range 100 {
+		conds = append(conds, fmt.Sprintf("f%03d_%s:x", i, strings.Repeat("y", 25)))
+	}
+	q := strings.Join(conds, " or ") + " or camera_id:cam-07"
+	if len(q) > 2000 {
+		q = q[len(q)-1990:]
+		q = q[strings.Index(q, " or ")+4:]
+	}
+	res, body := b.get("/getJsonStream?" + filterRange + "&q=" + url.QueryEscape(q))
+	if got := ids(documents(t, res.Header.Get("Content-Type"), body)); res.StatusCode != http.StatusOK || !slices.Equal(got, []string{"no-labels", "car"}) {
+		t.Errorf("%d %v, want the frames of cam-07", res.StatusCode, got)
+	}
+}
