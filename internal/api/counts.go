@@ -24,6 +24,9 @@ const (
 	maxTop         = 50
 	minInterval    = time.Second
 	maxInterval    = 24 * time.Hour
+	// maxSplitCounts bounds buckets × (top + 1) with by: Elasticsearch refuses
+	// a search of more than 65,536 buckets (search.max_buckets).
+	maxSplitCounts = 60_000
 )
 
 // roundIntervals are the intervals interval=auto picks from: the shortest that
@@ -221,6 +224,16 @@ func parseCounts(q url.Values, rules rangeRules) (countsRequest, *apiError) {
 		}
 		req.By = raw[0]
 	}
+	// The most buckets a fixed interval may make: 2,000, or as asked; split,
+	// each holds top+1 counts, and fewer fit.
+	limit := maxBuckets
+	if q.Has("buckets") {
+		limit = req.buckets
+	}
+	if req.By != "" {
+		limit = min(limit, maxSplitCounts/(req.Top+1))
+		req.buckets = min(req.buckets, limit)
+	}
 	raw := q.Get("interval")
 	if raw == "" || raw == "auto" {
 		req.Interval = autoInterval(req.From, req.To, req.buckets)
@@ -232,10 +245,6 @@ func parseCounts(q url.Values, rules rangeRules) (countsRequest, *apiError) {
 			Message: fmt.Sprintf("interval must be auto or a whole number of s, m, h or d from 1s to 1d, such as 30s or 5m; got %q", shorten(raw, maxEcho))}
 	}
 	req.Interval = iv
-	limit := maxBuckets
-	if q.Has("buckets") {
-		limit = req.buckets
-	}
 	if n := bucketCount(req.From, req.To, iv); n > limit {
 		return req, &apiError{Code: "too_many_buckets", Param: "interval",
 			Message: fmt.Sprintf("interval=%s makes %d buckets of this range, more than %d: use interval=%s or longer, or interval=auto", raw, n, limit, formatInterval(autoInterval(req.From, req.To, limit)))}

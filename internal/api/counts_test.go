@@ -57,6 +57,8 @@ func TestCountsParametersAreCheckedLikeTheDocumentEndpoints(t *testing.T) {
 		{day + "&interval=1s", "too_many_buckets", "interval", "makes 86400 buckets of this range, more than 2000: use interval=1m or longer"},
 		{day + "&interval=1m&buckets=100", "too_many_buckets", "interval", "more than 100: use interval=15m or longer"},
 		{day + "&buckets=2001", "invalid_parameter", "buckets", "from 1 to 2000"},
+		// Split 50 ways, 2,000 buckets would be more than Elasticsearch answers.
+		{day + "&interval=1m&by=camera_id&top=50", "too_many_buckets", "interval", "more than 1176: use interval=2m or longer"},
 		{day + "&top=0", "invalid_parameter", "top", "from 1 to 50"},
 		{day + "&by=a,b", "invalid_parameter", "by", "one field"},
 		{day + "&by=cam*", "invalid_parameter", "by", "without a wildcard"},
