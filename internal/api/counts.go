@@ -136,7 +136,13 @@ func (s *streamer) counts(w http.ResponseWriter, r *http.Request) {
 func (a *countsAnswer) fill(req countsRequest, c pipeline.Counts) {
 	a.Total = c.Total
 	for _, b := range c.Buckets {
-		ba := bucketAnswer{Start: b.Start.Format(time.RFC3339Nano), Count: b.Count}
+		// The first bucket starts where the range does, inside its interval: it
+		// counts nothing before.
+		start := b.Start
+		if start.Before(req.From) {
+			start = req.From.UTC()
+		}
+		ba := bucketAnswer{Start: start.Format(time.RFC3339Nano), Count: b.Count}
 		if req.By != "" {
 			ba.By = make(map[string]int64, len(c.Values))
 			other := b.Count
