@@ -241,7 +241,7 @@ func parseCounts(q url.Values, rules rangeRules) (countsRequest, *apiError) {
 		req.buckets = min(req.buckets, limit)
 	}
 	raw := q.Get("interval")
-	if raw == "" || raw == "auto" {
+	if !q.Has("interval") || raw == "auto" {
 		req.Interval = autoInterval(req.From, req.To, req.buckets)
 		return req, nil
 	}

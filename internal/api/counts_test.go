@@ -52,6 +52,7 @@ func TestCountsParametersAreCheckedLikeTheDocumentEndpoints(t *testing.T) {
 		{"end_date=2023-03-10", "missing_parameter", "start_date", "start_date is required"},
 		{"start_date=2023-03-10&end_date=2023-03-09", "invalid_range", "start_date", "after end_date"},
 		{day + "&interval=1w", "invalid_parameter", "interval", "whole number of s, m, h or d"},
+		{day + "&interval=", "invalid_parameter", "interval", "must be auto or"},
 		{day + "&interval=0s", "invalid_parameter", "interval", "from 1s to 1d"},
 		{day + "&interval=2d", "invalid_parameter", "interval", "from 1s to 1d"},
 		{day + "&interval=1s", "too_many_buckets", "interval", "makes 86400 buckets of this range, more than 2000: use interval=1m or longer"},
