@@ -27,6 +27,14 @@ import (
 // ends or the client cannot take more, and tells when each export returned.
 type endlessStore struct{ ended chan time.Time }
 
+func (*endlessStore) FieldCaps(context.Context, []string) (map[string]map[string][]string, error) {
+	return map[string]map[string][]string{}, nil
+}
+
+func (*endlessStore) Counts(context.Context, pipeline.CountsRequest) (pipeline.Counts, error) {
+	return pipeline.Counts{}, nil
+}
+
 func (e *endlessStore) Export(ctx context.Context, _ pipeline.Range, fn func(pipeline.Page) error) error {
 	defer func() { e.ended <- time.Now() }()
 	var p pipeline.Page

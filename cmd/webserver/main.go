@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Replicas:        cfg.Index.Replicas,
 		RefreshInterval: cfg.Index.RefreshInterval,
 		IgnoreAbove:     cfg.Index.IgnoreAbove,
+		Nested:          cfg.Index.Nested,
 	}); err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ type cursors struct{ key []byte }
 
 var (
 	errForeignCursor = errors.New("is not a cursor this API issued: pass the id of the last event received, unchanged")
-	errOtherRequest  = errors.New("is a cursor of another request: resume with the same start_date, end_date, fields, order and follow")
+	errOtherRequest  = errors.New("is a cursor of another request: resume with the same start_date, end_date, q, fields, order and follow")
 )
 
 func (c cursors) encode(r request, cur cursor) string {
@@ -93,5 +93,10 @@ func requestDigest(r request) []byte {
 		h.Write([]byte{0})
 	}
 	h.Write([]byte(strings.Join(r.Fields, "\x00")))
+	if r.q != "" {
+		// Only when there is one, so that cursors issued before q existed
+		// still resume. A field name cannot hold a NUL: nothing is ambiguous.
+		h.Write([]byte("\x00q\x00" + r.q))
+	}
 	return h.Sum(nil)[:8]
 }

@@ -14,6 +14,8 @@ type apiError struct {
 	Code    string `json:"code"`
 	Param   string `json:"param,omitempty"`
 	Message string `json:"message"`
+	// Position is where in q the problem is, in characters from 1.
+	Position int `json:"position,omitempty"`
 }
 
 // errorBody is how an apiError is written: in a response of its own, and as the last
@@ -71,3 +73,21 @@ func (f *failure) Error() string {
 }
 
 func (f *failure) Unwrap() error { return f.err }
+
+// answerFailure answers err, which met a request before its answer began: with
+// the failure's own answer, or as the store's (slow, refusing, or down).
+func answerFailure(w http.ResponseWriter, err error) {
+	var f *failure
+	switch {
+	case errors.As(err, &f) && f.status == http.StatusServiceUnavailable:
+		unavailable(w, f.apiError)
+	case errors.As(err, &f):
+		writeError(w, f.status, f.apiError)
+	case slowStore(w, err):
+	case rejected(err):
+		writeError(w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
+			Message: "the document store rejected the query; this is a fault of the backend, not of the request"})
+	default:
+		unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not available; try again shortly"})
+	}
+}

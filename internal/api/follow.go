@@ -92,7 +92,7 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 		f.m.followed.Add(float64(len(p.Docs)))
 		return err
 	}
-	fl, err := f.hub.Follow(ctx, pos, req.From, req.To, req.Fields, func(p pipeline.Page) error {
+	fl, err := f.hub.Follow(ctx, pos, req.From, req.To, req.Fields, req.Filter, func(p pipeline.Page) error {
 		if done() {
 			return nil // the rest of the catch-up is not wanted
 		}

@@ -42,7 +42,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "backend_streams_in_flight",
 			Help: "Document streams being served now."}),
 		queries: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "backend_elasticsearch_request_duration_seconds",
-			Help:    "Latency of Elasticsearch requests (open_pit, search, close_pit), failed ones included.",
+			Help:    "Latency of Elasticsearch requests (open_pit, search, close_pit, refresh, field_caps, counts), failed ones included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"operation"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_elasticsearch_request_failures_total",
 			Help: "Elasticsearch requests that failed, by operation."}, []string{"operation"}),
@@ -64,6 +64,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.streamCuts.WithLabelValues("preempted")
 	m.followCuts.WithLabelValues("too_slow")
 	m.followCuts.WithLabelValues("shutdown")
+	// Each operation's failures from 0, so that the first one is an increase.
+	for _, op := range []string{"open_pit", "search", "close_pit", "refresh", "field_caps", "counts"} {
+		m.failures.WithLabelValues(op)
+	}
 	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,
 		m.followers, m.followed, m.followCuts, m.steps, m.stepDocs, m.streamCuts)
 	return m

@@ -278,7 +278,7 @@ func allowOrigins(origins []string) func(http.Handler) http.Handler {
 		AllowedOrigins: origins,
 		AllowedMethods: []string{http.MethodGet, http.MethodHead},
 		AllowedHeaders: []string{"Accept", "Authorization", "X-API-Key", "Last-Event-ID"},
-		ExposedHeaders: []string{"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"},
+		ExposedHeaders: []string{"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", unknownFieldsHeader, warningHeader},
 		MaxAge:         600,
 	})
 }

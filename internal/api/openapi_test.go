@@ -133,14 +133,19 @@ type sseEvent struct{ event, data, id string }
 func parseSSE(body io.Reader) ([]sseEvent, error) {
 	var events []sseEvent
 	cur := sseEvent{event: "message"}
+	onlyComments := true // a block of comments alone is no event
 	sc := bufio.NewScanner(body)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if line != "" && !strings.HasPrefix(line, ":") {
+			onlyComments = false
+		}
 		switch {
+		case line == "" && onlyComments:
 		case line == "":
 			events = append(events, cur)
-			cur = sseEvent{event: "message"}
+			cur, onlyComments = sseEvent{event: "message"}, true
 		case strings.HasPrefix(line, "event: "):
 			cur.event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
@@ -167,7 +172,7 @@ func TestTheOpenAPIDocumentIsServedAndValid(t *testing.T) {
 		t.Errorf("openapi = %q, want 3.1.0", v.doc.OpenAPI)
 	}
 	// Every route NewServer serves is described, and nothing else.
-	want := []string{"/", "/app.css", "/app.js", "/getJsonStream", "/getStream", "/healthz", "/metrics", "/openapi.json", "/readyz"}
+	want := []string{"/", "/app.css", "/app.js", "/getCounts", "/getJsonStream", "/getStream", "/healthz", "/metrics", "/openapi.json", "/readyz"}
 	if got := v.doc.Paths.InMatchingOrder(); len(got) != len(want) {
 		t.Errorf("described paths = %v, want %v", got, want)
 	}
@@ -180,7 +185,7 @@ func TestTheOpenAPIDocumentIsServedAndValid(t *testing.T) {
 	codes := v.doc.Components.Schemas["Error"].Value.Properties["error"].Value.Properties["code"].Value.Enum
 	for _, code := range []string{"missing_parameter", "unknown_parameter", "invalid_parameter", "invalid_range", "range_too_long",
 		"unauthorized", "rate_limited", "not_found", "method_not_allowed", "elasticsearch_error", "elasticsearch_unavailable",
-		"elasticsearch_timeout", "elasticsearch_red", "too_many_streams", "stream_interrupted", "internal_error", "invalid_query", "too_many_client_streams", "headers_too_large"} {
+		"elasticsearch_timeout", "elasticsearch_red", "too_many_streams", "stream_interrupted", "internal_error", "invalid_query", "too_many_client_streams", "headers_too_large", "too_many_buckets"} {
 		found := false
 		for _, c := range codes {
 			found = found || c == code
@@ -200,7 +205,7 @@ func TestTheServedDescriptionListsAnonymousAccessOnlyWithoutKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, path := range []string{"/getJsonStream", "/getStream", "/metrics", "/healthz"} {
+		for _, path := range []string{"/getJsonStream", "/getStream", "/getCounts", "/metrics", "/healthz"} {
 			op := doc.Paths.Find(path).Get
 			anonymous := op.Security == nil || len(*op.Security) == 0
 			if op.Security != nil {

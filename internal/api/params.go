@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -11,11 +12,12 @@ import (
 
 	"github.com/annotated-data/pipeline/internal/datetime"
 	"github.com/annotated-data/pipeline/internal/pipeline"
+	"github.com/annotated-data/pipeline/internal/query"
 )
 
 // queryParams are the parameters the document endpoints accept; anything else is
 // an error, so that a misspelt "limt" is not silently ignored.
-var queryParams = []string{"start_date", "end_date", "limit", "order", "fields", "follow", "after"}
+var queryParams = []string{"start_date", "end_date", "q", "limit", "order", "fields", "follow", "after"}
 
 // openEnd stands for the end of a followed range that has no end_date.
 var openEnd = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
@@ -39,9 +41,11 @@ type rangeRules struct {
 // request is what a document request asks for.
 type request struct {
 	pipeline.Range
-	follow bool   // follow=true: live documents after the history
-	open   bool   // followed without an end_date: To is openEnd
-	after  string // a cursor to resume after
+	follow bool        // follow=true: live documents after the history
+	open   bool        // followed without an end_date: To is openEnd
+	after  string      // a cursor to resume after
+	q      string      // the filter as given, for cursors
+	expr   *query.Expr // the filter as read; nil: every document
 	// afterParam names where after came from: the after parameter, or the
 	// Last-Event-ID header.
 	afterParam string
@@ -52,19 +56,9 @@ type request struct {
 // is ever placed into query text: dates become times, the rest typed values.
 func parseQuery(q url.Values, rules rangeRules) (request, *apiError) {
 	rng := request{Range: pipeline.Range{PageSize: rules.pageSize, FirstPageSize: rules.firstPageSize, Slices: rules.slices}}
-	// In name order, so that a request with several problems always gets the same answer.
-	for _, name := range slices.Sorted(maps.Keys(q)) {
-		values := q[name]
-		if !slices.Contains(queryParams, name) {
-			name = shorten(name, maxEcho)
-			return rng, &apiError{Code: "unknown_parameter", Param: name,
-				Message: fmt.Sprintf("unknown parameter %q; the parameters are %s", name, strings.Join(queryParams, ", "))}
-		}
-		if len(values) > 1 {
-			return rng, &apiError{Code: "invalid_parameter", Param: name, Message: name + " is given more than once"}
-		}
+	if bad := checkParams(q, queryParams); bad != nil {
+		return rng, bad
 	}
-
 	if raw, ok := q["follow"]; ok {
 		switch raw[0] {
 		case "true":
@@ -74,37 +68,13 @@ func parseQuery(q url.Values, rules rangeRules) (request, *apiError) {
 			return rng, &apiError{Code: "invalid_parameter", Param: "follow", Message: fmt.Sprintf("follow must be true or false, got %q", shorten(raw[0], maxEcho))}
 		}
 	}
-	for _, p := range []struct {
-		name string
-		dst  *time.Time
-	}{{"start_date", &rng.From}, {"end_date", &rng.To}} {
-		raw := q.Get(p.name)
-		if raw == "" && p.name == "end_date" && rng.follow && !q.Has("end_date") {
-			rng.To, rng.open = openEnd, true
-			continue
-		}
-		if raw == "" {
-			return rng, &apiError{Code: "missing_parameter", Param: p.name, Message: p.name + " is required, e.g. 2023-03-09T19:40:00"}
-		}
-		t, err := parseDate(raw, rules.defaultZone)
-		if err != nil {
-			return rng, &apiError{Code: "invalid_parameter", Param: p.name, Message: err.Error()}
-		}
-		*p.dst = t
+	var bad *apiError
+	if rng.From, rng.To, rng.open, bad = parseDates(q, rules, rng.follow); bad != nil {
+		return rng, bad
 	}
-	if rng.From.After(rng.To) {
-		return rng, &apiError{Code: "invalid_range", Param: "start_date", Message: "start_date is after end_date"}
+	if rng.q, rng.expr, bad = parseQ(q); bad != nil {
+		return rng, bad
 	}
-	if rng.open {
-		if history := time.Since(rng.From); rules.maxRange > 0 && history > rules.maxRange {
-			return rng, &apiError{Code: "range_too_long", Param: "start_date",
-				Message: fmt.Sprintf("start_date is %s ago; a followed range may begin at most %s ago", history.Round(time.Second), rules.maxRange)}
-		}
-	} else if length := rng.To.Sub(rng.From); rules.maxRange > 0 && length > rules.maxRange {
-		return rng, &apiError{Code: "range_too_long", Param: "end_date",
-			Message: fmt.Sprintf("the range is %s long; at most %s may be asked for at once", length, rules.maxRange)}
-	}
-
 	if raw, ok := q["limit"]; ok {
 		n, err := strconv.Atoi(raw[0])
 		if err != nil || n < 1 || n > maxLimit || !allDigits(raw[0]) {
@@ -207,4 +177,79 @@ func parseFields(raw string) ([]string, error) {
 		}
 	}
 	return fields, nil
+}
+
+// checkParams refuses a parameter that is not among allowed, or given twice:
+// a misspelt "limt" must not be silently ignored.
+func checkParams(q url.Values, allowed []string) *apiError {
+	// In name order, so that a request with several problems always gets the same answer.
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		if !slices.Contains(allowed, name) {
+			name = shorten(name, maxEcho)
+			return &apiError{Code: "unknown_parameter", Param: name,
+				Message: fmt.Sprintf("unknown parameter %q; the parameters are %s", name, strings.Join(allowed, ", "))}
+		}
+		if len(q[name]) > 1 {
+			return &apiError{Code: "invalid_parameter", Param: name, Message: name + " is given more than once"}
+		}
+	}
+	return nil
+}
+
+// parseDates reads start_date and end_date: a range of at most the longest
+// allowed, or with follow and no end_date, one open at the end (open is true,
+// to is openEnd).
+func parseDates(q url.Values, rules rangeRules, follow bool) (from, to time.Time, open bool, bad *apiError) {
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"start_date", &from}, {"end_date", &to}} {
+		raw := q.Get(p.name)
+		if raw == "" && p.name == "end_date" && follow && !q.Has("end_date") {
+			to, open = openEnd, true
+			continue
+		}
+		if raw == "" {
+			return from, to, open, &apiError{Code: "missing_parameter", Param: p.name, Message: p.name + " is required, e.g. 2023-03-09T19:40:00"}
+		}
+		t, err := parseDate(raw, rules.defaultZone)
+		if err != nil {
+			return from, to, open, &apiError{Code: "invalid_parameter", Param: p.name, Message: err.Error()}
+		}
+		*p.dst = t
+	}
+	if from.After(to) {
+		return from, to, open, &apiError{Code: "invalid_range", Param: "start_date", Message: "start_date is after end_date"}
+	}
+	if open {
+		if history := time.Since(from); rules.maxRange > 0 && history > rules.maxRange {
+			return from, to, open, &apiError{Code: "range_too_long", Param: "start_date",
+				Message: fmt.Sprintf("start_date is %s ago; a followed range may begin at most %s ago", history.Round(time.Second), rules.maxRange)}
+		}
+	} else if length := to.Sub(from); rules.maxRange > 0 && length > rules.maxRange {
+		return from, to, open, &apiError{Code: "range_too_long", Param: "end_date",
+			Message: fmt.Sprintf("the range is %s long; at most %s may be asked for at once", length, rules.maxRange)}
+	}
+	return from, to, open, nil
+}
+
+// parseQ reads the filter q, if given: its syntax and limits. What its
+// conditions mean depends on the mapping, which the handler asks for next.
+func parseQ(q url.Values) (string, *query.Expr, *apiError) {
+	raw := q.Get("q")
+	expr, err := query.Parse(raw)
+	if err != nil {
+		return raw, nil, queryError(err)
+	}
+	return raw, expr, nil
+}
+
+// queryError is the answer to a q that cannot be read or cannot hold.
+func queryError(err error) *apiError {
+	e := &apiError{Code: "invalid_query", Param: "q", Message: err.Error()}
+	var qe *query.Error
+	if errors.As(err, &qe) {
+		e.Position = qe.Pos
+	}
+	return e
 }

@@ -24,6 +24,9 @@ import (
 // Exporter is what the API needs of the store.
 type Exporter interface {
 	Export(ctx context.Context, r pipeline.Range, fn func(pipeline.Page) error) error
+	Counts(ctx context.Context, r pipeline.CountsRequest) (pipeline.Counts, error)
+	// FieldCaps returns the types of fields (see query.Caps), to read q.
+	FieldCaps(ctx context.Context, fields []string) (map[string]map[string][]string, error)
 	Check(ctx context.Context) error
 }
 
@@ -131,14 +134,18 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	r.Get("/healthz", admin.Healthz)
 	r.Get("/readyz", readyz(st))
 	r.With(limited).Get("/openapi.json", describe)
-	web := webPage() // the browser page holds no data, so it needs no key
-	r.With(limited).Get("/", web)
-	r.With(limited).Get("/app.js", web)
-	r.With(limited).Get("/app.css", web)
+	// The browser page holds no data, so it needs no key; and it is not held
+	// to the rate limit, so that a page whose API calls are refused can still
+	// load and say why, rather than stay blank.
+	web := webPage()
+	r.Get("/", web)
+	r.Get("/app.js", web)
+	r.Get("/app.css", web)
 	r.With(limited, keyed).Method(http.MethodGet, "/metrics", m.handler())
 	// streams sits outside compress, to measure what crosses the network.
 	r.With(limited, keyed, streams, compress).Get("/getJsonStream",
 		docs.serve(func(*http.Request) format { return jsonArray }))
+	r.With(limited, keyed, compress).Get("/getCounts", docs.counts)
 	r.With(limited, keyed, streams, compress).Get("/getStream",
 		docs.serve(func(r *http.Request) format {
 			if wantsEventStream(r) {

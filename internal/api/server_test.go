@@ -31,9 +31,21 @@ import (
 // failures happen exactly where a test wants them. What crosses into Elasticsearch
 // is tested against a real node in integration_test.go.
 
+// noMapping is a store whose indices map no field and hold no document.
+type noMapping struct{}
+
+func (noMapping) FieldCaps(context.Context, []string) (map[string]map[string][]string, error) {
+	return map[string]map[string][]string{}, nil
+}
+
+func (noMapping) Counts(context.Context, pipeline.CountsRequest) (pipeline.Counts, error) {
+	return pipeline.Counts{}, nil
+}
+
 // fakeExporter serves pages, then fails with err (if set). When gate is set, it waits
 // for a value on it before each page after the first.
 type fakeExporter struct {
+	noMapping
 	pages    []pipeline.Page
 	err      error
 	checkErr error

@@ -24,6 +24,7 @@ import (
 // endlessExporter serves pages of pageBytes until its context ends or its
 // callback fails, and records when each export returned (when ended is set).
 type endlessExporter struct {
+	noMapping
 	pageBytes int
 	pages     int // 0: without end
 	ended     chan time.Time

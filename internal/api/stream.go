@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/annotated-data/pipeline/internal/pipeline"
+	"github.com/annotated-data/pipeline/internal/query"
 )
 
 // format is one response encoding of a document stream. Documents are written as
@@ -32,6 +33,9 @@ type format struct {
 	// document: when a follow turns live (live is true), and as an idle
 	// stream's keep-alive. nil for encodings that cannot follow.
 	position func(w *bufio.Writer, c string, count int, live bool)
+	// note writes a remark for people reading the stream (what q could not
+	// show), which clients skip. nil for encodings without comments.
+	note func(w *bufio.Writer, text string)
 }
 
 var (
@@ -104,6 +108,9 @@ var (
 			}
 			w.WriteString(": keep-alive\nid: " + c + "\n\n")
 		},
+		note: func(w *bufio.Writer, text string) {
+			w.WriteString(": " + strings.NewReplacer("\n", " ", "\r", " ").Replace(text) + "\n\n")
+		},
 	}
 )
 
@@ -172,6 +179,22 @@ func (s *streamer) serve(pick func(*http.Request) format) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, *bad)
 			return
 		}
+		f, bad, err := readFilter(r.Context(), s.st, req.expr, s.rules.defaultZone)
+		if bad != nil {
+			writeError(w, http.StatusBadRequest, *bad)
+			return
+		}
+		sw := newStreamWriter(w, pick(r))
+		if err != nil {
+			requestInfoFrom(r.Context()).err = err
+			sw.fail(r, err)
+			return
+		}
+		if f.query != nil {
+			req.Filter = f.query
+		}
+		f.tell(w.Header())
+		sw.notes = f.notes
 		var resume *cursor
 		if req.after != "" {
 			c, err := s.cursors.decode(req, req.after)
@@ -194,7 +217,6 @@ func (s *streamer) serve(pick func(*http.Request) format) http.HandlerFunc {
 			defer release()
 		}
 
-		sw := newStreamWriter(w, pick(r))
 		if r.Method == http.MethodHead {
 			// The headers a GET would begin with, without asking the store for
 			// documents that would not be sent.
@@ -295,7 +317,8 @@ type streamWriter struct {
 	bw      *bufio.Writer
 	f       format
 	started bool
-	count   int // documents written
+	count   int         // documents written
+	notes   query.Notes // said at the beginning, where the encoding can
 }
 
 func newStreamWriter(w http.ResponseWriter, f format) *streamWriter {
@@ -317,6 +340,14 @@ func (s *streamWriter) begin() {
 	}
 	s.w.WriteHeader(http.StatusOK)
 	s.f.begin(s.bw)
+	if s.f.note != nil {
+		if len(s.notes.Unknown) > 0 {
+			s.f.note(s.bw, "unknown fields, which match nothing: "+strings.Join(s.notes.Unknown, ", "))
+		}
+		for _, w := range s.notes.Warnings {
+			s.f.note(s.bw, "warning: "+w)
+		}
+	}
 }
 
 // page writes a page of documents and sends it; id, when not nil, gives each
@@ -377,26 +408,9 @@ func (s *streamWriter) fail(r *http.Request, err error) {
 	var f *failure
 	isFailure := errors.As(err, &f)
 	if !s.started {
-		if gone {
-			return // the client left before the first document: nobody to answer
+		if !gone { // else the client left before the first document: nobody to answer
+			answerFailure(s.w, err)
 		}
-		if isFailure {
-			if f.status == http.StatusServiceUnavailable {
-				unavailable(s.w, f.apiError)
-				return
-			}
-			writeError(s.w, f.status, f.apiError)
-			return
-		}
-		if slowStore(s.w, err) {
-			return
-		}
-		if rejected(err) {
-			writeError(s.w, http.StatusBadGateway, apiError{Code: "elasticsearch_error",
-				Message: "the document store rejected the query; this is a fault of the backend, not of the request"})
-			return
-		}
-		unavailable(s.w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not available; try again shortly"})
 		return
 	}
 	var ce clientError

@@ -49,6 +49,9 @@ type Index struct {
 	Replicas        int
 	RefreshInterval string
 	IgnoreAbove     int
+	// Nested are the arrays of objects mapped as nested, so that a query's
+	// conditions in braces hold within one element.
+	Nested []string
 }
 
 // IngesterVars declares every variable the webserver reads; cfg receives the values.
@@ -77,6 +80,7 @@ func IngesterVars(cfg *Ingester) []Var {
 		Var{Name: "ES_INDEX_REPLICAS", Default: "1", Usage: "replicas of each new index (0 on a single node keeps it green)", target: &cfg.Index.Replicas},
 		Var{Name: "ES_INDEX_REFRESH_INTERVAL", Default: "1s", Usage: "how soon new documents become searchable", target: &cfg.Index.RefreshInterval},
 		Var{Name: "ES_KEYWORD_IGNORE_ABOVE", Default: "1024", Usage: "longer strings are stored but not indexed", target: &cfg.Index.IgnoreAbove},
+		Var{Name: "ES_NESTED_FIELDS", Default: "labels", Usage: "arrays of objects mapped as nested in new indices, so that q's labels:{ label:person and confidence >= 0.8 } holds within one element (comma-separated; none: no field)", target: &cfg.Index.Nested},
 		Var{Name: "TIMESTAMP_FIELD", Default: "timestamp", Usage: "message field holding the event time (a message's own readable @timestamp wins)", target: &cfg.TimestampField},
 		Var{Name: "TIMESTAMP_REQUIRED", Default: "false", Usage: "true: dead-letter messages without a usable timestamp; false: use the publish time", target: &cfg.TimestampRequired},
 		Var{Name: "TIMESTAMP_DEFAULT_ZONE", Default: "UTC", Usage: "IANA zone for timestamps written without one", target: &cfg.zone},
@@ -127,6 +131,12 @@ func LoadIngester(getenv func(string) string) (Ingester, error) {
 	_, err := time.ParseDuration(cfg.Index.RefreshInterval)
 	c.add(err == nil || cfg.Index.RefreshInterval == "-1", "ES_INDEX_REFRESH_INTERVAL", "%q is not a duration like 1s or 30s (or -1 to disable)", cfg.Index.RefreshInterval)
 	c.positive("ES_KEYWORD_IGNORE_ABOVE", cfg.Index.IgnoreAbove)
+	if len(cfg.Index.Nested) == 1 && cfg.Index.Nested[0] == "none" {
+		cfg.Index.Nested = nil
+	}
+	for _, f := range cfg.Index.Nested {
+		c.add(validFieldPath(f), "ES_NESTED_FIELDS", "%q is not a field name like labels or meta.boxes", f)
+	}
 	c.add(cfg.TimestampField != "", "TIMESTAMP_FIELD", "must not be empty")
 	cfg.DefaultZone = c.zone("TIMESTAMP_DEFAULT_ZONE", cfg.zone)
 	cfg.TimestampMaxPast = c.span("TIMESTAMP_MAX_PAST", cfg.maxPast)
@@ -214,4 +224,15 @@ func (i Ingester) Explain(err error) error {
 		return fmt.Errorf("%w; give this pipeline a NATS_DLQ_SUBJECT_PREFIX of its own (now %q)", err, i.DLQSubjectPrefix)
 	}
 	return err
+}
+
+// validFieldPath reports whether f is a field name a mapping can hold: parts of
+// letters, digits, _ @ and -, joined by dots.
+func validFieldPath(f string) bool {
+	for part := range strings.SplitSeq(f, ".") {
+		if part == "" || strings.Trim(part, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@-") != "" {
+			return false
+		}
+	}
+	return true
 }

@@ -32,17 +32,22 @@
 //
 // All followers share one poller per set of fields asked for: one floor read,
 // one refresh and one query per step over the union of their ranges, whatever
-// their number. A follower holds at most Config.Buffer documents it has not
+// their number. Followers with a filter (q) share it too: the query keeps the
+// documents that match any follower's filter, each filter named, and each
+// document comes back with the names of those it matched; so a filter runs in
+// Elasticsearch, once per step, and no document is read twice to be filtered. A follower holds at most Config.Buffer documents it has not
 // taken; the poller waits a while for one that is full, then cuts it, so a slow
 // client costs bounded memory and delays the others by at most that wait, once.
 package follow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,9 +68,9 @@ type Floor interface {
 type Store interface {
 	// Refresh makes every document indexed before the call searchable.
 	Refresh(ctx context.Context) error
-	// Settled returns, by sequence, up to size documents with sequences in
-	// (after, upTo] and @timestamp in [from, to), with their keys.
-	Settled(ctx context.Context, after, upTo uint64, from, to time.Time, size int, fields []string) (pipeline.Page, error)
+	// Settled returns, by sequence, the documents q selects, with their keys
+	// and the filters each matched.
+	Settled(ctx context.Context, q pipeline.SettledQuery) (pipeline.Page, error)
 }
 
 // ErrClosed ends every follower when the backend stops, so that clients resume
@@ -139,6 +144,8 @@ func (h *Hub) PollInterval() time.Duration { return h.cfg.PollInterval }
 type Follower struct {
 	from, to time.Time
 	fields   []string
+	filter   any    // an Elasticsearch query; nil: every document
+	name     string // the filter's name in the shared steps, once joined
 	hub      *Hub
 	p        *poller
 	pos      uint64 // every document of the range up to this sequence has been taken
@@ -156,12 +163,13 @@ type Follower struct {
 // one that has not after that reads slower than documents arrive.
 const maxCatchUps = 20
 
-// Follow subscribes to the documents of [from, to) created by messages after
-// sequence pos, which the caller has already sent (its history, or a cursor).
+// Follow subscribes to the documents of [from, to) that match filter (an
+// Elasticsearch query; nil for all) created by messages after sequence pos,
+// which the caller has already sent (its history, or a cursor).
 // When the shared steps are ahead of pos, the documents in between are read
 // first and passed to send, page by page, so that memory stays bounded however
 // far behind the follower starts; then the follower joins the steps.
-func (h *Hub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields []string, send func(pipeline.Page) error) (*Follower, error) {
+func (h *Hub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields []string, filter any, send func(pipeline.Page) error) (*Follower, error) {
 	key := strings.Join(fields, "\x00")
 	h.mu.Lock()
 	if h.closed {
@@ -170,11 +178,11 @@ func (h *Hub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields
 	}
 	p := h.pollers[key]
 	if p == nil {
-		p = &poller{hub: h, fields: fields, subs: map[*Follower]struct{}{}}
+		p = &poller{hub: h, fields: fields, subs: map[*Follower]struct{}{}, filters: map[string]*sharedFilter{}}
 		h.pollers[key] = p
 	}
 	h.mu.Unlock()
-	f := &Follower{from: from, to: to, fields: fields, hub: h, p: p, pos: pos,
+	f := &Follower{from: from, to: to, fields: fields, filter: filter, hub: h, p: p, pos: pos,
 		ready: make(chan struct{}, 1), space: make(chan struct{}, 1), closed: make(chan struct{})}
 	for range maxCatchUps {
 		ahead, joined := p.join(f)
@@ -263,12 +271,13 @@ func (f *Follower) signal() {
 	}
 }
 
-// inRange keeps the documents of page in f's range with sequences past pos.
+// inRange keeps the documents of page in f's range, with sequences past pos,
+// that matched f's filter.
 func (f *Follower) inRange(page pipeline.Page, pos uint64) pipeline.Page {
 	var out pipeline.Page
 	from, to := f.from.UnixMilli(), f.to.UnixMilli()
 	for i, k := range page.Keys {
-		if k.Seq > pos && k.Time >= from && k.Time < to {
+		if k.Seq > pos && k.Time >= from && k.Time < to && (f.name == "" || slices.Contains(page.Matched[i], f.name)) {
 			out.Docs = append(out.Docs, page.Docs[i])
 			out.Keys = append(out.Keys, k)
 		}
@@ -288,8 +297,21 @@ type poller struct {
 
 	mu      sync.Mutex
 	subs    map[*Follower]struct{}
+	filters map[string]*sharedFilter // by the filter's JSON
+	named   int                      // filters named so far
 	running bool
 }
+
+// sharedFilter is one filter of the followers of a poller, under its name in
+// the shared query.
+type sharedFilter struct {
+	name  string
+	query any
+	users int
+}
+
+// unfiltered names, in the shared query, the followers without a filter.
+const unfiltered = "all"
 
 // join adds f, unless the steps have gone past f's position: then it returns
 // how far they have, for f to catch up to first.
@@ -306,6 +328,17 @@ func (p *poller) join(f *Follower) (ahead uint64, joined bool) {
 		return p.last, false
 	}
 	p.subs[f] = struct{}{}
+	if f.filter != nil {
+		key := filterKey(f.filter)
+		sf := p.filters[key]
+		if sf == nil {
+			p.named++
+			sf = &sharedFilter{name: "q" + strconv.Itoa(p.named), query: f.filter}
+			p.filters[key] = sf
+		}
+		sf.users++
+		f.name = sf.name
+	}
 	if !p.running {
 		p.running = true
 		go p.run()
@@ -317,7 +350,11 @@ func (p *poller) join(f *Follower) (ahead uint64, joined bool) {
 // handed out before f joined; the step that reached upTo refreshed them.
 func (f *Follower) catchUp(ctx context.Context, upTo uint64, send func(pipeline.Page) error) error {
 	for f.pos < upTo {
-		page, err := f.hub.store.Settled(ctx, f.pos, upTo, f.from, f.to, f.hub.cfg.PageSize, f.fields)
+		q := pipeline.SettledQuery{After: f.pos, UpTo: upTo, From: f.from, To: f.to, Size: f.hub.cfg.PageSize, Fields: f.fields}
+		if f.filter != nil {
+			q.Filters = map[string]any{"self": f.filter}
+		}
+		page, err := f.hub.store.Settled(ctx, q)
 		if err != nil {
 			return err
 		}
@@ -337,6 +374,14 @@ func (f *Follower) catchUp(ctx context.Context, upTo uint64, send func(pipeline.
 
 func (p *poller) leave(f *Follower) {
 	p.mu.Lock()
+	if _, ok := p.subs[f]; ok && f.filter != nil {
+		key := filterKey(f.filter)
+		if sf := p.filters[key]; sf != nil {
+			if sf.users--; sf.users == 0 {
+				delete(p.filters, key)
+			}
+		}
+	}
 	delete(p.subs, f)
 	p.mu.Unlock()
 	select {
@@ -388,7 +433,7 @@ func (p *poller) once() {
 // deliver hands the documents with sequences in (p.last, floor] to the
 // followers whose range they fall in, and the floor to all.
 func (p *poller) deliver(ctx context.Context, floor uint64) (int, error) {
-	subs := p.followers()
+	subs, filters := p.followersAndFilters()
 	if len(subs) == 0 {
 		// The last follower left after run looked: nobody to deliver to, and
 		// the next one to join sets where the steps begin.
@@ -400,7 +445,8 @@ func (p *poller) deliver(ctx context.Context, floor uint64) (int, error) {
 	from, to := span(subs)
 	after, n := p.last, 0
 	for {
-		page, err := p.hub.store.Settled(ctx, after, floor, from, to, p.hub.cfg.PageSize, p.fields)
+		page, err := p.hub.store.Settled(ctx, pipeline.SettledQuery{After: after, UpTo: floor, From: from, To: to,
+			Size: p.hub.cfg.PageSize, Fields: p.fields, Filters: filters})
 		if err != nil {
 			return n, err
 		}
@@ -420,6 +466,42 @@ func (p *poller) deliver(ctx context.Context, floor uint64) (int, error) {
 		}
 		after = reached
 	}
+}
+
+// followersAndFilters are the followers, and the filters of the shared query:
+// none when no follower has one, and with a filter that matches everything
+// for those without one, when others do.
+func (p *poller) followersAndFilters() ([]*Follower, map[string]any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	subs := make([]*Follower, 0, len(p.subs))
+	all := false
+	for f := range p.subs {
+		subs = append(subs, f)
+		all = all || f.filter == nil
+	}
+	if len(p.filters) == 0 {
+		return subs, nil
+	}
+	filters := make(map[string]any, len(p.filters)+1)
+	for _, sf := range p.filters {
+		filters[sf.name] = sf.query
+	}
+	if all {
+		filters[unfiltered] = map[string]any{"match_all": map[string]any{}}
+	}
+	return subs, filters
+}
+
+// filterKey tells filters apart: encoding/json writes a map's keys in order,
+// so equal queries have equal keys.
+func filterKey(filter any) string {
+	b, err := json.Marshal(filter)
+	if err != nil {
+		// Built by package query from plain values: it always encodes.
+		panic("follow: a filter that does not encode: " + err.Error())
+	}
+	return string(b)
 }
 
 func (p *poller) followers() []*Follower {

@@ -49,21 +49,36 @@ func (s *fakeStore) add(seq uint64, at int64) {
 
 func (s *fakeStore) Refresh(context.Context) error { return nil }
 
-func (s *fakeStore) Settled(_ context.Context, after, upTo uint64, from, to time.Time, size int, _ []string) (pipeline.Page, error) {
+// Its filters are multiples: {"every": n} matches the sequences n divides,
+// and a match_all query every sequence.
+func (s *fakeStore) Settled(_ context.Context, q pipeline.SettledQuery) (pipeline.Page, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.queries++
+	matched := func(seq uint64) []string {
+		var names []string
+		for name, f := range q.Filters {
+			if n, ok := f.(map[string]any)["every"].(int); !ok || seq%uint64(n) == 0 {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
 	var seqs []uint64
 	for seq, at := range s.docs {
-		if seq > after && seq <= upTo && at >= from.UnixMilli() && at < to.UnixMilli() {
+		if seq > q.After && seq <= q.UpTo && at >= q.From.UnixMilli() && at < q.To.UnixMilli() &&
+			(len(q.Filters) == 0 || len(matched(seq)) > 0) {
 			seqs = append(seqs, seq)
 		}
 	}
 	slices.Sort(seqs)
 	var p pipeline.Page
-	for _, seq := range seqs[:min(size, len(seqs))] {
+	for _, seq := range seqs[:min(q.Size, len(seqs))] {
 		p.Docs = append(p.Docs, fmt.Appendf(nil, "%d", seq))
 		p.Keys = append(p.Keys, pipeline.Key{Time: s.docs[seq], Seq: seq})
+		if len(q.Filters) > 0 {
+			p.Matched = append(p.Matched, matched(seq))
+		}
 	}
 	return p, nil
 }
@@ -116,7 +131,7 @@ func TestAFollowerGetsEveryDocumentAfterItsPositionOnceInSequenceOrder(t *testin
 	}
 	floor.set(10)
 	h := newTestHub(floor, st, 1000)
-	f, err := h.Follow(t.Context(), 10, epoch, never, nil, nil)
+	f, err := h.Follow(t.Context(), 10, epoch, never, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +162,7 @@ func TestAFollowerGetsEveryDocumentAfterItsPositionOnceInSequenceOrder(t *testin
 func TestAFollowerJoiningBehindTheStepsCatchesUpBeforeTakingThem(t *testing.T) {
 	floor, st := &fakeFloor{}, &fakeStore{}
 	h := newTestHub(floor, st, 1000)
-	first, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	first, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +174,7 @@ func TestAFollowerJoiningBehindTheStepsCatchesUpBeforeTakingThem(t *testing.T) {
 	collect(t, first, nil, 40) // the steps are at 40
 
 	var caughtUp []uint64
-	second, err := h.Follow(t.Context(), 15, epoch, never, nil, func(p pipeline.Page) error {
+	second, err := h.Follow(t.Context(), 15, epoch, never, nil, nil, func(p pipeline.Page) error {
 		for _, k := range p.Keys {
 			caughtUp = append(caughtUp, k.Seq)
 		}
@@ -184,12 +199,12 @@ func TestAFollowerJoiningBehindTheStepsCatchesUpBeforeTakingThem(t *testing.T) {
 func TestFollowersOfDifferentRangesShareOneQueryAndGetOnlyTheirOwnDocuments(t *testing.T) {
 	floor, st := &fakeFloor{}, &fakeStore{}
 	h := newTestHub(floor, st, 1000)
-	early, err := h.Follow(t.Context(), 0, time.UnixMilli(0), time.UnixMilli(100), nil, nil)
+	early, err := h.Follow(t.Context(), 0, time.UnixMilli(0), time.UnixMilli(100), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer early.Close()
-	late, err := h.Follow(t.Context(), 0, time.UnixMilli(100), time.UnixMilli(200), nil, nil)
+	late, err := h.Follow(t.Context(), 0, time.UnixMilli(100), time.UnixMilli(200), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,12 +233,12 @@ func TestAFollowerThatTakesNothingIsCutAndTheOthersGoOn(t *testing.T) {
 	floor, st := &fakeFloor{}, &fakeStore{}
 	h := newTestHub(floor, st, 10)
 	h.offerWait = 20 * time.Millisecond
-	stuck, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	stuck, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stuck.Close()
-	reader, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	reader, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +261,7 @@ func TestAFollowerThatTakesNothingIsCutAndTheOthersGoOn(t *testing.T) {
 
 func TestClosingTheHubEndsEveryFollowerAndRefusesNewOnes(t *testing.T) {
 	h := newTestHub(&fakeFloor{}, &fakeStore{}, 10)
-	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +270,7 @@ func TestClosingTheHubEndsEveryFollowerAndRefusesNewOnes(t *testing.T) {
 	if _, _, err := f.Next(); !errors.Is(err, ErrClosed) {
 		t.Errorf("follower after Close: %v, want ErrClosed", err)
 	}
-	if _, err := h.Follow(t.Context(), 0, epoch, never, nil, nil); !errors.Is(err, ErrClosed) {
+	if _, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil); !errors.Is(err, ErrClosed) {
 		t.Errorf("Follow after Close: %v, want ErrClosed", err)
 	}
 }
@@ -263,7 +278,7 @@ func TestClosingTheHubEndsEveryFollowerAndRefusesNewOnes(t *testing.T) {
 func TestAStepAfterTheLastFollowerLeftDoesNotFail(t *testing.T) {
 	floor, st := &fakeFloor{}, &fakeStore{}
 	h := newTestHub(floor, st, 1000)
-	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,4 +289,76 @@ func TestAStepAfterTheLastFollowerLeftDoesNotFail(t *testing.T) {
 	}
 	floor.set(5)
 	p.once() // what run does when the follower leaves between its check and the step
+}
+
+// Followers with different filters, and one without, share the steps: one
+// query per page however many filters, and each gets exactly the documents of
+// its own, from that query's answer.
+func TestFollowersWithDifferentFiltersShareOneQueryPerStep(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := newTestHub(floor, st, 1000)
+	every := func(n int) any { return map[string]any{"every": n} }
+	var followers []*Follower
+	for _, filter := range []any{every(2), every(3), nil, every(2), every(5)} {
+		f, err := h.Follow(t.Context(), 0, epoch, never, nil, filter, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		followers = append(followers, f)
+	}
+	for seq := uint64(1); seq <= 6; seq++ { // less than a page (7)
+		st.add(seq, int64(seq))
+	}
+	st.mu.Lock()
+	before := st.queries
+	st.mu.Unlock()
+	floor.set(6)
+	got := make([][]uint64, len(followers))
+	for i, f := range followers {
+		got[i] = collect(t, f, nil, 6)
+	}
+	want := [][]uint64{{2, 4, 6}, {3, 6}, seqs(1, 6), {2, 4, 6}, {5}}
+	for i := range want {
+		if !slices.Equal(got[i], want[i]) {
+			t.Errorf("follower %d got %v, want %v", i, got[i], want[i])
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if n := st.queries - before; n != 1 {
+		t.Errorf("the step took %d queries for 4 filters; want 1", n)
+	}
+}
+
+// A filtered follower joining behind the steps catches up on its own
+// filter's documents alone.
+func TestAFilteredFollowerCatchesUpOnItsOwnDocuments(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := newTestHub(floor, st, 1000)
+	first, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	for seq := uint64(1); seq <= 20; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(20)
+	collect(t, first, nil, 20)
+
+	var caught []uint64
+	second, err := h.Follow(t.Context(), 0, epoch, never, nil, map[string]any{"every": 4}, func(p pipeline.Page) error {
+		for _, k := range p.Keys {
+			caught = append(caught, k.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if want := []uint64{4, 8, 12, 16, 20}; !slices.Equal(caught, want) {
+		t.Errorf("caught up on %v, want %v", caught, want)
+	}
 }

@@ -79,6 +79,9 @@ type Range struct {
 	// Fields restricts each document to these fields (wildcards allowed); nil
 	// returns whole documents.
 	Fields []string
+	// Filter, when not nil, keeps only the documents that match it: an
+	// Elasticsearch query as plain data (package query builds it from q).
+	Filter any
 	// Slices, when above 1, reads the range in that many parts at once, merged
 	// back into the same order and pages as one stream: sooner where
 	// Elasticsearch has processors and shards to spare, at the cost of more
@@ -110,4 +113,57 @@ type Key struct {
 type Page struct {
 	Docs [][]byte
 	Keys []Key // nil unless Range.Keys
+	// Matched names, for each document, the filters of SettledQuery.Filters
+	// it matched; nil without them.
+	Matched [][]string
+}
+
+// SettledQuery selects, in stream order, the documents created by messages
+// with sequences in (After, UpTo] whose @timestamp is in [From, To): what a
+// follow sends once UpTo is settled.
+type SettledQuery struct {
+	After, UpTo uint64
+	From, To    time.Time
+	Size        int      // the most documents
+	Fields      []string // as in Range
+	// Filters, when not empty, keeps the documents that match at least one of
+	// these queries, and names those each matched in Page.Matched: one search
+	// serves followers with different filters.
+	Filters map[string]any
+}
+
+// CountsRequest asks how many documents of [From, To) match Filter, per
+// Interval.
+type CountsRequest struct {
+	From, To time.Time
+	Filter   any // as in Range; nil: every document
+	// Interval is each bucket's length. Buckets start at whole multiples of it
+	// since the Unix epoch (UTC), so the first may begin before From.
+	Interval time.Duration
+	// By, when set, splits each bucket by the Top values of that field over
+	// the whole range. ByNested is the array of nested objects By is in, if any.
+	By, ByNested string
+	Top          int
+}
+
+// Counts answers a CountsRequest.
+type Counts struct {
+	Total   int64
+	Buckets []Bucket // every bucket of the range, empty ones too, in time order
+	// Values are By's top values over the range, most frequent first, with
+	// their counts.
+	Values []ValueCount
+}
+
+// Bucket is the count of one interval.
+type Bucket struct {
+	Start time.Time
+	Count int64
+	By    map[string]int64 // per value of Counts.Values, when split
+}
+
+// ValueCount is how many documents hold a value of a field.
+type ValueCount struct {
+	Value string
+	Count int64
 }

@@ -5,7 +5,7 @@
 // The subset, with what each builds:
 //
 //	field:value          match (lenient: a value of another type matches nothing)
-//	field:"a phrase"     match_phrase
+//	field:"a phrase"     the words in this order (exact, on a keyword)
 //	field:cam-*          prefix: a * only at the end of a value
 //	field:*              exists
 //	field:(a or b)       the same field, for several values; and, not, parentheses
@@ -17,6 +17,12 @@
 // A value without a field, a wildcard anywhere but at the end of a value, a
 // regular expression, and anything else is refused with the position of the
 // first character that could not be read.
+//
+// Reading happens in two steps: Parse checks the syntax and the limits, then
+// Expr.Query builds the query against the fields' types in the mapping (see
+// Caps), which decide what a condition may mean: a comparison of a number with
+// a word, or a trailing * on a number, would make Elasticsearch fail the whole
+// search, so they are refused here, with their position.
 package query
 
 import (
@@ -35,8 +41,8 @@ const (
 // Query is an Elasticsearch query, ready to be encoded as JSON.
 type Query = map[string]any
 
-// Error is a q that cannot be read: Pos is the 1-based position, in characters,
-// where reading stopped.
+// Error is a q that cannot be read or cannot mean anything for the fields it
+// names: Pos is the 1-based position, in characters, of the culprit.
 type Error struct {
 	Pos int
 	Msg string
@@ -44,9 +50,39 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("q, at character %d: %s", e.Pos, e.Msg) }
 
-// Parse reads q and returns its query. An empty or blank q matches everything,
-// and returns nil.
-func Parse(q string) (Query, error) {
+// Expr is a q that was read: what it asks, before it meets a mapping.
+type Expr struct {
+	root node
+}
+
+// The syntax tree. Conditions name fields by their full path: inside braces, the
+// nested path and a dot come first.
+type (
+	node interface{}
+	// join is "and" or "or" over its parts.
+	join struct {
+		or    bool
+		parts []node
+	}
+	negation struct{ n node }
+	// condition is field:value (op ":"), field:* (op ":", value.wildcard and
+	// empty), or a comparison (op ">", ">=", "<" or "<=").
+	condition struct {
+		field string
+		pos   int // of the field name
+		op    string
+		value token
+	}
+	// nested requires inner of one element of the objects under path.
+	nested struct {
+		path  string
+		pos   int
+		inner node
+	}
+)
+
+// Parse reads q. An empty or blank q matches everything, and returns nil.
+func Parse(q string) (*Expr, error) {
 	if n := utf8.RuneCountInString(q); n > MaxLength {
 		return nil, &Error{Pos: MaxLength + 1, Msg: fmt.Sprintf("longer than %d characters", MaxLength)}
 	}
@@ -61,14 +97,60 @@ func Parse(q string) (Query, error) {
 		return nil, nil
 	}
 	p := &parser{toks: toks}
-	out, err := p.or(p.condition)
+	root, err := p.or(p.condition)
 	if err != nil {
 		return nil, err
 	}
 	if t := p.peek(); t.kind != tEnd {
 		return nil, p.unexpected(t, "and, or, or the end")
 	}
-	return out, nil
+	return &Expr{root: root}, nil
+}
+
+// Fields are the fields e names, and every object they are inside (labels for
+// labels.label): all that Query needs the types of.
+func (e *Expr) Fields() []string {
+	if e == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(f string) {
+		for i := range f {
+			if f[i] == '.' && !seen[f[:i]] {
+				seen[f[:i]] = true
+				out = append(out, f[:i])
+			}
+		}
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, f)
+		}
+	}
+	walk(e.root, func(n node) {
+		switch n := n.(type) {
+		case condition:
+			add(n.field)
+		case nested:
+			add(n.path)
+		}
+	})
+	return out
+}
+
+// walk calls fn with n and everything under it.
+func walk(n node, fn func(node)) {
+	fn(n)
+	switch n := n.(type) {
+	case join:
+		for _, p := range n.parts {
+			walk(p, fn)
+		}
+	case negation:
+		walk(n.n, fn)
+	case nested:
+		walk(n.inner, fn)
+	}
 }
 
 type parser struct {
@@ -91,49 +173,45 @@ func (p *parser) unexpected(t token, want string) error {
 
 // or reads operands joined by "or", each read by operand (conditions, or the
 // values of one field).
-func (p *parser) or(operand func() (Query, error)) (Query, error) {
-	return p.joined(tOr, func() (Query, error) { return p.joined(tAnd, func() (Query, error) { return p.not(operand) }) })
+func (p *parser) or(operand func() (node, error)) (node, error) {
+	return p.joined(tOr, func() (node, error) { return p.joined(tAnd, func() (node, error) { return p.not(operand) }) })
 }
 
 // joined reads operands joined by the keyword kind.
-func (p *parser) joined(kind tokenKind, operand func() (Query, error)) (Query, error) {
+func (p *parser) joined(kind tokenKind, operand func() (node, error)) (node, error) {
 	first, err := operand()
 	if err != nil {
 		return nil, err
 	}
-	parts := []any{first}
+	parts := []node{first}
 	for p.peek().kind == kind {
 		p.next()
-		q, err := operand()
+		n, err := operand()
 		if err != nil {
 			return nil, err
 		}
-		parts = append(parts, q)
+		parts = append(parts, n)
 	}
-	switch {
-	case len(parts) == 1:
+	if len(parts) == 1 {
 		return first, nil
-	case kind == tAnd:
-		return Query{"bool": Query{"filter": parts}}, nil
-	default:
-		return Query{"bool": Query{"should": parts, "minimum_should_match": 1}}, nil
 	}
+	return join{or: kind == tOr, parts: parts}, nil
 }
 
-func (p *parser) not(operand func() (Query, error)) (Query, error) {
+func (p *parser) not(operand func() (node, error)) (node, error) {
 	if p.peek().kind != tNot {
 		return p.group(operand)
 	}
 	p.next()
-	q, err := p.not(operand)
+	n, err := p.not(operand)
 	if err != nil {
 		return nil, err
 	}
-	return Query{"bool": Query{"must_not": []any{q}}}, nil
+	return negation{n}, nil
 }
 
 // group reads an operand, or an expression of them in parentheses.
-func (p *parser) group(operand func() (Query, error)) (Query, error) {
+func (p *parser) group(operand func() (node, error)) (node, error) {
 	if p.peek().kind != tOpen {
 		return operand()
 	}
@@ -141,7 +219,7 @@ func (p *parser) group(operand func() (Query, error)) (Query, error) {
 	if err := p.enter(open); err != nil {
 		return nil, err
 	}
-	q, err := p.or(operand)
+	n, err := p.or(operand)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +227,7 @@ func (p *parser) group(operand func() (Query, error)) (Query, error) {
 		return nil, p.unexpected(t, "a closing parenthesis for the one at character "+fmt.Sprint(open.pos))
 	}
 	p.depth--
-	return q, nil
+	return n, nil
 }
 
 func (p *parser) enter(t token) error {
@@ -160,7 +238,7 @@ func (p *parser) enter(t token) error {
 }
 
 // condition reads one condition on a field.
-func (p *parser) condition() (Query, error) {
+func (p *parser) condition() (node, error) {
 	t := p.next()
 	if t.kind != tWord {
 		return nil, p.unexpected(t, "a field name")
@@ -183,7 +261,7 @@ func (p *parser) condition() (Query, error) {
 		if err := p.count(v); err != nil {
 			return nil, err
 		}
-		return Query{"range": Query{field: Query{rangeOps[op.text]: v.text}}}, nil
+		return condition{field: field, pos: t.pos, op: op.text, value: v}, nil
 	case tEnd, tAnd, tOr, tClose, tBraceClose:
 		return nil, &Error{Pos: t.pos, Msg: fmt.Sprintf("%s has no field: write field:%s (a search of every field is not supported)", t.describe(), t.text)}
 	default:
@@ -191,23 +269,23 @@ func (p *parser) condition() (Query, error) {
 	}
 	switch p.peek().kind {
 	case tBrace:
-		return p.nested(field)
+		return p.nested(field, t.pos)
 	case tOpen:
-		return p.group(func() (Query, error) { return p.value(field) })
+		return p.group(func() (node, error) { return p.value(field, t.pos) })
 	}
-	return p.value(field)
+	return p.value(field, t.pos)
 }
 
 // nested reads the conditions in braces after field: and requires them of one
 // element of the array of objects field holds.
-func (p *parser) nested(field string) (Query, error) {
+func (p *parser) nested(field string, pos int) (node, error) {
 	open := p.next()
 	if err := p.enter(open); err != nil {
 		return nil, err
 	}
 	outer := p.prefix
 	p.prefix = field + "."
-	q, err := p.or(p.condition)
+	inner, err := p.or(p.condition)
 	if err != nil {
 		return nil, err
 	}
@@ -216,11 +294,11 @@ func (p *parser) nested(field string) (Query, error) {
 		return nil, p.unexpected(t, "a closing brace for the one at character "+fmt.Sprint(open.pos))
 	}
 	p.depth--
-	return Query{"nested": Query{"path": field, "query": q, "ignore_unmapped": true}}, nil
+	return nested{path: field, pos: pos, inner: inner}, nil
 }
 
-// value reads one value of field and what it matches.
-func (p *parser) value(field string) (Query, error) {
+// value reads one value of field.
+func (p *parser) value(field string, pos int) (node, error) {
 	t := p.next()
 	if t.kind != tWord {
 		return nil, p.unexpected(t, "a value")
@@ -228,15 +306,7 @@ func (p *parser) value(field string) (Query, error) {
 	if err := p.count(t); err != nil {
 		return nil, err
 	}
-	switch {
-	case t.wildcard && t.text == "":
-		return Query{"exists": Query{"field": field}}, nil
-	case t.wildcard:
-		return Query{"prefix": Query{field: Query{"value": t.text}}}, nil
-	case t.quoted:
-		return Query{"match_phrase": Query{field: Query{"query": t.text}}}, nil
-	}
-	return Query{"match": Query{field: Query{"query": t.text, "lenient": true}}}, nil
+	return condition{field: field, pos: pos, op: ":", value: t}, nil
 }
 
 // count counts one more condition, whose value is t.
@@ -246,8 +316,6 @@ func (p *parser) count(t token) error {
 	}
 	return nil
 }
-
-var rangeOps = map[string]string{">": "gt", ">=": "gte", "<": "lt", "<=": "lte"}
 
 // fieldName checks a field name: letters, digits and _ @ . -, as the fields
 // parameter takes, and no empty part between dots.

@@ -197,6 +197,9 @@ func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after
 		dir = "desc"
 	}
 	filter := []any{timeRange(r.From, r.To)}
+	if r.Filter != nil {
+		filter = append(filter, r.Filter)
+	}
 	if r.UpTo != nil {
 		// A document without a sequence (the old system's, or one indexed by hand)
 		// came from no message: no floor will ever be settled past it, so it belongs
@@ -270,8 +273,9 @@ func timeRange(from, to time.Time) object {
 
 // hit is one document of a search response: its source and its sort values.
 type hit struct {
-	Source json.RawMessage `json:"_source"`
-	Sort   json.RawMessage `json:"sort"`
+	Source  json.RawMessage `json:"_source"`
+	Sort    json.RawMessage `json:"sort"`
+	Matched []string        `json:"matched_queries"` // the named queries it matched
 }
 
 // searchPage fetches one page of r (of its slice part, when not nil) and returns
@@ -330,7 +334,7 @@ func (s *Store) search(ctx context.Context, req searchRequest) (parsed searchRes
 		// A page with a shard missing would silently drop documents: fail instead.
 		s.es.Search.WithAllowPartialSearchResults(false),
 		// Only what the export uses: drops _index, _id and _score from every hit.
-		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort", "_shards.total", "_shards.failed", "_shards.failures"),
+		s.es.Search.WithFilterPath("pit_id", "hits.hits._source", "hits.hits.sort", "hits.hits.matched_queries", "_shards.total", "_shards.failed", "_shards.failures"),
 	}
 	if req.PIT == nil {
 		// A point in time names its indices; a plain search must.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/pipeline"
@@ -45,29 +47,44 @@ func (s *Store) Refresh(ctx context.Context) (err error) {
 	return nil
 }
 
-// Settled returns, in stream order, up to size documents created by messages with
-// sequences in (after, upTo] whose @timestamp falls in [from, to), with their keys.
-// Fields restricts the documents as in pipeline.Range. These documents no longer
-// change once upTo is settled and refreshed, so no point in time is needed.
-func (s *Store) Settled(ctx context.Context, after, upTo uint64, from, to time.Time, size int, fields []string) (pipeline.Page, error) {
+// Settled returns, in stream order, the documents q selects, with their keys.
+// These documents no longer change once q.UpTo is settled and refreshed, so
+// no point in time is needed.
+func (s *Store) Settled(ctx context.Context, q pipeline.SettledQuery) (pipeline.Page, error) {
+	query := object{"filter": []any{
+		object{"range": object{seqField: object{"gt": q.After, "lte": q.UpTo}}},
+		timeRange(q.From, q.To),
+	}}
+	if len(q.Filters) > 0 {
+		// Named, so that each hit tells which filters it matched: the followers
+		// of every filter share this one search.
+		should := make([]any, 0, len(q.Filters))
+		for _, name := range slices.Sorted(maps.Keys(q.Filters)) {
+			should = append(should, object{"bool": object{"filter": []any{q.Filters[name]}, "_name": name}})
+		}
+		query["should"], query["minimum_should_match"] = should, 1
+	}
 	req := searchRequest{
-		Size: size,
-		Query: object{"bool": object{"filter": []any{
-			object{"range": object{seqField: object{"gt": after, "lte": upTo}}},
-			timeRange(from, to),
-		}}},
+		Size:  q.Size,
+		Query: object{"bool": query},
 		// @timestamp second only to have it among each hit's sort values.
 		Sort: []any{bySeq("asc"), object{"@timestamp": "asc"}},
 	}
-	req.Source = sourceFilter(fields)
+	req.Source = sourceFilter(q.Fields)
 	parsed, err := s.search(ctx, req)
 	if err != nil {
 		return pipeline.Page{}, err
 	}
 	hits := parsed.Hits.Hits
-	page := pipeline.Page{Docs: sources(hits, fields)}
+	page := pipeline.Page{Docs: sources(hits, q.Fields)}
 	if page.Keys, err = keys(hits, 1, 0); err != nil {
 		return pipeline.Page{}, err
+	}
+	if len(q.Filters) > 0 {
+		page.Matched = make([][]string, len(hits))
+		for i, h := range hits {
+			page.Matched[i] = h.Matched
+		}
 	}
 	return page, nil
 }

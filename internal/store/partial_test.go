@@ -70,7 +70,7 @@ func TestEveryReadFailsOnAnAnswerMissingAShard(t *testing.T) {
 			})
 		},
 		"follow step": func(ctx context.Context, st *Store) error {
-			_, err := st.Settled(ctx, 0, 10, rng.From, rng.To, 10, nil)
+			_, err := st.Settled(ctx, pipeline.SettledQuery{UpTo: 10, From: rng.From, To: rng.To, Size: 10})
 			return err
 		},
 		"follow refresh": func(ctx context.Context, st *Store) error { return st.Refresh(ctx) },

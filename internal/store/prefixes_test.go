@@ -85,7 +85,7 @@ func TestNestedPrefixesEachReadAndRefreshOnlyTheirOwnIndices(t *testing.T) {
 	})
 
 	t.Run("follow's settled documents", func(t *testing.T) {
-		page, err := outer.Settled(ctx, 0, 10, day, day.Add(time.Hour), 10, []string{"id"})
+		page, err := outer.Settled(ctx, pipeline.SettledQuery{UpTo: 10, From: day, To: day.Add(time.Hour), Size: 10, Fields: []string{"id"}})
 		if err != nil || len(page.Docs) != 3 {
 			t.Errorf("Settled() = %d documents, %v; want the outer pipeline's 3", len(page.Docs), err)
 		}

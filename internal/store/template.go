@@ -15,6 +15,10 @@ type TemplateSettings struct {
 	Replicas        int
 	RefreshInterval string
 	IgnoreAbove     int // strings longer than this are kept in _source but not indexed
+	// Nested are arrays of objects mapped as nested: each element is indexed
+	// on its own, so that a query can require several conditions of one
+	// element. Each element costs a hidden document of its own.
+	Nested []string
 }
 
 // EnsureTemplate installs or updates the composable index template for this store's
@@ -40,6 +44,24 @@ func (s *Store) EnsureTemplate(ctx context.Context, ts TemplateSettings) error {
 type object = map[string]any
 
 func (s *Store) template(ts TemplateSettings) object {
+	properties := object{
+		"@timestamp": object{"type": "date"},
+		// A producer's own @timestamp that the webserver rewrote
+		// (document.OriginalTimestampKey): kept in _source, never indexed, so
+		// that any type of value fits.
+		"@timestamp_original": object{"type": "object", "enabled": false},
+		// Members the mapping could not take at all (document.SetAside).
+		document.AsideKey: document.AsideMapping(),
+		"@nats": object{"properties": object{
+			"subject":   object{"type": "keyword"},
+			"stream":    object{"type": "keyword"},
+			"seq":       object{"type": "long"},
+			"published": object{"type": "date"},
+		}},
+	}
+	for _, f := range ts.Nested {
+		properties[f] = object{"type": "nested"}
+	}
 	return object{
 		"index_patterns": []string{s.cfg.IndexPrefix + "-*"},
 		"priority":       templatePriority(s.cfg.IndexPrefix),
@@ -72,21 +94,7 @@ func (s *Store) template(ts TemplateSettings) object {
 						"mapping":            object{"type": "keyword", "ignore_above": ts.IgnoreAbove},
 					},
 				}},
-				"properties": object{
-					"@timestamp": object{"type": "date"},
-					// A producer's own @timestamp that the webserver rewrote
-					// (document.OriginalTimestampKey): kept in _source, never indexed, so
-					// that any type of value fits.
-					"@timestamp_original": object{"type": "object", "enabled": false},
-					// Members the mapping could not take at all (document.SetAside).
-					document.AsideKey: document.AsideMapping(),
-					"@nats": object{"properties": object{
-						"subject":   object{"type": "keyword"},
-						"stream":    object{"type": "keyword"},
-						"seq":       object{"type": "long"},
-						"published": object{"type": "date"},
-					}},
-				},
+				"properties": properties,
 			},
 		},
 	}

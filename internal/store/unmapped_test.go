@@ -158,7 +158,7 @@ func TestAFollowsHistoryHoldsTheDocumentsWithoutASequence(t *testing.T) {
 // ones included.
 func TestSettledReadsAcrossIndicesWithoutASeqMapping(t *testing.T) {
 	st, r := mixedFixture(t)
-	page, err := st.Settled(context.Background(), 1, 3, r.From, r.To, 10, nil)
+	page, err := st.Settled(context.Background(), pipeline.SettledQuery{After: 1, UpTo: 3, From: r.From, To: r.To, Size: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,12 +182,44 @@ func TestReadsFailWhileAnIndexOfThePrefixIsRed(t *testing.T) {
 	esURL := testenv.ElasticsearchURL(t)
 	heal := testenv.RedIndex(t, esURL, st.IndexName(time.Date(2023, 3, 10, 0, 0, 0, 0, time.UTC)))
 	exportErr := st.Export(context.Background(), r, func(pipeline.Page) error { return nil })
-	_, settledErr := st.Settled(context.Background(), 0, 3, r.From, r.To, 10, nil)
+	_, settledErr := st.Settled(context.Background(), pipeline.SettledQuery{UpTo: 3, From: r.From, To: r.To, Size: 10})
 	_, countErr := st.SeqCounts(context.Background(), "ANNOTATIONS", []pipeline.SeqRange{{From: 1, To: 3}})
 	heal()
 	for name, err := range map[string]error{"export": exportErr, "follow step": settledErr, "audit counts": countErr} {
 		if err == nil || !strings.Contains(err.Error(), "503") {
 			t.Errorf("%s with a red index: %v, want Elasticsearch's 503", name, err)
+		}
+	}
+}
+
+// A follow step with filters reads only the documents that match one, each
+// with the names of those it matched, in one search.
+func TestSettledNamesTheFiltersEachDocumentMatched(t *testing.T) {
+	st, r := mixedFixture(t)
+	term := func(id string) any { return map[string]any{"term": map[string]any{"id": id}} }
+	for _, tt := range []struct {
+		filters map[string]any
+		want    map[string][]string
+	}{
+		{map[string]any{"q1": term("n2")}, map[string][]string{"n2": {"q1"}}},
+		{map[string]any{"q1": term("n2"), "q2": term("n3"), "all": map[string]any{"match_all": map[string]any{}}},
+			map[string][]string{"n2": {"all", "q1"}, "n3": {"all", "q2"}}},
+		{map[string]any{"q1": term("nobody")}, map[string][]string{}},
+	} {
+		page, err := st.Settled(context.Background(), pipeline.SettledQuery{After: 1, UpTo: 3, From: r.From, To: r.To, Size: 10, Filters: tt.filters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string][]string{}
+		for i, raw := range page.Docs {
+			var d exported
+			if err := json.Unmarshal(raw, &d); err != nil {
+				t.Fatal(err)
+			}
+			got[d.ID] = slices.Sorted(slices.Values(page.Matched[i]))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("filters %v: matched %v, want %v", tt.filters, got, tt.want)
 		}
 	}
 }

@@ -24,7 +24,7 @@ func IndexDocuments(t testing.TB, esURL, prefix string, n int, doc func(i int) p
 	defer cancel()
 	// No refresh while loading, no replica on a single node: loading is faster, and
 	// Refresh below makes everything visible at once.
-	if err := st.EnsureTemplate(ctx, store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "-1", IgnoreAbove: 1024}); err != nil {
+	if err := st.EnsureTemplate(ctx, store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "-1", IgnoreAbove: 1024, Nested: []string{"labels"}}); err != nil {
 		t.Fatal(err)
 	}
 	const batch = 5000
