@@ -139,7 +139,8 @@ func selfCPU(b *testing.B) func() time.Duration {
 //	no_@nats:  the same documents without @nats;
 //	unindexed: @nats.stream and @nats.published not indexed, with doc values
 //	           (still sortable, aggregatable and searchable, slowly);
-//	source_only: @nats.stream and @nats.published in _source only.
+//	source_only: @nats.stream and @nats.published in _source only;
+//	flat_labels: labels as plain objects rather than nested (ES_NESTED_FIELDS=none).
 //
 // The variants take turns, three rounds, and each reports its median.
 func BenchmarkIngestStageMapping(b *testing.B) {
@@ -170,6 +171,18 @@ func BenchmarkIngestStageMapping(b *testing.B) {
 			esSendJSON(b, http.MethodPut, esURL+"/_index_template/"+prefix, t, nil)
 		}
 	}
+	// labels as plain objects, as before ES_NESTED_FIELDS: what nested costs.
+	flatLabels := func(prefix string) {
+		var tpl struct {
+			IndexTemplates []struct {
+				IndexTemplate map[string]any `json:"index_template"`
+			} `json:"index_templates"`
+		}
+		esSendJSON(b, http.MethodGet, esURL+"/_index_template/"+prefix, nil, &tpl)
+		t := tpl.IndexTemplates[0].IndexTemplate
+		delete(t["template"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any), "labels")
+		esSendJSON(b, http.MethodPut, esURL+"/_index_template/"+prefix, t, nil)
+	}
 	variants := []struct {
 		name  string
 		docs  []document.Document
@@ -179,6 +192,7 @@ func BenchmarkIngestStageMapping(b *testing.B) {
 		{"no_@nats", bare, nil},
 		{"unindexed", docs, unindexed(true, "stream", "published")},
 		{"source_only", docs, unindexed(false, "stream", "published")},
+		{"flat_labels", docs, flatLabels},
 	}
 	rawBulk(b, esURL, docs[:min(len(docs), 20000)], tmpl, 5000, 2, nil) // warm up
 	for b.Loop() {

@@ -418,10 +418,10 @@ func buildDocs(b *testing.B, frames []frame) []document.Document {
 }
 
 // benchTemplate is the index template the webserver installs in the benchmark:
-// its defaults, with the webserver's replicas (0) and the shards and refresh
-// interval of BENCH_WEBSERVER_ENV.
+// its defaults, with the webserver's replicas (0) and the shards, refresh
+// interval and nested fields of BENCH_WEBSERVER_ENV.
 func benchTemplate(b *testing.B) store.TemplateSettings {
-	ts := store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "1s", IgnoreAbove: 1024}
+	ts := store.TemplateSettings{Shards: 1, Replicas: 0, RefreshInterval: "1s", IgnoreAbove: 1024, Nested: []string{"labels"}}
 	for _, kv := range strings.Fields(os.Getenv("BENCH_WEBSERVER_ENV")) {
 		switch k, v, _ := strings.Cut(kv, "="); k {
 		case "ES_INDEX_SHARDS":
@@ -432,6 +432,11 @@ func benchTemplate(b *testing.B) store.TemplateSettings {
 			ts.Shards = n
 		case "ES_INDEX_REFRESH_INTERVAL":
 			ts.RefreshInterval = v
+		case "ES_NESTED_FIELDS":
+			ts.Nested = strings.Split(v, ",")
+			if v == "none" {
+				ts.Nested = nil
+			}
 		}
 	}
 	return ts

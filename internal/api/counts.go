@@ -24,6 +24,9 @@ const (
 	maxTop         = 50
 	minInterval    = time.Second
 	maxInterval    = 24 * time.Hour
+	// maxSplitCounts bounds buckets × (top + 1) with by: Elasticsearch refuses
+	// a search of more than 65,536 buckets (search.max_buckets).
+	maxSplitCounts = 60_000
 )
 
 // roundIntervals are the intervals interval=auto picks from: the shortest that
@@ -133,7 +136,13 @@ func (s *streamer) counts(w http.ResponseWriter, r *http.Request) {
 func (a *countsAnswer) fill(req countsRequest, c pipeline.Counts) {
 	a.Total = c.Total
 	for _, b := range c.Buckets {
-		ba := bucketAnswer{Start: b.Start.Format(time.RFC3339Nano), Count: b.Count}
+		// The first bucket starts where the range does, inside its interval: it
+		// counts nothing before.
+		start := b.Start
+		if start.Before(req.From) {
+			start = req.From.UTC()
+		}
+		ba := bucketAnswer{Start: start.Format(time.RFC3339Nano), Count: b.Count}
 		if req.By != "" {
 			ba.By = make(map[string]int64, len(c.Values))
 			other := b.Count
@@ -221,8 +230,18 @@ func parseCounts(q url.Values, rules rangeRules) (countsRequest, *apiError) {
 		}
 		req.By = raw[0]
 	}
+	// The most buckets a fixed interval may make: 2,000, or as asked; split,
+	// each holds top+1 counts, and fewer fit.
+	limit := maxBuckets
+	if q.Has("buckets") {
+		limit = req.buckets
+	}
+	if req.By != "" {
+		limit = min(limit, maxSplitCounts/(req.Top+1))
+		req.buckets = min(req.buckets, limit)
+	}
 	raw := q.Get("interval")
-	if raw == "" || raw == "auto" {
+	if !q.Has("interval") || raw == "auto" {
 		req.Interval = autoInterval(req.From, req.To, req.buckets)
 		return req, nil
 	}
@@ -232,10 +251,6 @@ func parseCounts(q url.Values, rules rangeRules) (countsRequest, *apiError) {
 			Message: fmt.Sprintf("interval must be auto or a whole number of s, m, h or d from 1s to 1d, such as 30s or 5m; got %q", shorten(raw, maxEcho))}
 	}
 	req.Interval = iv
-	limit := maxBuckets
-	if q.Has("buckets") {
-		limit = req.buckets
-	}
 	if n := bucketCount(req.From, req.To, iv); n > limit {
 		return req, &apiError{Code: "too_many_buckets", Param: "interval",
 			Message: fmt.Sprintf("interval=%s makes %d buckets of this range, more than %d: use interval=%s or longer, or interval=auto", raw, n, limit, formatInterval(autoInterval(req.From, req.To, limit)))}

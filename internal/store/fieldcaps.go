@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,10 +24,16 @@ func (s *Store) FieldCaps(ctx context.Context, fields []string) (caps map[string
 	for _, f := range fields {
 		asked = append(asked, f, f+".*")
 	}
+	// In the body: two thousand characters of q name up to twice as many of
+	// fields, beyond the 4 KB Elasticsearch allows a request line.
+	body, err := json.Marshal(object{"fields": asked})
+	if err != nil {
+		return nil, fmt.Errorf("encode field capabilities: %w", err)
+	}
 	res, err := s.es.FieldCaps(
 		s.es.FieldCaps.WithContext(ctx),
 		s.es.FieldCaps.WithIndex(s.pattern()),
-		s.es.FieldCaps.WithFields(asked...),
+		s.es.FieldCaps.WithBody(bytes.NewReader(body)),
 		s.es.FieldCaps.WithIgnoreUnavailable(true),
 		s.es.FieldCaps.WithAllowNoIndices(true),
 		s.es.FieldCaps.WithFilterPath("fields.*.*.indices", "fields.*.*.type"),
