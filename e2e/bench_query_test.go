@@ -239,7 +239,7 @@ type countsRun struct {
 // counts every frame of the hour.
 func (bb *benchBackend) counts(b *testing.B, esURL string, h busyHour, by string, times int) countsRun {
 	b.Helper()
-	target := bb.url + "/getCounts" + rangeQuery(h.r)
+	target := bb.url + "/getCounts" + rangeQuery(h.r) + "&interval=auto"
 	if by != "" {
 		target += "&by=" + url.QueryEscape(by)
 	}
