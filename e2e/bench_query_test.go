@@ -52,6 +52,10 @@ import (
 //	    Elasticsearch through a point in time at its best page size; the
 //	    backend's ratio to it (≥ 0.9).
 //
+// BENCH_WEBSERVER_ENV tunes the webserver that ingests the hour, as in
+// BenchmarkWebserverIngest: ES_NESTED_FIELDS=none, for one, measures what the
+// nested labels cost the counts.
+//
 // The targets are reported, never asserted. Run it with `make bench`, or alone:
 //
 //	go test -tags integration -run '^$' -bench Query -benchtime 1x -timeout 60m ./e2e/
