@@ -229,3 +229,64 @@ func TestFollowersWithDifferentFiltersEachGetWhatGetJsonStreamSelectsThroughAKil
 		t.Errorf("the cut follower had %d documents before the kill and %d in the end: not cut in the middle", before, len(cut.got.docs))
 	}
 }
+
+// A follow may begin before any document has the fields its q names: the
+// mapping of the first frames must not leave it with fewer documents than
+// getJsonStream selects afterwards.
+func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *testing.T) {
+	h := newHarness(t)
+	h.startWebserver(nil)
+	base := followBackend(t, h, nil)
+	from := time.Now().Add(-time.Minute)
+	followers := []*filteredFollower{
+		{name: "a keyword", q: `camera_id:cam-01`},
+		{name: "a nested condition in braces", q: surePerson},
+		{name: "a field of the nested labels, outside braces", q: `labels.label:person`},
+		{name: "a number of the nested labels, outside braces", q: `labels.confidence >= 0.9`},
+		{name: "the nested labels exist", q: `labels:*`},
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, f := range followers {
+		f.got = newReceived()
+		wg.Go(func() {
+			if _, err := follow(ctx, base, rangeParams(from, nil)+"&q="+url.QueryEscape(f.q), true, "", f.got); err != nil && ctx.Err() == nil {
+				f.got.mu.Lock()
+				f.got.failure = err.Error()
+				f.got.mu.Unlock()
+			}
+		})
+	}
+	waitFor(t, 30*time.Second, "followers turn live", func() bool {
+		for _, f := range followers {
+			if _, live, _, _ := f.got.snapshot(); !live {
+				return false
+			}
+		}
+		return true
+	})
+
+	pub := newLivePublisher(t, h.ctx, h.js)
+	pub.gen = &sample.Generator{Cameras: 4}
+	pub.frames(2000, 1000)
+	h.waitIngested(time.Minute)
+	to := time.Now().Add(time.Minute)
+	wants := map[string]map[string][]byte{}
+	for _, f := range followers {
+		wants[f.q] = storedMatching(t, h, base, from, to, f.q)
+	}
+	// Not waitFor: a follower short of documents is what this test is about,
+	// and the difference says which.
+	time.Sleep(5 * time.Second)
+	cancel()
+	wg.Wait()
+	for _, f := range followers {
+		if len(wants[f.q]) == 0 {
+			t.Errorf("getJsonStream with q %q selects nothing", f.q)
+		}
+		if diff := sameDocuments(f.got.docs, wants[f.q]); diff != "" || f.got.failure != "" {
+			t.Errorf("%s (q %q) differs from getJsonStream: %s (failure %q)", f.name, f.q, diff, f.got.failure)
+		}
+	}
+}

@@ -104,6 +104,8 @@ func (b *builder) nested(n nested, inside string) (Query, error) {
 	case len(types) > 0 && !hasType(types, "nested"):
 		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested (ELASTICSEARCH_NESTED_FIELDS), so the conditions in braces may be met by different elements; replay its indices to remap them (README, Nested fields)", n.path))
 		q = inner
+	case len(types) == 0:
+		q = eitherMapping(n.path, inner)
 	case len(types["object"]) > 0:
 		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested in %d older indices, where the conditions in braces may be met by different elements; replay them to remap them (README, Nested fields)", n.path, len(types["object"])))
 		q = onIndices(types, nestedQuery(n.path, inner), inner)
@@ -124,6 +126,10 @@ func (b *builder) withinElements(field, inside string, q Query) Query {
 		}
 		path := field[:i]
 		types := b.caps[path]
+		if len(types) == 0 {
+			q = eitherMapping(path, q)
+			continue
+		}
 		if !hasType(types, "nested") {
 			continue
 		}
@@ -134,6 +140,16 @@ func (b *builder) withinElements(field, inside string, q Query) Query {
 		}
 	}
 	return q
+}
+
+// eitherMapping is q on the elements of path however the first documents that
+// have it map it, nested or as plain objects: no index maps it yet, and a
+// follow keeps the query it started with while they come. Each branch matches
+// nothing where path is mapped the other way: a nested query with
+// ignore_unmapped ignores a path that is not nested, and the fields of nested
+// elements are in no top-level document.
+func eitherMapping(path string, q Query) Query {
+	return Query{"bool": Query{"should": []any{nestedQuery(path, q), q}, "minimum_should_match": 1}}
 }
 
 func nestedQuery(path string, q Query) Query {
@@ -195,8 +211,9 @@ func (b *builder) condition(c condition) (Query, error) {
 	}
 	v := c.value
 	if c.op == ":" && v.wildcard && v.text == "" {
-		if _, ok := types["nested"]; ok {
-			// An array of nested objects is in no field of the document itself.
+		if _, ok := types["nested"]; ok || len(types) == 0 {
+			// An array of nested objects is in no field of the document itself
+			// (and an unmapped field may become one while a follow runs).
 			return Query{"bool": Query{"should": []any{
 				nestedQuery(c.field, Query{"match_all": Query{}}),
 				Query{"exists": Query{"field": c.field}},
