@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -62,6 +63,8 @@ type livePublisher struct {
 	latePct, dupPct, poisonPct int
 	// lateOnlyBefore: no late frames are published after this (zero: no limit).
 	lateOnlyBefore time.Time
+	// lateBy is how far before now late frames go (zero: an hour).
+	lateBy time.Duration
 	// gen, when set, gives each good frame the annotations of its next frame
 	// (a labelledFrame), so that q has something to select on.
 	gen *sample.Generator
@@ -138,7 +141,7 @@ func (p *livePublisher) one() jetstream.PubAckFuture {
 	}
 	ts := now
 	if roll >= 100-p.latePct && (p.lateOnlyBefore.IsZero() || now.Before(p.lateOnlyBefore)) {
-		ts = now.Add(-time.Duration(p.rng.Int64N(int64(time.Hour))))
+		ts = now.Add(-time.Duration(p.rng.Int64N(int64(cmp.Or(p.lateBy, time.Hour)))))
 	}
 	f := liveFrame{ID: fmt.Sprintf("f-%06d", p.n), Timestamp: ts.UTC().Format(time.RFC3339Nano), Camera: fmt.Sprintf("cam-%d", p.n%4), Pub: now.UnixNano()}
 	var data []byte

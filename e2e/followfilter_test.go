@@ -290,3 +290,75 @@ func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *tes
 		}
 	}
 }
+
+// Indices of before labels were mapped as nested keep them as plain objects.
+// A follow with conditions in braces must still get the documents of the
+// indices created after it began (the next day's, or a late event's), which
+// the template maps as nested, as getJsonStream does afterwards.
+func TestAFollowGetsTheDocumentsOfIndicesCreatedAfterItBeganWhereOlderOnesHoldLabelsAsObjects(t *testing.T) {
+	h := newHarness(t)
+	old := h.prefix + "-2023.03.09"
+	esDo(t, http.MethodPut, h.esURL+"/"+old, "application/json",
+		[]byte(`{"settings":{"number_of_replicas":0},"mappings":{"properties":{"labels":{"type":"object"}}}}`), nil)
+	esDo(t, http.MethodPost, h.esURL+"/"+old+"/_bulk?refresh=true", "application/x-ndjson",
+		[]byte(`{"create":{"_id":"before-the-upgrade"}}`+"\n"+`{"@timestamp":"2023-03-09T19:40:00Z","labels":[{"label":"person","confidence":0.9}]}`+"\n"), nil)
+	h.startWebserver(nil)
+	base := followBackend(t, h, nil)
+	pub := newLivePublisher(t, h.ctx, h.js)
+	pub.gen = &sample.Generator{Cameras: 4}
+	pub.frames(500, 1000) // today's index, where labels are nested
+	h.waitIngested(time.Minute)
+
+	from := time.Now().Add(-72 * time.Hour)
+	q := `labels:{ label:person and confidence >= 0.7 }`
+	ctx, cancel := context.WithCancel(h.ctx)
+	defer cancel()
+	got := newReceived()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := follow(ctx, base, rangeParams(from, nil)+"&q="+url.QueryEscape(q), true, "", got); err != nil && ctx.Err() == nil {
+			got.mu.Lock()
+			got.failure = err.Error()
+			got.mu.Unlock()
+		}
+	}()
+	waitFor(t, 30*time.Second, "the follower turns live", func() bool { _, live, _, _ := got.snapshot(); return live })
+
+	// Half of these are filed on the two days before, in indices created now.
+	pub.latePct, pub.lateBy = 50, 48*time.Hour
+	pub.frames(2000, 1000)
+	h.waitIngested(time.Minute)
+	to := time.Now().Add(time.Minute)
+	want := storedMatching(t, h, base, from, to, q)
+	// getJsonStream itself selects what q says, on both mappings.
+	selected := map[string][]byte{}
+	for id, doc := range stored(t, h, base, from, to) {
+		var f labelledFrame
+		json.Unmarshal(doc, &f)
+		if slices.ContainsFunc(f.Labels, func(l sample.Label) bool { return l.Label == "person" && l.Confidence >= 0.7 }) {
+			selected[id] = doc
+		}
+	}
+	if diff := sameDocuments(want, selected); diff != "" {
+		t.Errorf("getJsonStream with q %q differs from the frames it should select: %s", q, diff)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	earlier := 0
+	for _, doc := range want {
+		var f liveFrame
+		json.Unmarshal(doc, &f)
+		if !strings.HasPrefix(f.Timestamp, today) {
+			earlier++
+		}
+	}
+	if earlier == 0 {
+		t.Fatalf("getJsonStream selects none of the frames filed in indices created during the follow (of %d)", len(want))
+	}
+	time.Sleep(5 * time.Second) // steps enough for all of them
+	cancel()
+	<-done
+	if diff := sameDocuments(got.docs, want); diff != "" || got.failure != "" {
+		t.Errorf("the follow differs from getJsonStream (%d documents from indices created during it): %s (failure %q)", earlier, diff, got.failure)
+	}
+}

@@ -146,10 +146,15 @@ func (b *builder) withinElements(field, inside string, q Query) Query {
 // have it map it, nested or as plain objects: no index maps it yet, and a
 // follow keeps the query it started with while they come. Each branch matches
 // nothing where path is mapped the other way: a nested query with
-// ignore_unmapped ignores a path that is not nested, and the fields of nested
-// elements are in no top-level document.
+// ignore_unmapped ignores a path that is not nested, and no top-level document
+// of an index where it is nested has path (q alone would, when it is a
+// negation). On plain objects, conditions in braces then hold on documents
+// that have path, as they do where it is nested.
 func eitherMapping(path string, q Query) Query {
-	return Query{"bool": Query{"should": []any{nestedQuery(path, q), q}, "minimum_should_match": 1}}
+	return Query{"bool": Query{"should": []any{
+		nestedQuery(path, q),
+		Query{"bool": Query{"filter": []any{Query{"exists": Query{"field": path}}, q}}},
+	}, "minimum_should_match": 1}}
 }
 
 func nestedQuery(path string, q Query) Query {
@@ -158,15 +163,15 @@ func nestedQuery(path string, q Query) Query {
 	return Query{"nested": Query{"path": path, "query": q, "ignore_unmapped": true}}
 }
 
-// onIndices applies nestedQ where the path is nested and objectQ where it is a
-// plain object. Elasticsearch drops the branch of an index not named before it
-// reads the query, so a nested query never meets an index where the path is
-// not nested.
+// onIndices applies objectQ on the indices where the path is a plain object,
+// and nestedQ on every other: where it is nested, and in the indices created
+// after the query was built (a follow keeps its query across days), which the
+// template maps as nested. A nested query with ignore_unmapped matches nothing
+// where the path is not nested; objectQ, which may be a negation, must not
+// meet an index where it is.
 func onIndices(types map[string][]string, nestedQ, objectQ Query) Query {
-	on := func(indices []string, q Query) Query {
-		return Query{"bool": Query{"filter": []any{Query{"terms": Query{"_index": indices}}, q}}}
-	}
-	return Query{"bool": Query{"should": []any{on(types["nested"], nestedQ), on(types["object"], objectQ)}, "minimum_should_match": 1}}
+	onObjects := Query{"bool": Query{"filter": []any{Query{"terms": Query{"_index": types["object"]}}, objectQ}}}
+	return Query{"bool": Query{"should": []any{nestedQ, onObjects}, "minimum_should_match": 1}}
 }
 
 // The kinds of types a condition cares about.
