@@ -3,12 +3,23 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/annotated-data/pipeline/internal/sample"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
@@ -24,22 +35,7 @@ func BenchmarkFollowLatency(b *testing.B) {
 	const refreshInterval = time.Second
 	target := refreshInterval + time.Second
 
-	ns := testenv.StartNATS(b)
-	esURL := testenv.ElasticsearchURL(b)
-	prefix := testenv.IndexPrefix(b, esURL)
-	js := testenv.JetStream(b, ns.URL())
-	admin := testenv.FreeAddr(b)
-	testenv.StartProcess(b, binary(b, "webserver"), map[string]string{
-		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix,
-		"ES_INDEX_REPLICAS": "0", "ADMIN_ADDR": admin,
-	})
-	testenv.WaitHTTP(b, "http://"+admin+"/readyz", time.Minute)
-	listen := testenv.FreeAddr(b)
-	testenv.StartProcess(b, binary(b, "backend"), map[string]string{
-		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix, "LISTEN_ADDR": listen,
-	})
-	testenv.WaitHTTP(b, "http://"+listen+"/readyz", time.Minute)
-	base := "http://" + listen
+	base, js, _ := startFollowPipeline(b, nil)
 
 	for b.Loop() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+2*time.Minute)
@@ -79,10 +75,222 @@ func BenchmarkFollowLatency(b *testing.B) {
 	}
 }
 
+// startFollowPipeline runs a webserver and a backend (with env besides the
+// defaults) on their own NATS and index prefix, and returns the backend's
+// address, the stream to publish to, and the backend's process.
+func startFollowPipeline(b *testing.B, env map[string]string) (string, jetstream.JetStream, *testenv.Process) {
+	ns := testenv.StartNATS(b)
+	esURL := testenv.ElasticsearchURL(b)
+	prefix := testenv.IndexPrefix(b, esURL)
+	js := testenv.JetStream(b, ns.URL())
+	admin := testenv.FreeAddr(b)
+	testenv.StartProcess(b, binary(b, "webserver"), map[string]string{
+		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix,
+		"ES_INDEX_REPLICAS": "0", "ADMIN_ADDR": admin,
+	})
+	testenv.WaitHTTP(b, "http://"+admin+"/readyz", time.Minute)
+	listen := testenv.FreeAddr(b)
+	full := map[string]string{
+		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix, "LISTEN_ADDR": listen,
+	}
+	maps.Copy(full, env)
+	backend := testenv.StartProcess(b, binary(b, "backend"), full)
+	testenv.WaitHTTP(b, "http://"+listen+"/readyz", time.Minute)
+	return "http://" + listen, js, backend
+}
+
 // percentile of sorted durations.
 func percentile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
 	return d[min(len(d)-1, int(float64(len(d))*p))]
+}
+
+// BenchmarkFollowFilters measures what filters cost the shared follow steps:
+// 1 follower, 50 without q, and 50 each with a q of its own (50 distinct named
+// queries in each step's one search), while BENCH_FOLLOW_RATE frames a second
+// (default 500) are published for BENCH_FOLLOW_SECONDS (default 20) per case.
+// It reports, per step that found new documents, from the backend's /metrics:
+// the step's time (step_ms), the time of its Elasticsearch search(es)
+// (search_ms/step, and searches/step) and refresh (refresh_ms/step), the
+// documents it read (docs/step); the backend's CPU per second of publishing
+// (backend_cpu_ms/s); and publish-to-delivery latency over every follower
+// (p50_ms, p99_ms). Every follower must get exactly the frames its q selects.
+func BenchmarkFollowFilters(b *testing.B) {
+	rate := envInt(b, "BENCH_FOLLOW_RATE", 500)
+	seconds := envInt(b, "BENCH_FOLLOW_SECONDS", 20)
+	base, js, backend := startFollowPipeline(b, map[string]string{
+		"API_MAX_STREAMS": "128", "API_MAX_FOLLOWERS": "100", "API_MAX_STREAMS_PER_CLIENT": "128",
+		"RATE_LIMIT_REQUESTS": "0",
+	})
+	const cameras = 10
+	rounds := rate * seconds / cameras // frames per camera and case
+	var filters []string
+	for c := range cameras {
+		for k := range 5 {
+			filters = append(filters, fmt.Sprintf("camera_id:cam-%02d and frame >= %d", c+1, 1+k*rounds/5))
+		}
+	}
+	cases := []struct {
+		name string
+		qs   []string
+	}{
+		{"followers=1", []string{""}},
+		{"followers=50", make([]string, 50)},
+		{"followers=50/filters=50", filters},
+	}
+	published := 0 // frames of earlier cases: ids go on from there
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				published += followFilters(b, base, js, backend, c.qs, published, rate, seconds, cameras)
+			}
+		})
+	}
+}
+
+// followFilters runs one case of BenchmarkFollowFilters: a follower per q,
+// frames numbered from 1 again (ids after the n published before), and
+// returns how many frames it published.
+func followFilters(b *testing.B, base string, js jetstream.JetStream, backend *testenv.Process, qs []string, n, rate, seconds, cameras int) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+3*time.Minute)
+	defer cancel()
+	from := time.Now() // the frames of earlier cases are before: no history
+	var wg sync.WaitGroup
+	got := make([]*received, len(qs))
+	for i, q := range qs {
+		got[i] = newReceived()
+		query := rangeParams(from, nil)
+		if q != "" {
+			query += "&q=" + url.QueryEscape(q)
+		}
+		wg.Go(func() {
+			if _, err := follow(ctx, base, query, true, "", got[i]); err != nil && ctx.Err() == nil {
+				got[i].mu.Lock()
+				got[i].failure = err.Error()
+				got[i].mu.Unlock()
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+	for deadline := time.Now().Add(time.Minute); !allLive(got); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("followers not live after a minute")
+		}
+	}
+
+	before := scrapeSeries(b, base+"/metrics")
+	cpu0, _ := backend.CPUTime()
+	pub := newLivePublisher(b, ctx, js)
+	pub.n = n
+	pub.gen = &sample.Generator{Cameras: cameras}
+	pub.frames(rate*seconds, rate)
+	want := make([]int, len(qs))
+	for _, s := range pub.sent {
+		var f labelledFrame
+		json.Unmarshal(s.data, &f)
+		for i, q := range qs {
+			if q == "" || selects(q, f) {
+				want[i]++
+			}
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		done := true
+		for i, r := range got {
+			if n, _, _, failure := r.snapshot(); n < want[i] && failure == "" {
+				done = false
+			}
+		}
+		if done || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(time.Second) // the last step is observed after its hand-out
+	after := scrapeSeries(b, base+"/metrics")
+	cpu1, _ := backend.CPUTime()
+	cancel()
+	wg.Wait()
+
+	var lat []time.Duration
+	for i, r := range got {
+		if r.failure != "" || len(r.docs) != want[i] || len(r.repeats) > 0 {
+			b.Fatalf("follower %d (q %q) got %d of %d documents, %d twice (failure %q)", i, qs[i], len(r.docs), want[i], len(r.repeats), r.failure)
+		}
+		lat = append(lat, r.latency...)
+	}
+	slices.Sort(lat)
+	delta := func(series string) float64 { return after[series] - before[series] }
+	steps := delta(`backend_follow_step_duration_seconds_count{outcome="ok"}`)
+	if steps == 0 {
+		b.Fatalf("no follow step was observed")
+	}
+	perStepMS := func(series string) float64 { return delta(series) * 1000 / steps }
+	stepMS := perStepMS(`backend_follow_step_duration_seconds_sum{outcome="ok"}`)
+	searchMS := perStepMS(`backend_elasticsearch_request_duration_seconds_sum{operation="search"}`)
+	refreshMS := perStepMS(`backend_elasticsearch_request_duration_seconds_sum{operation="refresh"}`)
+	searches := delta(`backend_elasticsearch_request_duration_seconds_count{operation="search"}`) / steps
+	docs := delta("backend_follow_step_documents_total") / steps
+	cpuMS := float64((cpu1 - cpu0).Milliseconds()) / float64(seconds)
+	p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+	b.Logf("%d followers, %d distinct q, %d frames at %d/s: %.0f steps of %.1f ms (search %.1f ms in %.2f requests, refresh %.1f ms), %.0f documents a step; backend CPU %.0f ms/s; %d deliveries, p50 %s, p99 %s",
+		len(qs), distinct(qs), pub.good, rate, steps, stepMS, searchMS, searches, refreshMS, docs, cpuMS, len(lat), p50.Round(time.Millisecond), p99.Round(time.Millisecond))
+	b.ReportMetric(stepMS, "step_ms")
+	b.ReportMetric(searchMS, "search_ms/step")
+	b.ReportMetric(searches, "searches/step")
+	b.ReportMetric(refreshMS, "refresh_ms/step")
+	b.ReportMetric(docs, "docs/step")
+	b.ReportMetric(cpuMS, "backend_cpu_ms/s")
+	b.ReportMetric(float64(p50.Milliseconds()), "p50_ms")
+	b.ReportMetric(float64(p99.Milliseconds()), "p99_ms")
+	return pub.n - n
+}
+
+// selects is what the benchmark's q (camera_id:cam-NN and frame >= K) means.
+func selects(q string, f labelledFrame) bool {
+	var camera string
+	var frame uint64
+	if _, err := fmt.Sscanf(q, "camera_id:%s and frame >= %d", &camera, &frame); err != nil {
+		panic("a q the benchmark does not know: " + q)
+	}
+	return f.Camera == camera && f.Frame >= frame
+}
+
+func allLive(got []*received) bool {
+	for _, r := range got {
+		if _, live, _, failure := r.snapshot(); !live && failure == "" {
+			return false
+		}
+	}
+	return true
+}
+
+func distinct(qs []string) int {
+	return len(slices.Compact(slices.Sorted(slices.Values(qs))))
+}
+
+// scrapeSeries reads every sample of a Prometheus text exposition, labelled
+// ones by their whole series (name{labels}).
+func scrapeSeries(tb testing.TB, u string) map[string]float64 {
+	tb.Helper()
+	res, err := http.Get(u)
+	if err != nil {
+		tb.Fatalf("scrape %s: %v", u, err)
+	}
+	defer res.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }

@@ -154,25 +154,9 @@ func BenchmarkIngestStageMapping(b *testing.B) {
 		bare[i].Body = append(slices.Clip(d.Body[:cut]), '}')
 	}
 	tmpl := benchTemplate(b)
-	unindexed := func(docValues bool, fields ...string) func(prefix string) {
-		return func(prefix string) {
-			var tpl struct {
-				IndexTemplates []struct {
-					IndexTemplate map[string]any `json:"index_template"`
-				} `json:"index_templates"`
-			}
-			esSendJSON(b, http.MethodGet, esURL+"/_index_template/"+prefix, nil, &tpl)
-			t := tpl.IndexTemplates[0].IndexTemplate
-			props := t["template"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any)["@nats"].(map[string]any)["properties"].(map[string]any)
-			for _, f := range fields {
-				m := props[f].(map[string]any)
-				m["index"], m["doc_values"] = false, docValues
-			}
-			esSendJSON(b, http.MethodPut, esURL+"/_index_template/"+prefix, t, nil)
-		}
-	}
-	// labels as plain objects, as before ES_NESTED_FIELDS: what nested costs.
-	flatLabels := func(prefix string) {
+	// remap changes the template installed under prefix: edit gets its mapping's
+	// properties.
+	remap := func(prefix string, edit func(properties map[string]any)) {
 		var tpl struct {
 			IndexTemplates []struct {
 				IndexTemplate map[string]any `json:"index_template"`
@@ -180,8 +164,23 @@ func BenchmarkIngestStageMapping(b *testing.B) {
 		}
 		esSendJSON(b, http.MethodGet, esURL+"/_index_template/"+prefix, nil, &tpl)
 		t := tpl.IndexTemplates[0].IndexTemplate
-		delete(t["template"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any), "labels")
+		edit(t["template"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any))
 		esSendJSON(b, http.MethodPut, esURL+"/_index_template/"+prefix, t, nil)
+	}
+	unindexed := func(docValues bool, fields ...string) func(prefix string) {
+		return func(prefix string) {
+			remap(prefix, func(props map[string]any) {
+				nats := props["@nats"].(map[string]any)["properties"].(map[string]any)
+				for _, f := range fields {
+					m := nats[f].(map[string]any)
+					m["index"], m["doc_values"] = false, docValues
+				}
+			})
+		}
+	}
+	// labels as plain objects, as before ES_NESTED_FIELDS: what nested costs.
+	flatLabels := func(prefix string) {
+		remap(prefix, func(props map[string]any) { delete(props, "labels") })
 	}
 	variants := []struct {
 		name  string

@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/annotated-data/pipeline/internal/sample"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
@@ -37,6 +39,17 @@ type liveFrame struct {
 	Pub       int64  `json:"pub_ns"`
 }
 
+// labelledFrame is a liveFrame with a sample frame's annotations, for
+// followers with a q: its camera is the sample's (cam-01, …).
+type labelledFrame struct {
+	liveFrame
+	Frame       uint64         `json:"frame"`
+	Site        string         `json:"site"`
+	Model       string         `json:"model"`
+	InferenceMS float64        `json:"inference_ms"`
+	Labels      []sample.Label `json:"labels"`
+}
+
 // livePublisher publishes frames with event times around now: some late, some
 // republished duplicates (after the stream's short duplicate window, so that they
 // reach the webserver), some poison.
@@ -50,6 +63,11 @@ type livePublisher struct {
 	latePct, dupPct, poisonPct int
 	// lateOnlyBefore: no late frames are published after this (zero: no limit).
 	lateOnlyBefore time.Time
+	// lateBy is how far before now late frames go (zero: an hour).
+	lateBy time.Duration
+	// gen, when set, gives each good frame the annotations of its next frame
+	// (a labelledFrame), so that q has something to select on.
+	gen *sample.Generator
 
 	mu   sync.Mutex
 	sent []sentFrame // good frames, for duplicates
@@ -123,10 +141,17 @@ func (p *livePublisher) one() jetstream.PubAckFuture {
 	}
 	ts := now
 	if roll >= 100-p.latePct && (p.lateOnlyBefore.IsZero() || now.Before(p.lateOnlyBefore)) {
-		ts = now.Add(-time.Duration(p.rng.Int64N(int64(time.Hour))))
+		ts = now.Add(-time.Duration(p.rng.Int64N(int64(cmp.Or(p.lateBy, time.Hour)))))
 	}
 	f := liveFrame{ID: fmt.Sprintf("f-%06d", p.n), Timestamp: ts.UTC().Format(time.RFC3339Nano), Camera: fmt.Sprintf("cam-%d", p.n%4), Pub: now.UnixNano()}
-	data, _ := json.Marshal(f)
+	var data []byte
+	if p.gen != nil {
+		s := p.gen.Next()
+		f.Camera = s.CameraID
+		data, _ = json.Marshal(labelledFrame{liveFrame: f, Frame: s.Frame, Site: s.Site, Model: s.Model, InferenceMS: s.InferenceMS, Labels: s.Labels})
+	} else {
+		data, _ = json.Marshal(f)
+	}
 	p.sent = append(p.sent, sentFrame{id: f.ID, data: data, at: now})
 	p.good++
 	return p.publish(f.ID, data)
@@ -292,8 +317,18 @@ func readNDJSON(sc *bufio.Scanner, r *received) {
 // the documents by frame id, exactly as the backend sends them.
 func stored(t *testing.T, h *harness, base string, from, to time.Time) map[string][]byte {
 	t.Helper()
+	return storedMatching(t, h, base, from, to, "")
+}
+
+// storedMatching is stored with a q ("": none).
+func storedMatching(t *testing.T, h *harness, base string, from, to time.Time, q string) map[string][]byte {
+	t.Helper()
 	refresh(t, h.esURL, h.prefix)
-	res := get(t, base+"/getJsonStream?start_date="+url.QueryEscape(from.Format(time.RFC3339Nano))+"&end_date="+url.QueryEscape(to.Format(time.RFC3339Nano)))
+	u := base + "/getJsonStream?start_date=" + url.QueryEscape(from.Format(time.RFC3339Nano)) + "&end_date=" + url.QueryEscape(to.Format(time.RFC3339Nano))
+	if q != "" {
+		u += "&q=" + url.QueryEscape(q)
+	}
+	res := get(t, u)
 	var docs []json.RawMessage
 	if err := json.NewDecoder(res.Body).Decode(&docs); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 func TestHEADIsAnsweredWhereverGETIs(t *testing.T) {
 	st := &fakeExporter{pages: []pipeline.Page{page(`{"id":"a"}`)}}
 	srv, _ := serve(t, st, Config{})
-	for _, path := range []string{"/healthz", "/readyz", "/openapi.json", "/metrics", "/getJsonStream" + someRange, "/getStream" + someRange} {
+	for _, path := range []string{"/healthz", "/readyz", "/openapi.json", "/metrics", "/getJsonStream" + someRange, "/getStream" + someRange, "/getCounts" + someRange} {
 		getRes := get(t, srv.URL+path)
 		io.ReadAll(getRes.Body)
 		req, _ := http.NewRequest(http.MethodHead, srv.URL+path, nil)

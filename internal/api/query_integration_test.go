@@ -359,3 +359,14 @@ func TestAFilterOfManyLongFieldNamesIsAnswered(t *testing.T) {
 		t.Errorf("%d %v, want the frames of cam-07", res.StatusCode, got)
 	}
 }
+
+// A deployment that has stored nothing yet still gets its chart: every bucket,
+// each empty.
+func TestCountsBeforeAnyIndexHaveEveryBucketEmpty(t *testing.T) {
+	esURL := testenv.ElasticsearchURL(t)
+	b := startBackend(t, esURL, testenv.IndexPrefix(t, esURL), Config{})
+	c := b.counts(filterRange + "&interval=1m&by=camera_id")
+	if c.Total != 0 || len(c.Buckets) != 5 || c.Buckets[4].Start != "2023-03-09T19:44:00Z" || c.Buckets[4].Count != 0 {
+		t.Errorf("counts with no index: %+v, want 5 empty buckets", c)
+	}
+}

@@ -315,6 +315,8 @@ func TestAPIKeysGuardTheDataAndMetricsButNotTheProbes(t *testing.T) {
 		{"Bearer", "/getJsonStream" + someRange, []string{"Authorization", "Bearer " + key}, http.StatusOK},
 		{"bearer in lower case", "/getStream" + someRange, []string{"Authorization", "bearer " + other}, http.StatusOK},
 		{"X-API-Key", "/getStream" + someRange, []string{"X-API-Key", other}, http.StatusOK},
+		{"counts without a key", "/getCounts" + someRange, nil, http.StatusUnauthorized},
+		{"counts with a key", "/getCounts" + someRange, []string{"Authorization", "Bearer " + key}, http.StatusOK},
 		{"metrics without a key", "/metrics", nil, http.StatusUnauthorized},
 		{"metrics with a key", "/metrics", []string{"X-API-Key", key}, http.StatusOK},
 		{"healthz needs none", "/healthz", nil, http.StatusOK},
@@ -455,10 +457,17 @@ func TestOneClientCannotTakeEveryStreamSlot(t *testing.T) {
 
 func TestCORSAllowsOnlyTheConfiguredOrigins(t *testing.T) {
 	srv, _ := serve(t, &fakeExporter{}, Config{CORSOrigins: []string{"https://app.example.com"}})
-	res := get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://app.example.com")
-	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example.com" {
-		t.Errorf("allowed origin: Access-Control-Allow-Origin = %q", got)
+	for _, path := range []string{"/getJsonStream", "/getCounts"} {
+		res := get(t, srv.URL+path+someRange, "Origin", "https://app.example.com")
+		if got := res.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example.com" {
+			t.Errorf("%s, allowed origin: Access-Control-Allow-Origin = %q", path, got)
+		}
+		// A page on that origin may read what its filter could not show.
+		if got := res.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, unknownFieldsHeader) {
+			t.Errorf("%s: Access-Control-Expose-Headers = %q, want %s among them", path, got, unknownFieldsHeader)
+		}
 	}
+	res := get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://app.example.com")
 	res = get(t, srv.URL+"/getJsonStream"+someRange, "Origin", "https://evil.example")
 	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "" {
 		t.Errorf("other origin: Access-Control-Allow-Origin = %q, want none", got)
@@ -500,7 +509,7 @@ func TestEveryResponseCarriesTheSecurityHeaders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, path := range []string{"/healthz", "/getJsonStream" + someRange, "/getJsonStream", "/nowhere"} {
+			for _, path := range []string{"/healthz", "/getJsonStream" + someRange, "/getJsonStream", "/getCounts" + someRange, "/nowhere"} {
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
 				for name, value := range want {

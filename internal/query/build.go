@@ -104,6 +104,8 @@ func (b *builder) nested(n nested, inside string) (Query, error) {
 	case len(types) > 0 && !hasType(types, "nested"):
 		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested (ELASTICSEARCH_NESTED_FIELDS), so the conditions in braces may be met by different elements; replay its indices to remap them (README, Nested fields)", n.path))
 		q = inner
+	case len(types) == 0:
+		q = eitherMapping(n.path, inner)
 	case len(types["object"]) > 0:
 		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested in %d older indices, where the conditions in braces may be met by different elements; replay them to remap them (README, Nested fields)", n.path, len(types["object"])))
 		q = onIndices(types, nestedQuery(n.path, inner), inner)
@@ -124,6 +126,10 @@ func (b *builder) withinElements(field, inside string, q Query) Query {
 		}
 		path := field[:i]
 		types := b.caps[path]
+		if len(types) == 0 {
+			q = eitherMapping(path, q)
+			continue
+		}
 		if !hasType(types, "nested") {
 			continue
 		}
@@ -136,21 +142,36 @@ func (b *builder) withinElements(field, inside string, q Query) Query {
 	return q
 }
 
+// eitherMapping is q on the elements of path however the first documents that
+// have it map it, nested or as plain objects: no index maps it yet, and a
+// follow keeps the query it started with while they come. Each branch matches
+// nothing where path is mapped the other way: a nested query with
+// ignore_unmapped ignores a path that is not nested, and no top-level document
+// of an index where it is nested has path (q alone would, when it is a
+// negation). On plain objects, conditions in braces then hold on documents
+// that have path, as they do where it is nested.
+func eitherMapping(path string, q Query) Query {
+	return Query{"bool": Query{"should": []any{
+		nestedQuery(path, q),
+		Query{"bool": Query{"filter": []any{Query{"exists": Query{"field": path}}, q}}},
+	}, "minimum_should_match": 1}}
+}
+
 func nestedQuery(path string, q Query) Query {
 	// ignore_unmapped: an index without the path (or with it as a plain object)
 	// has no such element, rather than failing the search.
 	return Query{"nested": Query{"path": path, "query": q, "ignore_unmapped": true}}
 }
 
-// onIndices applies nestedQ where the path is nested and objectQ where it is a
-// plain object. Elasticsearch drops the branch of an index not named before it
-// reads the query, so a nested query never meets an index where the path is
-// not nested.
+// onIndices applies objectQ on the indices where the path is a plain object,
+// and nestedQ on every other: where it is nested, and in the indices created
+// after the query was built (a follow keeps its query across days), which the
+// template maps as nested. A nested query with ignore_unmapped matches nothing
+// where the path is not nested; objectQ, which may be a negation, must not
+// meet an index where it is.
 func onIndices(types map[string][]string, nestedQ, objectQ Query) Query {
-	on := func(indices []string, q Query) Query {
-		return Query{"bool": Query{"filter": []any{Query{"terms": Query{"_index": indices}}, q}}}
-	}
-	return Query{"bool": Query{"should": []any{on(types["nested"], nestedQ), on(types["object"], objectQ)}, "minimum_should_match": 1}}
+	onObjects := Query{"bool": Query{"filter": []any{Query{"terms": Query{"_index": types["object"]}}, objectQ}}}
+	return Query{"bool": Query{"should": []any{nestedQ, onObjects}, "minimum_should_match": 1}}
 }
 
 // The kinds of types a condition cares about.
@@ -195,8 +216,9 @@ func (b *builder) condition(c condition) (Query, error) {
 	}
 	v := c.value
 	if c.op == ":" && v.wildcard && v.text == "" {
-		if _, ok := types["nested"]; ok {
-			// An array of nested objects is in no field of the document itself.
+		if _, ok := types["nested"]; ok || len(types) == 0 {
+			// An array of nested objects is in no field of the document itself
+			// (and an unmapped field may become one while a follow runs).
 			return Query{"bool": Query{"should": []any{
 				nestedQuery(c.field, Query{"match_all": Query{}}),
 				Query{"exists": Query{"field": c.field}},

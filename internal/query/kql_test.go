@@ -180,9 +180,52 @@ func TestUnknownFieldsAreNamed(t *testing.T) {
 	}
 }
 
+// A follow keeps the query it started with, maybe before any document mapped
+// the fields q names. Whether the first ones map an array of objects as nested
+// (as the template does ES_NESTED_FIELDS) or as plain objects, the query must
+// then select what it would had they been mapped first: so a path no index maps
+// is asked both ways, each of which matches nothing where it is mapped the
+// other way.
+func TestConditionsOnObjectsNoIndexMapsYetHoldHoweverTheyAreMapped(t *testing.T) {
+	person := `{"match":{"labels.label":{"lenient":true,"query":"person"}}}`
+	either := func(inner string) string {
+		return `{"bool":{"minimum_should_match":1,"should":[{"nested":{"ignore_unmapped":true,"path":"labels","query":` + inner + `}},` +
+			`{"bool":{"filter":[{"exists":{"field":"labels"}},` + inner + `]}}]}}`
+	}
+	tests := []struct{ q, want string }{
+		{`labels.label:person`, either(person)},
+		{`labels:{ label:person }`, either(person)},
+		// Not "every document without a person label" where labels is nested.
+		{`labels:{ not label:person }`, either(`{"bool":{"must_not":[` + person + `]}}`)},
+		{`labels:*`, `{"bool":{"minimum_should_match":1,"should":[` +
+			`{"nested":{"ignore_unmapped":true,"path":"labels","query":{"match_all":{}}}},{"exists":{"field":"labels"}}]}}`},
+		// A field at the top is no element of anything: as it was.
+		{`camera_id:cam-01`, `{"match":{"camera_id":{"lenient":true,"query":"cam-01"}}}`},
+	}
+	for _, tt := range tests {
+		e, err := Parse(tt.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, notes, err := e.Query(Caps{}, time.UTC)
+		if err != nil {
+			t.Errorf("Query(%q): %v", tt.q, err)
+			continue
+		}
+		if len(notes.Unknown) == 0 {
+			t.Errorf("Query(%q) names no unknown field", tt.q)
+		}
+		if got, _ := json.Marshal(q); string(got) != tt.want {
+			t.Errorf("Query(%q) =\n%s\nwant\n%s", tt.q, got, tt.want)
+		}
+	}
+}
+
 // An array of objects mapped as nested in new indices and as plain objects in
 // older ones: each index gets the query it can answer, and the answer says
-// where conditions in braces are not held to one element.
+// where conditions in braces are not held to one element. The nested query is
+// not held to the indices that map the path as nested so far: the indices a
+// follow meets after it began (the next day's) are nested too.
 func TestNestedPathsMappedTwoWaysAnswerOnEachIndex(t *testing.T) {
 	caps := Caps{"labels": {"nested": {"a-2026.12.06"}, "object": {"a-2026.12.01"}}, "labels.label": {"keyword": nil}}
 	e, err := Parse(`labels:{ label:person }`)
@@ -195,7 +238,7 @@ func TestNestedPathsMappedTwoWaysAnswerOnEachIndex(t *testing.T) {
 	}
 	inner := `{"match":{"labels.label":{"lenient":true,"query":"person"}}}`
 	want := `{"bool":{"minimum_should_match":1,"should":[` +
-		`{"bool":{"filter":[{"terms":{"_index":["a-2026.12.06"]}},{"nested":{"ignore_unmapped":true,"path":"labels","query":` + inner + `}}]}},` +
+		`{"nested":{"ignore_unmapped":true,"path":"labels","query":` + inner + `}},` +
 		`{"bool":{"filter":[{"terms":{"_index":["a-2026.12.01"]}},` + inner + `]}}]}}`
 	if got, _ := json.Marshal(q); string(got) != want {
 		t.Errorf("query =\n%s\nwant\n%s", got, want)

@@ -50,19 +50,43 @@ func (s *Store) Counts(ctx context.Context, r pipeline.CountsRequest) (pipeline.
 	if err != nil {
 		return pipeline.Counts{}, fmt.Errorf("encode counts: %w", err)
 	}
-	parsed, err := s.aggregate(ctx, body)
+	start := time.Now()
+	var parsed countsResponse
+	err = s.aggregate(ctx, "count", body, &parsed)
+	if err == nil || ctx.Err() == nil {
+		s.observed("counts", start, err)
+	}
 	if err != nil {
 		return pipeline.Counts{}, err
+	}
+	if len(parsed.OverTime.Buckets) == 0 {
+		// No index at all (a new deployment): Elasticsearch answers no
+		// aggregation, and the chart still needs its empty buckets.
+		step := r.Interval.Milliseconds()
+		for key := floorDiv(r.From.UnixMilli(), step) * step; key < r.To.UnixMilli(); key += step {
+			parsed.OverTime.Buckets = append(parsed.OverTime.Buckets, histogramBucket{Key: key})
+		}
 	}
 	return parsed.counts(r)
 }
 
 // histogram is a date_histogram's answer.
 type histogram struct {
-	Buckets []struct {
-		Key      int64 `json:"key"`
-		DocCount int64 `json:"doc_count"`
-	} `json:"buckets"`
+	Buckets []histogramBucket `json:"buckets"`
+}
+
+type histogramBucket struct {
+	Key      int64 `json:"key"` // the bucket's start, in Unix milliseconds
+	DocCount int64 `json:"doc_count"`
+}
+
+// floorDiv is a / b rounded down: bucket keys before 1970 are negative.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
 }
 
 // valueBucket is one value of a terms aggregation, with its histogram (under
@@ -77,23 +101,21 @@ type valueBucket struct {
 	} `json:"frames"`
 }
 
+// countsResponse is the aggregations of a Counts search.
 type countsResponse struct {
-	Shards       shardsAnswer `json:"_shards"`
-	Aggregations struct {
-		OverTime histogram `json:"over_time"`
-		By       struct {
+	OverTime histogram `json:"over_time"`
+	By       struct {
+		Buckets []valueBucket `json:"buckets"`
+		Values  struct {
 			Buckets []valueBucket `json:"buckets"`
-			Values  struct {
-				Buckets []valueBucket `json:"buckets"`
-			} `json:"values"`
-		} `json:"by"`
-	} `json:"aggregations"`
+		} `json:"values"`
+	} `json:"by"`
 }
 
 func (c countsResponse) counts(r pipeline.CountsRequest) (pipeline.Counts, error) {
 	var out pipeline.Counts
-	index := make(map[int64]int, len(c.Aggregations.OverTime.Buckets))
-	for i, b := range c.Aggregations.OverTime.Buckets {
+	index := make(map[int64]int, len(c.OverTime.Buckets))
+	for i, b := range c.OverTime.Buckets {
 		out.Buckets = append(out.Buckets, pipeline.Bucket{Start: time.UnixMilli(b.Key).UTC(), Count: b.DocCount})
 		out.Total += b.DocCount
 		index[b.Key] = i
@@ -101,9 +123,9 @@ func (c countsResponse) counts(r pipeline.CountsRequest) (pipeline.Counts, error
 	if r.By == "" {
 		return out, nil
 	}
-	values := c.Aggregations.By.Buckets
+	values := c.By.Buckets
 	if r.ByNested != "" {
-		values = c.Aggregations.By.Values.Buckets
+		values = c.By.Values.Buckets
 	}
 	for i := range out.Buckets {
 		out.Buckets[i].By = map[string]int64{}
@@ -134,14 +156,9 @@ func keyText(raw json.RawMessage) string {
 	return string(bytes.TrimSpace(raw))
 }
 
-// aggregate runs a search of aggregations over the store's indices.
-func (s *Store) aggregate(ctx context.Context, body []byte) (parsed countsResponse, err error) {
-	start := time.Now()
-	defer func() {
-		if err == nil || ctx.Err() == nil {
-			s.observed("counts", start, err)
-		}
-	}()
+// aggregate runs a search of aggregations alone over the store's indices, and
+// decodes them into aggs; what says what it does, for errors.
+func (s *Store) aggregate(ctx context.Context, what string, body []byte, aggs any) error {
 	res, err := s.es.Search(
 		s.es.Search.WithContext(ctx),
 		s.es.Search.WithIndex(s.pattern()),
@@ -153,17 +170,27 @@ func (s *Store) aggregate(ctx context.Context, body []byte) (parsed countsRespon
 		s.es.Search.WithFilterPath("aggregations", "_shards.total", "_shards.failed", "_shards.failures"),
 	)
 	if err != nil {
-		return parsed, fmt.Errorf("count %s: %w", s.pattern(), err)
+		return fmt.Errorf("%s %s: %w", what, s.pattern(), err)
 	}
 	defer drain(res)
 	if res.IsError() {
-		return parsed, fmt.Errorf("count %s: %w", s.pattern(), responseError(res))
+		return fmt.Errorf("%s %s: %w", what, s.pattern(), responseError(res))
+	}
+	var parsed struct {
+		Shards       shardsAnswer    `json:"_shards"`
+		Aggregations json.RawMessage `json:"aggregations"`
 	}
 	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
-		return parsed, fmt.Errorf("decode counts: %w", err)
+		return fmt.Errorf("%s %s: decode the answer: %w", what, s.pattern(), err)
 	}
 	if err := parsed.Shards.err(); err != nil {
-		return parsed, fmt.Errorf("count %s: %w", s.pattern(), err)
+		return fmt.Errorf("%s %s: %w", what, s.pattern(), err)
 	}
-	return parsed, nil
+	if len(parsed.Aggregations) == 0 {
+		return nil // no index to aggregate over: nothing counted
+	}
+	if err := json.Unmarshal(parsed.Aggregations, aggs); err != nil {
+		return fmt.Errorf("%s %s: decode the aggregations: %w", what, s.pattern(), err)
+	}
+	return nil
 }

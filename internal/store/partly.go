@@ -1,10 +1,8 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/annotated-data/pipeline/internal/document"
 )
@@ -22,38 +20,16 @@ func (s *Store) PartlyIndexed(ctx context.Context) (ignored, setAside int64, err
 			"set_aside": object{"exists": object{"field": document.AsideKey + ".fields"}},
 		}}}},
 	})
-	res, err := s.es.Search(
-		s.es.Search.WithContext(ctx),
-		s.es.Search.WithIndex(s.pattern()),
-		s.es.Search.WithBody(bytes.NewReader(body)),
-		s.es.Search.WithIgnoreUnavailable(true),
-		s.es.Search.WithAllowNoIndices(true),
-		s.es.Search.WithAllowPartialSearchResults(false),
-		s.es.Search.WithFilterPath("_shards", "aggregations"),
-	)
-	if err != nil {
-		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %w", s.pattern(), err)
+	var aggs struct {
+		Partly struct {
+			Buckets map[string]struct {
+				DocCount int64 `json:"doc_count"`
+			} `json:"buckets"`
+		} `json:"partly"`
 	}
-	defer drain(res)
-	if res.IsError() {
-		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %w", s.pattern(), responseError(res))
+	if err := s.aggregate(ctx, "count partly indexed documents in", body, &aggs); err != nil {
+		return 0, 0, err
 	}
-	var parsed struct {
-		Shards       shardsAnswer `json:"_shards"`
-		Aggregations struct {
-			Partly struct {
-				Buckets map[string]struct {
-					DocCount int64 `json:"doc_count"`
-				} `json:"buckets"`
-			} `json:"partly"`
-		} `json:"aggregations"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&parsed); err != nil {
-		return 0, 0, fmt.Errorf("decode partly indexed counts: %w", err)
-	}
-	if err := parsed.Shards.err(); err != nil {
-		return 0, 0, fmt.Errorf("count partly indexed documents in %s: %w", s.pattern(), err)
-	}
-	b := parsed.Aggregations.Partly.Buckets
+	b := aggs.Partly.Buckets
 	return b["ignored"].DocCount, b["set_aside"].DocCount, nil
 }
