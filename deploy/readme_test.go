@@ -10,17 +10,18 @@ import (
 	"github.com/annotated-data/pipeline/internal/config"
 )
 
-var update = flag.Bool("update", false, "rewrite the README's variable tables from the code")
+var update = flag.Bool("update", false, "rewrite the variable tables of docs/operating.md from the code")
 
-// The README's tables of environment variables are the code's, verbatim: between
-// <!-- NAME-env --> and <!-- /NAME-env --> markers. Run
-// `go test ./deploy -run README -update` after changing a variable.
-func TestREADMEListsEveryVariableWithItsDefault(t *testing.T) {
-	raw, err := os.ReadFile("../README.md")
+// The tables of environment variables in docs/operating.md are the code's,
+// verbatim: between <!-- NAME-env --> and <!-- /NAME-env --> markers. Run
+// `go test ./deploy -run EveryVariable -update` after changing a variable.
+func TestDocsListEveryVariableWithItsDefault(t *testing.T) {
+	const path = "../docs/operating.md"
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(raw)
+	doc := string(raw)
 	for _, b := range []struct {
 		name string
 		vars []config.Var
@@ -31,23 +32,23 @@ func TestREADMEListsEveryVariableWithItsDefault(t *testing.T) {
 		var table bytes.Buffer
 		config.WriteMarkdown(&table, b.vars)
 		open, end := "<!-- "+b.name+"-env -->\n", "<!-- /"+b.name+"-env -->"
-		i, j := strings.Index(readme, open), strings.Index(readme, end)
+		i, j := strings.Index(doc, open), strings.Index(doc, end)
 		if i < 0 || j < i {
-			t.Errorf("README.md has no %s…%s section for the %s's variables", strings.TrimSpace(open), end, b.name)
+			t.Errorf("%s has no %s…%s section for the %s's variables", path, strings.TrimSpace(open), end, b.name)
 			continue
 		}
-		got := readme[i+len(open) : j]
+		got := doc[i+len(open) : j]
 		if got == table.String() {
 			continue
 		}
 		if *update {
-			readme = readme[:i+len(open)] + table.String() + readme[j:]
+			doc = doc[:i+len(open)] + table.String() + doc[j:]
 			continue
 		}
-		t.Errorf("README.md's table of the %s's variables differs from the code; run `go test ./deploy -run README -update`", b.name)
+		t.Errorf("%s's table of the %s's variables differs from the code; run `go test ./deploy -run EveryVariable -update`", path, b.name)
 	}
 	if *update {
-		if err := os.WriteFile("../README.md", []byte(readme), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
