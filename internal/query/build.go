@@ -102,12 +102,12 @@ func (b *builder) nested(n nested, inside string) (Query, error) {
 	var q Query
 	switch {
 	case len(types) > 0 && !hasType(types, "nested"):
-		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested (ELASTICSEARCH_NESTED_FIELDS), so the conditions in braces may be met by different elements; replay its indices to remap them (README, Nested fields)", n.path))
+		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested (ES_NESTED_FIELDS), so the conditions in braces may be met by different elements; replay its indices to remap them (docs/guarantees.md, Nested fields)", n.path))
 		q = inner
 	case len(types) == 0:
 		q = eitherMapping(n.path, inner)
 	case len(types["object"]) > 0:
-		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested in %d older indices, where the conditions in braces may be met by different elements; replay them to remap them (README, Nested fields)", n.path, len(types["object"])))
+		b.notes.Warnings = append(b.notes.Warnings, fmt.Sprintf("%s is not mapped as nested in %d older indices, where the conditions in braces may be met by different elements; replay them to remap them (docs/guarantees.md, Nested fields)", n.path, len(types["object"])))
 		q = onIndices(types, nestedQuery(n.path, inner), inner)
 	default:
 		q = nestedQuery(n.path, inner)
