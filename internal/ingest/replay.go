@@ -74,7 +74,7 @@ func (r *replaying) alreadyDeadLettered(m jetstream.Msg) bool {
 // is idempotent: ids are deterministic and op_type=create turns a document that
 // exists into a duplicate, and a message that already has a dead letter gets no
 // second one. Progress, with rate and time left, goes to progressOut.
-func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, windows []Window, progressOut io.Writer) (ReplayResult, error) {
+func Replay(ctx context.Context, js JetStream, st Indexer, cfg Config, log *slog.Logger, windows []Window, progressOut io.Writer) (ReplayResult, error) {
 	in := New(js, st, cfg, log, NewMetrics(prometheus.NewRegistry()))
 	var res ReplayResult
 	stream, err := js.Stream(ctx, in.cfg.Stream)
@@ -96,7 +96,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 	}
 
 	type planned struct {
-		cons jetstream.Consumer
+		cons consumer
 		w    Window
 		last uint64
 		n    uint64 // messages to expect, at most
@@ -209,7 +209,7 @@ func pendingSince(ctx context.Context, stream jetstream.Stream, subjects []strin
 
 // replayWindow indexes the messages of w up to sequence last, at most n of them,
 // with the bulk workers, as consume does for the durable.
-func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w Window, last, n uint64) error {
+func (in *Ingester) replayWindow(ctx context.Context, cons consumer, w Window, last, n uint64) error {
 	// As in consume: batches in hand may finish for ShutdownTimeout after a stop.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -243,7 +243,7 @@ func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w
 // fetchWindow fetches the next batch of w, of which left messages at most are
 // still to come (a fetch waits until its batch is full, so it never asks for more);
 // it returns how many may still come after, and done when the window ends.
-func (in *Ingester) fetchWindow(ctx context.Context, cons jetstream.Consumer, w Window, last, left uint64) (msgs []jetstream.Msg, stillLeft uint64, done bool, err error) {
+func (in *Ingester) fetchWindow(ctx context.Context, cons consumer, w Window, last, left uint64) (msgs []jetstream.Msg, stillLeft uint64, done bool, err error) {
 	fctx, cancel := context.WithTimeout(ctx, in.cfg.BulkMaxWait)
 	defer cancel()
 	res, err := cons.Fetch(int(min(uint64(in.cfg.BulkMaxDocs), left)), jetstream.FetchContext(fctx))
