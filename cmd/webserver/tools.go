@@ -145,25 +145,28 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		return &exitError{auditProblems, errors.New("audit: not clean")}
 	}
 
-	windows := make([]ingest.Window, len(report.MissingRanges))
-	for i, r := range report.MissingRanges {
-		windows[i] = ingest.Window{FromSeq: r.From, ToSeq: r.To}
-	}
 	progressOut := stdout
 	if *asJSON {
 		progressOut = io.Discard
 	}
-	res, err := ingest.Replay(ctx, svc.js, svc.store, svc.cfg.Ingest, log, windows, progressOut)
-	if !*asJSON {
-		writeReplay(stdout, svc.cfg.Stream, res)
-	}
+	clean, err := report.Repair(ctx, func(ctx context.Context, missing []audit.Range) (int64, int64, error) {
+		windows := make([]ingest.Window, len(missing))
+		for i, r := range missing {
+			windows[i] = ingest.Window{FromSeq: r.From, ToSeq: r.To}
+		}
+		res, err := ingest.Replay(ctx, svc.js, svc.store, svc.cfg.Ingest, log, windows, progressOut)
+		if !*asJSON {
+			writeReplay(stdout, svc.cfg.Stream, res)
+		}
+		return res.Settled(), res.Unsettled, err
+	})
 	if err != nil {
-		return &exitError{auditFailed, fmt.Errorf("repair: %w", err)}
+		return &exitError{auditFailed, err}
 	}
-	if report.CleanAfterRepair(res.Messages-res.Unsettled, res.Unsettled) {
-		return nil
+	if !clean {
+		return &exitError{auditProblems, errors.New("audit: not clean after the repair")}
 	}
-	return &exitError{auditProblems, errors.New("audit: not clean after the repair")}
+	return nil
 }
 
 const replayUsage = `Usage: webserver replay --from-seq N [--to-seq M] | --since T [--until T] [--subject S ...]

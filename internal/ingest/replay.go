@@ -42,6 +42,10 @@ type ReplayResult struct {
 	Trimmed   bool
 }
 
+// Settled counts the messages replayed for good: indexed, found indexed, or
+// dead-lettered (by this replay or before).
+func (r ReplayResult) Settled() int64 { return r.Messages - r.Unsettled }
+
 // replaying is what an ingester in replay mode keeps besides its metrics.
 type replaying struct {
 	letters   map[uint64]int // original sequence → dead letters, read when the replay starts
