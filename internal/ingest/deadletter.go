@@ -33,9 +33,8 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	if errors.As(cause, &rej) {
 		reason, detail = rej.Reason, rej.Detail
 	}
-	if in.replay != nil && in.replay.alreadyDeadLettered(m) {
-		// A replay dead-letters a message once, however often it runs: the dead
-		// letter's own id only deduplicates within the stream's duplicate window.
+	if in.settler.alreadyDeadLettered(m) {
+		// A replay dead-letters a message once, however often it runs (replaying).
 		in.settle(m, term)
 		return
 	}

@@ -163,17 +163,15 @@ type Ingester struct {
 	log     *slog.Logger
 	metrics *Metrics
 	es      *esState
-	settled settleFailures
+	// settler settles what the ingester fetched: with NATS for the durable
+	// consumer, by counting for a replay (replay.go).
+	settler settler
 	// fallbacks counts and logs messages stored under their publish time.
 	fallbacks *fallbacks
 	// asides sets aside what a document's index cannot map, and counts it.
 	asides *asides
 	// retry spaces the attempts of a failing bulk request or fetch.
 	retry dial.Backoff
-	// replay is set when the ingester re-reads a window through an ephemeral
-	// ordered consumer (replay.go) instead of the durable: there is then nothing
-	// to acknowledge, and settle only counts.
-	replay *replaying
 	// consuming is set once the streams and the consumer are in place.
 	consuming atomic.Bool
 }
@@ -184,7 +182,7 @@ func New(js JetStream, st Indexer, cfg Config, log *slog.Logger, m *Metrics) *In
 	return &Ingester{
 		js: js, store: st, cfg: cfg, log: log, metrics: m,
 		es:        &esState{log: log, metrics: m},
-		settled:   settleFailures{log: log, metrics: m},
+		settler:   &durable{ackWait: cfg.AckWait, failures: &settleFailures{log: log, metrics: m}},
 		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, said: sampled{every: sampledLogInterval}},
 		asides:    &asides{log: log, metrics: m, said: sampled{every: sampledLogInterval}},
 		retry:     dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
@@ -358,7 +356,7 @@ func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
 	for _, b := range bs {
 		msgs = append(msgs, b.msgs...)
 	}
-	stop := in.keepInProgress(msgs)
+	stop := in.settler.keepInProgress(msgs)
 	defer stop()
 	for _, b := range bs {
 		batches <- b

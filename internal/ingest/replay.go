@@ -46,7 +46,10 @@ type ReplayResult struct {
 // dead-lettered (by this replay or before).
 func (r ReplayResult) Settled() int64 { return r.Messages - r.Unsettled }
 
-// replaying is what an ingester in replay mode keeps besides its metrics.
+// replaying is the settler of a replay, which reads through an ephemeral
+// ordered consumer: there is nothing to acknowledge or keep in progress, so it
+// counts how each message was settled, and knows the messages dead-lettered
+// before.
 type replaying struct {
 	letters   map[uint64]int // original sequence → dead letters, read when the replay starts
 	bar       *progress.Reporter
@@ -54,13 +57,20 @@ type replaying struct {
 	unsettled atomic.Int64
 }
 
-func (r *replaying) settled(s settlement) {
+var _ settler = (*replaying)(nil)
+
+func (r *replaying) settle(_ jetstream.Msg, s settlement) {
 	if s == nak || s == nakLater {
 		r.unsettled.Add(1)
 	}
 	r.bar.Add(1)
 }
 
+func (r *replaying) keepInProgress([]jetstream.Msg) (stop func()) { return func() {} }
+
+// alreadyDeadLettered says whether m has a dead letter: a replay dead-letters a
+// message once, however often it runs, since the dead letter's own id only
+// deduplicates within the stream's duplicate window.
 func (r *replaying) alreadyDeadLettered(m jetstream.Msg) bool {
 	meta, err := m.Metadata()
 	if err != nil || r.letters[meta.Sequence.Stream] == 0 {
@@ -160,16 +170,17 @@ func Replay(ctx context.Context, js JetStream, st Indexer, cfg Config, log *slog
 		plans = append(plans, planned{cons: cons, w: w, last: last, n: n})
 	}
 
-	in.replay = &replaying{letters: letters, bar: progress.New(progressOut, "messages", total)}
+	rp := &replaying{letters: letters, bar: progress.New(progressOut, "messages", total)}
+	in.settler = rp
 	for _, p := range plans {
 		if err = in.replayWindow(ctx, p.cons, p.w, p.last, p.n); err != nil {
 			break
 		}
 	}
-	in.replay.bar.Finish()
+	rp.bar.Finish()
 	f := in.metrics.figures()
 	res.Indexed, res.Duplicates, res.DeadLettered = f.indexed, f.duplicates, f.deadLettered
-	res.AlreadyDeadLettered, res.Unsettled = in.replay.already.Load(), in.replay.unsettled.Load()
+	res.AlreadyDeadLettered, res.Unsettled = rp.already.Load(), rp.unsettled.Load()
 	res.Messages = res.Indexed + res.Duplicates + res.DeadLettered + res.AlreadyDeadLettered + res.Unsettled
 	return res, err
 }
