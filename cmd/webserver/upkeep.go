@@ -10,6 +10,7 @@ import (
 
 	"github.com/annotated-data/pipeline/internal/audit"
 	"github.com/annotated-data/pipeline/internal/ingest"
+	"github.com/annotated-data/pipeline/internal/natsaudit"
 	"github.com/annotated-data/pipeline/internal/retention"
 )
 
@@ -49,7 +50,7 @@ func startUpkeep(ctx context.Context, svc *services, reg prometheus.Registerer, 
 // webserver audit's.
 func newAuditor(svc *services) *audit.Auditor {
 	a := &audit.Auditor{
-		Stream: audit.JetStream{JS: svc.js, Stream: svc.cfg.Stream, DLQStream: svc.cfg.DLQStream, Durable: svc.cfg.Durable},
+		Stream: natsaudit.JetStream{JS: svc.js, Stream: svc.cfg.Stream, DLQStream: svc.cfg.DLQStream, Durable: svc.cfg.Durable},
 		Index:  svc.store,
 		Name:   svc.cfg.Stream,
 	}

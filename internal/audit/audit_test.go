@@ -362,3 +362,23 @@ func TestARepairOfAWindowWithNothingMissingReplaysNothing(t *testing.T) {
 		t.Errorf("Repair of a window with sequence 3 indexed twice = %v, %v; want not clean: a replay does not remove documents", clean, err)
 	}
 }
+
+// The messages of a window are its span less the sequences deleted in it
+// (natsaudit checks the deleted list against a real stream's).
+func TestTheMessagesOfAWindowAreItsSpanLessItsDeletedSequences(t *testing.T) {
+	deleted := []uint64{7, 8, 15} // of a stream holding 4-20
+	for _, tt := range []struct {
+		a, b uint64
+		want int64
+	}{
+		{4, 20, 14},
+		{5, 9, 3},   // 5, 6 and 9
+		{14, 16, 2}, // 14 and 16
+		{7, 8, 0},
+		{9, 6, 0}, // an empty window
+	} {
+		if got := messagesIn(deleted, tt.a, tt.b); got != tt.want {
+			t.Errorf("messages in %d-%d = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
