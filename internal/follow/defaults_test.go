@@ -8,16 +8,10 @@ import (
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
-// Each default lives beside its field, in withDefaults; the environment table
-// (config) repeats it for --help and the README. An empty environment must
-// configure what the zero Config gets, or the two have drifted apart.
 func TestAnEmptyEnvironmentConfiguresTheDefaultsBesideTheFields(t *testing.T) {
-	cfg, err := config.LoadBackend(func(string) string { return "" })
+	cfg, err := config.LoadBackend(testenv.EmptyEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := follow.WithDefaults(follow.Config{})
-	for _, d := range testenv.DifferentFields(follow.WithDefaults(cfg.Follow), want) {
-		t.Errorf("empty environment vs follow.Config{}: %s", d)
-	}
+	testenv.SameDefaults(t, follow.WithDefaults(cfg.Follow), follow.WithDefaults(follow.Config{}))
 }

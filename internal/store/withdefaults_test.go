@@ -1,5 +1,5 @@
 package store
 
-// WithDefaults lets the external tests compare the defaults beside the fields
-// with what an empty environment configures (defaults_test.go).
+// WithDefaults lets defaults_test.go compare the defaults beside the fields with
+// what an empty environment configures (testenv.SameDefaults).
 var WithDefaults = Config.withDefaults

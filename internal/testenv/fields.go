@@ -1,17 +1,22 @@
 package testenv
 
 import (
-	"fmt"
 	"reflect"
+	"testing"
 )
 
-// DifferentFields names the exported fields of two values of one struct type
-// that differ, with both values: "Stream: ANNOTATIONS != CAMS". It is for tests
-// that compare configurations, where a whole %+v of each would bury the one field
-// that matters.
-func DifferentFields[T any](got, want T) []string {
-	g, w := reflect.ValueOf(got), reflect.ValueOf(want)
-	var out []string
+// SameDefaults fails t for each exported field in which fromEnv, an adapter's
+// Config loaded from an empty environment, differs from want, its zero Config;
+// both with the adapter's withDefaults applied.
+//
+// Each default lives beside its field, in withDefaults, and the environment
+// table in config repeats it for --help and the README: this is what ties the
+// two together. Where zero means "none" in code (no bound, no limit, no wait),
+// the environment's default is the only one there is; the caller sets it in
+// want, naming the variable.
+func SameDefaults[T any](t testing.TB, fromEnv, want T) {
+	t.Helper()
+	g, w := reflect.ValueOf(fromEnv), reflect.ValueOf(want)
 	for i := range g.NumField() {
 		f := g.Type().Field(i)
 		if !f.IsExported() {
@@ -19,8 +24,10 @@ func DifferentFields[T any](got, want T) []string {
 		}
 		a, b := g.Field(i).Interface(), w.Field(i).Interface()
 		if !reflect.DeepEqual(a, b) {
-			out = append(out, fmt.Sprintf("%s: %v != %v", f.Name, a, b))
+			t.Errorf("%T.%s: %v from an empty environment, %v beside the field", fromEnv, f.Name, a, b)
 		}
 	}
-	return out
 }
+
+// EmptyEnv is a getenv of an environment that sets nothing.
+func EmptyEnv(string) string { return "" }
