@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/audit"
+	"github.com/annotated-data/pipeline/internal/natsaudit"
 	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
@@ -68,7 +69,7 @@ func BenchmarkAudit(b *testing.B) {
 		b.Fatal(err)
 	}
 	auditor := &audit.Auditor{
-		Stream: audit.JetStream{JS: js, Stream: "ANNOTATIONS", DLQStream: "ANNOTATIONS_DLQ", Durable: "webserver"},
+		Stream: natsaudit.JetStream{JS: js, Stream: "ANNOTATIONS", DLQStream: "ANNOTATIONS_DLQ", Durable: "webserver"},
 		Index:  st, Name: "ANNOTATIONS", BucketWidth: 16384,
 	}
 	run := func(b *testing.B, wantMissing int64) {

@@ -16,12 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/ingest"
-	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
 )
@@ -52,33 +49,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
-	cfg, err := config.LoadIngester(getenv)
+	cfg, err := loadConfig(getenv)
 	if err != nil {
-		return fmt.Errorf("configuration (see --help):\n%w", err)
+		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: cfg.Logging.Level}))
-
-	natsCfg := cfg.NATS.Config
-	natsCfg.Name = "webserver"
-	nc, err := natsconn.Connect(ctx, natsCfg, log)
-	if err != nil {
-		return cfg.NATS.Explain(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-
 	for _, w := range cfg.Elasticsearch.Warnings() {
 		log.Warn(w)
 	}
-	esCfg := cfg.Elasticsearch.Config
-	esCfg.Interval = store.Interval(cfg.Index.Interval)
-	st, err := store.Connect(ctx, esCfg, store.Write, log)
+	svc, err := connect(ctx, cfg, "webserver", log, store.Write)
 	if err != nil {
-		return cfg.Elasticsearch.Explain(err)
+		return err
 	}
+	defer svc.close()
+	nc, st := svc.nc, svc.store
+
 	if err := st.EnsureTemplate(ctx, store.TemplateSettings{
 		Shards:          cfg.Index.Shards,
 		Replicas:        cfg.Index.Replicas,
@@ -90,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	reg := admin.NewRegistry()
-	ingester := ingest.New(js, st, cfg.Ingest, log, ingest.NewMetrics(reg))
+	ingester := ingest.New(svc.js, st, cfg.Ingest, log, ingest.NewMetrics(reg))
 	admin.ElasticsearchStatus(reg, "webserver", func(ctx context.Context) (string, error) {
 		h, err := st.Health(ctx)
 		return string(h), err
@@ -124,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		),
 		ReadHeaderTimeout: 5 * time.Second,
 	}}
-	upkeep := startUpkeep(ctx, cfg, js, st, reg, log)
+	upkeep := startUpkeep(ctx, svc, reg, log)
 	defer upkeep()
 	log.Info("webserver started", "version", version)
 

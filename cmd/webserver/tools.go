@@ -8,17 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/annotated-data/pipeline/internal/audit"
 	"github.com/annotated-data/pipeline/internal/config"
 	"github.com/annotated-data/pipeline/internal/ingest"
-	"github.com/annotated-data/pipeline/internal/natsconn"
-	"github.com/annotated-data/pipeline/internal/retention"
 	"github.com/annotated-data/pipeline/internal/store"
 )
 
@@ -47,39 +41,8 @@ const (
 	auditFailed   = 2
 )
 
-// services are what the subcommands talk to, connected as the webserver does.
-type services struct {
-	cfg   config.Ingester
-	js    jetstream.JetStream
-	store *store.Store
-	close func()
-}
-
-func connect(ctx context.Context, getenv func(string) string, log *slog.Logger, access store.Access) (*services, error) {
-	cfg, err := config.LoadIngester(getenv)
-	if err != nil {
-		return nil, fmt.Errorf("configuration (see --help):\n%w", err)
-	}
-	natsCfg := cfg.NATS.Config
-	natsCfg.Name = "webserver-tool"
-	nc, err := natsconn.Connect(ctx, natsCfg, log)
-	if err != nil {
-		return nil, cfg.NATS.Explain(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	esCfg := cfg.Elasticsearch.Config
-	esCfg.Interval = store.Interval(cfg.Index.Interval)
-	st, err := store.Connect(ctx, esCfg, access, log)
-	if err != nil {
-		nc.Close()
-		return nil, cfg.Elasticsearch.Explain(err)
-	}
-	return &services{cfg: cfg, js: js, store: st, close: nc.Close}, nil
-}
+// toolName is what the tools call themselves on NATS, apart from the webserver.
+const toolName = "webserver-tool"
 
 // toolFlags is the command line of a subcommand: --help prints its usage and the
 // variables it reads, as the webserver's does.
@@ -150,7 +113,11 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if *repair {
 		access = store.Write
 	}
-	svc, err := connect(ctx, getenv, log, access)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return &exitError{auditFailed, err}
+	}
+	svc, err := connect(ctx, cfg, toolName, log, access)
 	if err != nil {
 		return &exitError{auditFailed, err}
 	}
@@ -178,40 +145,28 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		return &exitError{auditProblems, errors.New("audit: not clean")}
 	}
 
-	windows := make([]ingest.Window, len(report.MissingRanges))
-	for i, r := range report.MissingRanges {
-		windows[i] = ingest.Window{FromSeq: r.From, ToSeq: r.To}
-	}
 	progressOut := stdout
 	if *asJSON {
 		progressOut = io.Discard
 	}
-	res, err := ingest.Replay(ctx, svc.js, svc.store, svc.cfg.Ingest, log, windows, progressOut)
-	if !*asJSON {
-		writeReplay(stdout, svc.cfg.Stream, res)
-	}
+	clean, err := report.Repair(ctx, func(ctx context.Context, missing []audit.Range) (int64, int64, error) {
+		windows := make([]ingest.Window, len(missing))
+		for i, r := range missing {
+			windows[i] = ingest.Window{FromSeq: r.From, ToSeq: r.To}
+		}
+		res, err := ingest.Replay(ctx, svc.js, svc.store, svc.cfg.Ingest, log, windows, progressOut)
+		if !*asJSON {
+			writeReplay(stdout, svc.cfg.Stream, res)
+		}
+		return res.Settled(), res.Unsettled, err
+	})
 	if err != nil {
-		return &exitError{auditFailed, fmt.Errorf("repair: %w", err)}
+		return &exitError{auditFailed, err}
 	}
-	if report.CleanAfterRepair(res.Messages-res.Unsettled, res.Unsettled) {
-		return nil
+	if !clean {
+		return &exitError{auditProblems, errors.New("audit: not clean after the repair")}
 	}
-	return &exitError{auditProblems, errors.New("audit: not clean after the repair")}
-}
-
-func newAuditor(svc *services) *audit.Auditor {
-	a := &audit.Auditor{
-		Stream: audit.JetStream{JS: svc.js, Stream: svc.cfg.Stream, DLQStream: svc.cfg.DLQStream, Durable: svc.cfg.Durable},
-		Index:  svc.store,
-		Name:   svc.cfg.Stream,
-	}
-	// Documents acknowledged just before the audit read the ack floor become
-	// searchable at the next refresh; a second more covers the refresh itself.
-	// (With refreshes off, -1, there is nothing to wait for.)
-	if refresh, err := time.ParseDuration(svc.cfg.Index.RefreshInterval); err == nil && refresh > 0 {
-		a.Visible = refresh + time.Second
-	}
-	return a
+	return nil
 }
 
 const replayUsage = `Usage: webserver replay --from-seq N [--to-seq M] | --since T [--until T] [--subject S ...]
@@ -261,7 +216,11 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 		return fmt.Errorf("--from-seq %d is after --to-seq %d", *from, *to)
 	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	svc, err := connect(ctx, getenv, log, store.Write)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	svc, err := connect(ctx, cfg, toolName, log, store.Write)
 	if err != nil {
 		return err
 	}
@@ -297,34 +256,4 @@ func when(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is neither a time like 2026-11-28T00:00:00Z nor a span like 24h", s)
 	}
 	return t, nil
-}
-
-// startUpkeep starts what runs beside ingestion when configured: index retention
-// (ES_RETENTION) and the periodic audit (AUDIT_INTERVAL). The returned function
-// stops them and waits until they have.
-// partlyIndexedEvery is how often the webserver counts the documents stored with
-// fields not indexed: a search of two filters, cheap at any size.
-const partlyIndexedEvery = time.Minute
-
-func startUpkeep(ctx context.Context, cfg config.Ingester, js jetstream.JetStream, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	if cfg.Upkeep.Retention > 0 {
-		r := retention.New(st, retention.Config{
-			Prefix: cfg.Elasticsearch.Config.IndexPrefix, Monthly: cfg.Index.Interval == "month", Retention: cfg.Upkeep.Retention,
-		}, log, reg)
-		maxAge := cfg.StreamMaxAge // what the stream gets if the ingester creates it
-		if s, err := js.Stream(ctx, cfg.Stream); err == nil {
-			maxAge = s.CachedInfo().Config.MaxAge
-		}
-		r.WarnIfStreamKeepsLess(cfg.Stream, maxAge)
-		wg.Go(func() { r.Run(ctx) })
-	}
-	wg.Go(func() { ingest.WatchPartlyIndexed(ctx, st, partlyIndexedEvery, reg, log) })
-	if cfg.Upkeep.AuditInterval > 0 {
-		a := newAuditor(&services{cfg: cfg, js: js, store: st})
-		g := audit.NewGauges(reg)
-		wg.Go(func() { a.Periodically(ctx, cfg.Upkeep.AuditInterval, cfg.Upkeep.AuditWindow, g, log) })
-	}
-	return func() { cancel(); wg.Wait() }
 }

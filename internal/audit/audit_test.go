@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -312,5 +313,72 @@ func TestARepairIsCleanWhenEveryMissingSequenceWasSettled(t *testing.T) {
 	x.docs = append(x.docs, pipeline.Copy{Index: "a-2023.03.10", ID: "m-3", Seq: 3})
 	if r := audit(t, s, x, Window{}); r.CleanAfterRepair(r.Missing, 0) {
 		t.Errorf("a window with sequence 3 indexed twice is clean after replaying its missing sequences; a replay does not remove documents")
+	}
+}
+
+func TestARepairReplaysTheMissingRangesAndSaysWhetherTheWindowIsThenClean(t *testing.T) {
+	s, x := world(1000)
+	x.remove(49, 120, 121) // 50 repeated 49's id
+	r := audit(t, s, x, Window{})
+	wantRanges := []Range{{49, 50}, {120, 121}}
+	if !slices.Equal(r.MissingRanges, wantRanges) {
+		t.Fatalf("missing ranges = %v, want %v", r.MissingRanges, wantRanges)
+	}
+	failed := errors.New("nats: connection closed")
+	for _, tt := range []struct {
+		name               string
+		settled, unsettled int64
+		err                error
+		want               bool
+	}{
+		{"every missing message settled", 4, 0, nil, true},
+		{"one neither indexed nor dead-lettered", 3, 1, nil, false},
+		{"one no longer in the stream", 3, 0, nil, false},
+		{"the replay failed", 4, 0, failed, false},
+	} {
+		var asked []Range
+		clean, err := r.Repair(context.Background(), func(_ context.Context, ranges []Range) (int64, int64, error) {
+			asked = ranges
+			return tt.settled, tt.unsettled, tt.err
+		})
+		if clean != tt.want || !errors.Is(err, tt.err) {
+			t.Errorf("%s: Repair = %v, %v; want %v, %v", tt.name, clean, err, tt.want, tt.err)
+		}
+		if !slices.Equal(asked, wantRanges) {
+			t.Errorf("%s: replayed %v, want the missing ranges %v", tt.name, asked, wantRanges)
+		}
+	}
+}
+
+func TestARepairOfAWindowWithNothingMissingReplaysNothing(t *testing.T) {
+	s, x := world(1000)
+	x.docs = append(x.docs, pipeline.Copy{Index: "a-2023.03.10", ID: "m-3", Seq: 3})
+	r := audit(t, s, x, Window{})
+	clean, err := r.Repair(context.Background(), func(context.Context, []Range) (int64, int64, error) {
+		t.Error("replayed a window with nothing missing")
+		return 0, 0, nil
+	})
+	if clean || err != nil {
+		t.Errorf("Repair of a window with sequence 3 indexed twice = %v, %v; want not clean: a replay does not remove documents", clean, err)
+	}
+}
+
+// The messages of a window are its span less the sequences deleted in it
+// (natsaudit checks the deleted list against a real stream's).
+func TestTheMessagesOfAWindowAreItsSpanLessItsDeletedSequences(t *testing.T) {
+	deleted := []uint64{7, 8, 15} // of a stream holding 4-20
+	for _, tt := range []struct {
+		a, b uint64
+		want int64
+	}{
+		{4, 20, 14},
+		{5, 9, 3},   // 5, 6 and 9
+		{14, 16, 2}, // 14 and 16
+		{7, 8, 0},
+		{9, 6, 0}, // an empty window
+	} {
+		if got := messagesIn(deleted, tt.a, tt.b); got != tt.want {
+			t.Errorf("messages in %d-%d = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -75,6 +76,24 @@ func (r *Report) Clean() bool {
 func (r *Report) CleanAfterRepair(replayed, unsettled int64) bool {
 	return unsettled == 0 && replayed == r.Missing &&
 		len(r.IndexedTwice) == 0 && len(r.IndexedAndDeadLettered) == 0 && r.BeyondStream == nil
+}
+
+// Replay re-ingests the messages of ranges and counts them: settled were
+// indexed, found indexed already, or dead-lettered; unsettled were none of these.
+type Replay func(ctx context.Context, ranges []Range) (settled, unsettled int64, err error)
+
+// Repair replays the missing sequences of r and reports whether that left the
+// window clean (CleanAfterRepair). With nothing missing there is nothing a
+// replay could repair, and the window is as clean as it was.
+func (r *Report) Repair(ctx context.Context, replay Replay) (clean bool, err error) {
+	if r.Missing == 0 {
+		return r.Clean(), nil
+	}
+	settled, unsettled, err := replay(ctx, r.MissingRanges)
+	if err != nil {
+		return false, fmt.Errorf("repair: %w", err)
+	}
+	return r.CleanAfterRepair(settled, unsettled), nil
 }
 
 // WriteJSON writes r as one JSON object, with "clean" added.

@@ -101,12 +101,17 @@ type Cache struct {
 
 var _ autocert.Cache = (*Cache)(nil)
 
+func (c Config) withDefaults() Config {
+	c.Bucket = cmp.Or(c.Bucket, "AUTOCERT")
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 2*time.Minute)
+	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	c.Replicas = cmp.Or(c.Replicas, 1)
+	return c
+}
+
 // Open binds to cfg.Bucket, creating it if missing.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Cache, error) {
-	cfg.Bucket = cmp.Or(cfg.Bucket, "AUTOCERT")
-	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, 2*time.Minute)
-	cfg.PollInterval = cmp.Or(cfg.PollInterval, time.Second)
-	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
+	cfg = cfg.withDefaults()
 	if cfg.Holder == "" {
 		host, _ := os.Hostname()
 		cfg.Holder = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), rand.Text()[:8])

@@ -84,11 +84,16 @@ func hardened(c *tls.Config) *tls.Config {
 	return c
 }
 
+func (c Config) withDefaults() Config {
+	c.ACMEDirectoryURL = cmp.Or(c.ACMEDirectoryURL, LetsEncryptDirectory)
+	c.ACMEHTTPAddr = cmp.Or(c.ACMEHTTPAddr, ":80")
+	return c
+}
+
 // New prepares the TLS mode of cfg. listenAddr is the API's address, which the
 // HTTP-to-HTTPS redirect points to.
 func New(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
-	cfg.ACMEDirectoryURL = cmp.Or(cfg.ACMEDirectoryURL, LetsEncryptDirectory)
-	cfg.ACMEHTTPAddr = cmp.Or(cfg.ACMEHTTPAddr, ":80")
+	cfg = cfg.withDefaults()
 	switch cmp.Or(cfg.Mode, Off) {
 	case Off:
 		return &Setup{}, nil

@@ -33,9 +33,8 @@ func (in *Ingester) deadLetter(ctx context.Context, m jetstream.Msg, cause error
 	if errors.As(cause, &rej) {
 		reason, detail = rej.Reason, rej.Detail
 	}
-	if in.replay != nil && in.replay.alreadyDeadLettered(m) {
-		// A replay dead-letters a message once, however often it runs: the dead
-		// letter's own id only deduplicates within the stream's duplicate window.
+	if in.settler.alreadyDeadLettered(m) {
+		// A replay dead-letters a message once, however often it runs (replaying).
 		in.settle(m, term)
 		return
 	}
@@ -83,7 +82,7 @@ func truncate(s string, n int) string {
 // sequence, the dead letters of the messages of stream. It reads headers only,
 // through an ephemeral ordered consumer, so it costs one small message per dead
 // letter and disturbs no other consumer. A missing dead-letter stream holds none.
-func DeadLetters(ctx context.Context, js jetstream.JetStream, dlqStream, stream string) (map[uint64]int, error) {
+func DeadLetters(ctx context.Context, js JetStream, dlqStream, stream string) (map[uint64]int, error) {
 	letters := map[uint64]int{}
 	s, err := js.Stream(ctx, dlqStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -135,17 +135,18 @@ func outcomes(items []pipeline.Item, o pipeline.Outcome, status int, errType str
 }
 
 // fakeJetStream records the streams, consumer and dead letters the ingester asks
-// for; calling any other method panics (the embedded interface is nil).
+// for.
 type fakeJetStream struct {
-	jetstream.JetStream
 	publishErr error
-	consumer   jetstream.Consumer
+	consumer   *fakeConsumer // what CreateOrUpdateConsumer returns
 
 	mu        sync.Mutex
 	streams   map[string]jetstream.StreamConfig
 	consumers []jetstream.ConsumerConfig
 	published []*nats.Msg
 }
+
+var _ JetStream = (*fakeJetStream)(nil)
 
 func (f *fakeJetStream) Stream(_ context.Context, name string) (jetstream.Stream, error) {
 	f.mu.Lock()
@@ -170,6 +171,9 @@ func (f *fakeJetStream) CreateOrUpdateConsumer(_ context.Context, _ string, cfg 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.consumers = append(f.consumers, cfg)
+	if f.consumer == nil {
+		return nil, errors.New("fakeJetStream: no consumer to return")
+	}
 	return f.consumer, nil
 }
 
@@ -190,8 +194,9 @@ func (f *fakeJetStream) deadLetters() []*nats.Msg {
 }
 
 // fakeConsumer hands out the given batches of messages, one per Fetch, then none.
+// The ingester calls only Fetch and Info (its consumer interface); the rest of
+// jetstream.Consumer, which CreateOrUpdateConsumer must return, fails.
 type fakeConsumer struct {
-	jetstream.Consumer
 	fetchErrs int // the first fetches fail this many times
 
 	mu      sync.Mutex
@@ -226,6 +231,27 @@ func (c *fakeConsumer) Info(context.Context) (*jetstream.ConsumerInfo, error) {
 	}
 	return &jetstream.ConsumerInfo{NumPending: uint64(pending)}, nil
 }
+
+var (
+	_ consumer           = (*fakeConsumer)(nil)
+	_ jetstream.Consumer = (*fakeConsumer)(nil)
+)
+
+// errNotCalled answers the jetstream.Consumer methods the ingester never calls.
+var errNotCalled = errors.New("fakeConsumer: the ingester does not call this")
+
+func (c *fakeConsumer) FetchBytes(int, ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	return nil, errNotCalled
+}
+func (c *fakeConsumer) FetchNoWait(int) (jetstream.MessageBatch, error) { return nil, errNotCalled }
+func (c *fakeConsumer) Consume(jetstream.MessageHandler, ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
+	return nil, errNotCalled
+}
+func (c *fakeConsumer) Messages(...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	return nil, errNotCalled
+}
+func (c *fakeConsumer) Next(...jetstream.FetchOpt) (jetstream.Msg, error) { return nil, errNotCalled }
+func (c *fakeConsumer) CachedInfo() *jetstream.ConsumerInfo               { return &jetstream.ConsumerInfo{} }
 
 type fakeBatch struct {
 	msgs chan jetstream.Msg

@@ -89,7 +89,7 @@ const persistentAfter = 5
 func (in *Ingester) bulk(ctx context.Context, b *batch) ([]pipeline.ItemResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.BulkTimeout)
 	defer cancel()
-	stop := in.keepInProgress(b.msgs)
+	stop := in.settler.keepInProgress(b.msgs)
 	defer stop()
 	start := time.Now()
 	results, err := in.store.Bulk(ctx, b.items)
@@ -101,18 +101,9 @@ func (in *Ingester) bulk(ctx context.Context, b *batch) ([]pipeline.ItemResult, 
 // pause waits d before a retry, keeping msgs in progress. It reports false if ctx
 // ended first.
 func (in *Ingester) pause(ctx context.Context, d time.Duration, msgs []jetstream.Msg) bool {
-	stop := in.keepInProgress(msgs)
+	stop := in.settler.keepInProgress(msgs)
 	defer stop()
 	return dial.Sleep(ctx, d)
-}
-
-// keepInProgress keeps msgs in progress every third of AckWait. A replay's
-// ordered consumer acknowledges nothing, so it has nothing to keep.
-func (in *Ingester) keepInProgress(msgs []jetstream.Msg) (stop func()) {
-	if in.replay != nil {
-		return func() {}
-	}
-	return keepInProgress(msgs, in.cfg.AckWait/3)
 }
 
 // keepInProgress tells JetStream every period that msgs are still being worked on,

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/dial"
@@ -135,36 +136,53 @@ type Indexer interface {
 	Bulk(ctx context.Context, items []pipeline.Item) ([]pipeline.ItemResult, error)
 }
 
+// JetStream is what the ingester asks of JetStream: to find or create its
+// streams and its durable consumer, and to publish dead letters.
+// jetstream.JetStream has it; the tests' fake has nothing more.
+type JetStream interface {
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+	CreateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error)
+	CreateOrUpdateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error)
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+var _ JetStream = jetstream.JetStream(nil)
+
+// consumer is what the ingester asks of a consumer, the durable or a replay's
+// ordered one: batches of messages, and how many are still pending.
+type consumer interface {
+	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
+	Info(ctx context.Context) (*jetstream.ConsumerInfo, error)
+}
+
 // Ingester consumes one stream through one durable consumer.
 type Ingester struct {
-	js      jetstream.JetStream
+	js      JetStream
 	store   Indexer
 	cfg     Config
 	log     *slog.Logger
 	metrics *Metrics
 	es      *esState
-	settled settleFailures
+	// settler settles what the ingester fetched: with NATS for the durable
+	// consumer, by counting for a replay (replay.go).
+	settler settler
 	// fallbacks counts and logs messages stored under their publish time.
 	fallbacks *fallbacks
 	// asides sets aside what a document's index cannot map, and counts it.
 	asides *asides
 	// retry spaces the attempts of a failing bulk request or fetch.
 	retry dial.Backoff
-	// replay is set when the ingester re-reads a window through an ephemeral
-	// ordered consumer (replay.go) instead of the durable: there is then nothing
-	// to acknowledge, and settle only counts.
-	replay *replaying
 	// consuming is set once the streams and the consumer are in place.
 	consuming atomic.Bool
 }
 
 // New returns an ingester; Run does the work.
-func New(js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, m *Metrics) *Ingester {
+func New(js JetStream, st Indexer, cfg Config, log *slog.Logger, m *Metrics) *Ingester {
 	cfg = cfg.withDefaults()
 	return &Ingester{
 		js: js, store: st, cfg: cfg, log: log, metrics: m,
 		es:        &esState{log: log, metrics: m},
-		settled:   settleFailures{log: log, metrics: m},
+		settler:   &durable{ackWait: cfg.AckWait, failures: &settleFailures{log: log, metrics: m}},
 		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, said: sampled{every: sampledLogInterval}},
 		asides:    &asides{log: log, metrics: m, said: sampled{every: sampledLogInterval}},
 		retry:     dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
@@ -206,7 +224,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 }
 
 // setUp creates what is missing: the stream, the dead-letter stream, the durable.
-func (in *Ingester) setUp(ctx context.Context) (jetstream.Consumer, error) {
+func (in *Ingester) setUp(ctx context.Context) (consumer, error) {
 	if err := in.ensureStream(ctx, jetstream.StreamConfig{
 		Name:       in.cfg.Stream,
 		Subjects:   in.cfg.Subjects,
@@ -270,7 +288,7 @@ func (in *Ingester) ensureStream(ctx context.Context, cfg jetstream.StreamConfig
 
 // consume runs the fetcher and the bulk workers until ctx ends, then lets the
 // workers finish what they hold for up to Config.ShutdownTimeout.
-func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) {
+func (in *Ingester) consume(ctx context.Context, cons consumer) {
 	// Work in hand outlives the stop signal: cancelling a bulk request that is
 	// about to succeed would only cause redeliveries.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -305,7 +323,7 @@ func (in *Ingester) withWorkers(work context.Context, feed func(batches chan<- *
 // fetchLoop fetches until ctx ends, handing batches to the workers; sending blocks
 // while every worker is busy, which is what pauses fetching when Elasticsearch is
 // slow or down.
-func (in *Ingester) fetchLoop(ctx, work context.Context, cons jetstream.Consumer, batches chan<- *batch) {
+func (in *Ingester) fetchLoop(ctx, work context.Context, cons consumer, batches chan<- *batch) {
 	failures := 0
 	for ctx.Err() == nil {
 		msgs, err := in.fetch(cons)
@@ -338,7 +356,7 @@ func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
 	for _, b := range bs {
 		msgs = append(msgs, b.msgs...)
 	}
-	stop := in.keepInProgress(msgs)
+	stop := in.settler.keepInProgress(msgs)
 	defer stop()
 	for _, b := range bs {
 		batches <- b
@@ -365,7 +383,7 @@ func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
 // every follower, behind it. With FetchMaxWait the fetch ends on the server's own
 // expiry notice, which arrives after every message it sent. A stop therefore
 // waits for the fetch in hand, at most BULK_MAX_WAIT.
-func (in *Ingester) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
+func (in *Ingester) fetch(cons consumer) ([]jetstream.Msg, error) {
 	res, err := cons.Fetch(in.cfg.BulkMaxDocs, jetstream.FetchMaxWait(in.cfg.BulkMaxWait))
 	if err != nil {
 		return nil, err

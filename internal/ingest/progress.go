@@ -3,14 +3,12 @@ package ingest
 import (
 	"context"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // reportProgress logs one line every Config.ProgressInterval while there is work
 // (new documents, or messages waiting), and keeps the consumer-pending gauge
 // current.
-func (in *Ingester) reportProgress(ctx context.Context, cons jetstream.Consumer) {
+func (in *Ingester) reportProgress(ctx context.Context, cons consumer) {
 	t := time.NewTicker(in.cfg.ProgressInterval)
 	defer t.Stop()
 	var last figures

@@ -42,7 +42,14 @@ type ReplayResult struct {
 	Trimmed   bool
 }
 
-// replaying is what an ingester in replay mode keeps besides its metrics.
+// Settled counts the messages replayed for good: indexed, found indexed, or
+// dead-lettered (by this replay or before).
+func (r ReplayResult) Settled() int64 { return r.Messages - r.Unsettled }
+
+// replaying is the settler of a replay, which reads through an ephemeral
+// ordered consumer: there is nothing to acknowledge or keep in progress, so it
+// counts how each message was settled, and knows the messages dead-lettered
+// before.
 type replaying struct {
 	letters   map[uint64]int // original sequence → dead letters, read when the replay starts
 	bar       *progress.Reporter
@@ -50,13 +57,20 @@ type replaying struct {
 	unsettled atomic.Int64
 }
 
-func (r *replaying) settled(s settlement) {
+var _ settler = (*replaying)(nil)
+
+func (r *replaying) settle(_ jetstream.Msg, s settlement) {
 	if s == nak || s == nakLater {
 		r.unsettled.Add(1)
 	}
 	r.bar.Add(1)
 }
 
+func (r *replaying) keepInProgress([]jetstream.Msg) (stop func()) { return func() {} }
+
+// alreadyDeadLettered says whether m has a dead letter: a replay dead-letters a
+// message once, however often it runs, since the dead letter's own id only
+// deduplicates within the stream's duplicate window.
 func (r *replaying) alreadyDeadLettered(m jetstream.Msg) bool {
 	meta, err := m.Metadata()
 	if err != nil || r.letters[meta.Sequence.Stream] == 0 {
@@ -74,7 +88,7 @@ func (r *replaying) alreadyDeadLettered(m jetstream.Msg) bool {
 // is idempotent: ids are deterministic and op_type=create turns a document that
 // exists into a duplicate, and a message that already has a dead letter gets no
 // second one. Progress, with rate and time left, goes to progressOut.
-func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config, log *slog.Logger, windows []Window, progressOut io.Writer) (ReplayResult, error) {
+func Replay(ctx context.Context, js JetStream, st Indexer, cfg Config, log *slog.Logger, windows []Window, progressOut io.Writer) (ReplayResult, error) {
 	in := New(js, st, cfg, log, NewMetrics(prometheus.NewRegistry()))
 	var res ReplayResult
 	stream, err := js.Stream(ctx, in.cfg.Stream)
@@ -96,7 +110,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 	}
 
 	type planned struct {
-		cons jetstream.Consumer
+		cons consumer
 		w    Window
 		last uint64
 		n    uint64 // messages to expect, at most
@@ -156,16 +170,17 @@ func Replay(ctx context.Context, js jetstream.JetStream, st Indexer, cfg Config,
 		plans = append(plans, planned{cons: cons, w: w, last: last, n: n})
 	}
 
-	in.replay = &replaying{letters: letters, bar: progress.New(progressOut, "messages", total)}
+	rp := &replaying{letters: letters, bar: progress.New(progressOut, "messages", total)}
+	in.settler = rp
 	for _, p := range plans {
 		if err = in.replayWindow(ctx, p.cons, p.w, p.last, p.n); err != nil {
 			break
 		}
 	}
-	in.replay.bar.Finish()
+	rp.bar.Finish()
 	f := in.metrics.figures()
 	res.Indexed, res.Duplicates, res.DeadLettered = f.indexed, f.duplicates, f.deadLettered
-	res.AlreadyDeadLettered, res.Unsettled = in.replay.already.Load(), in.replay.unsettled.Load()
+	res.AlreadyDeadLettered, res.Unsettled = rp.already.Load(), rp.unsettled.Load()
 	res.Messages = res.Indexed + res.Duplicates + res.DeadLettered + res.AlreadyDeadLettered + res.Unsettled
 	return res, err
 }
@@ -209,7 +224,7 @@ func pendingSince(ctx context.Context, stream jetstream.Stream, subjects []strin
 
 // replayWindow indexes the messages of w up to sequence last, at most n of them,
 // with the bulk workers, as consume does for the durable.
-func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w Window, last, n uint64) error {
+func (in *Ingester) replayWindow(ctx context.Context, cons consumer, w Window, last, n uint64) error {
 	// As in consume: batches in hand may finish for ShutdownTimeout after a stop.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
@@ -243,7 +258,7 @@ func (in *Ingester) replayWindow(ctx context.Context, cons jetstream.Consumer, w
 // fetchWindow fetches the next batch of w, of which left messages at most are
 // still to come (a fetch waits until its batch is full, so it never asks for more);
 // it returns how many may still come after, and done when the window ends.
-func (in *Ingester) fetchWindow(ctx context.Context, cons jetstream.Consumer, w Window, last, left uint64) (msgs []jetstream.Msg, stillLeft uint64, done bool, err error) {
+func (in *Ingester) fetchWindow(ctx context.Context, cons consumer, w Window, last, left uint64) (msgs []jetstream.Msg, stillLeft uint64, done bool, err error) {
 	fctx, cancel := context.WithTimeout(ctx, in.cfg.BulkMaxWait)
 	defer cancel()
 	res, err := cons.Fetch(int(min(uint64(in.cfg.BulkMaxDocs), left)), jetstream.FetchContext(fctx))

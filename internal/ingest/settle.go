@@ -26,17 +26,38 @@ func (s settlement) String() string { return settlementNames[s] }
 // waits before it comes back: long enough for a passing NATS hiccup to pass.
 const nakLaterDelay = 2 * time.Second
 
+// settler is how the messages an ingester fetched leave its hands. The durable
+// consumer's are settled with NATS (durable, below); a replay's ordered consumer
+// acknowledges nothing, so a replay only counts them (replaying, replay.go).
+type settler interface {
+	// settle ends m's time in the ingester's hands as s says.
+	settle(m jetstream.Msg, s settlement)
+	// keepInProgress keeps msgs from being redelivered while they are worked
+	// on, until stop is called.
+	keepInProgress(msgs []jetstream.Msg) (stop func())
+	// alreadyDeadLettered reports whether m has a dead letter from before, and
+	// so is terminated without a second one.
+	alreadyDeadLettered(m jetstream.Msg) bool
+}
+
 // settle is the one place a message is acked, terminated or handed back. Every
 // path through the ingester calls it exactly once per message it fetched; it
-// releases the message from the unacked count and reports a failure to tell the
-// server. Such a failure loses nothing: the server redelivers the message after
-// AckWait, and op_type=create turns the redelivery into a duplicate.
+// releases the message from the unacked count.
 func (in *Ingester) settle(m jetstream.Msg, s settlement) {
-	if in.replay != nil {
-		in.metrics.unacked.Dec()
-		in.replay.settled(s)
-		return
-	}
+	in.settler.settle(m, s)
+	in.metrics.unacked.Dec()
+}
+
+// durable settles the messages of the durable consumer with NATS, and reports a
+// failure to tell the server. Such a failure loses nothing: the server
+// redelivers the message after AckWait, and op_type=create turns the redelivery
+// into a duplicate.
+type durable struct {
+	ackWait  time.Duration
+	failures *settleFailures
+}
+
+func (d *durable) settle(m jetstream.Msg, s settlement) {
 	var err error
 	switch s {
 	case ack:
@@ -50,9 +71,18 @@ func (in *Ingester) settle(m jetstream.Msg, s settlement) {
 	case nakLater:
 		err = m.NakWithDelay(nakLaterDelay)
 	}
-	in.metrics.unacked.Dec()
-	in.settled.report(s, err)
+	d.failures.report(s, err)
 }
+
+// keepInProgress keeps msgs in progress every third of AckWait.
+func (d *durable) keepInProgress(msgs []jetstream.Msg) (stop func()) {
+	return keepInProgress(msgs, d.ackWait/3)
+}
+
+// alreadyDeadLettered is false: should the durable deliver again a message
+// whose dead letter was published (a crash before its term), the dead letter's
+// own id, its stream position, stores it once (deadletter.go).
+func (d *durable) alreadyDeadLettered(jetstream.Msg) bool { return false }
 
 // settleFailures logs failures to settle once when they start and once when they
 // stop, per kind, rather than once per message: when NATS is unreachable every

@@ -1,4 +1,9 @@
-package audit
+// Package natsaudit is the JetStream side of an audit (audit.Stream): the
+// stream's state, the first message since a time, the dead letters and the
+// document ids of messages, read without disturbing the stream, its dead-letter
+// stream or the webserver's durable consumer. It keeps NATS out of the audit's
+// logic, which is tested against fakes.
+package natsaudit
 
 import (
 	"context"
@@ -11,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/annotated-data/pipeline/internal/audit"
 	"github.com/annotated-data/pipeline/internal/document"
 	"github.com/annotated-data/pipeline/internal/ingest"
 )
@@ -24,30 +30,30 @@ type JetStream struct {
 	Durable   string
 }
 
-var _ Stream = JetStream{}
+var _ audit.Stream = JetStream{}
 
 // State reads the stream's info with the list of deleted sequences, and the
 // durable's ack floor.
-func (j JetStream) State(ctx context.Context) (State, error) {
+func (j JetStream) State(ctx context.Context) (audit.State, error) {
 	s, err := j.JS.Stream(ctx, j.Stream)
 	if err != nil {
-		return State{}, fmt.Errorf("look up stream %s: %w", j.Stream, err)
+		return audit.State{}, fmt.Errorf("look up stream %s: %w", j.Stream, err)
 	}
 	info, err := s.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
-		return State{}, fmt.Errorf("stream %s info: %w", j.Stream, err)
+		return audit.State{}, fmt.Errorf("stream %s info: %w", j.Stream, err)
 	}
-	st := State{First: info.State.FirstSeq, Last: info.State.LastSeq, Deleted: slices.Clone(info.State.Deleted)}
+	st := audit.State{First: info.State.FirstSeq, Last: info.State.LastSeq, Deleted: slices.Clone(info.State.Deleted)}
 	slices.Sort(st.Deleted)
 	cons, err := j.JS.Consumer(ctx, j.Stream, j.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 	case err != nil:
-		return State{}, fmt.Errorf("look up consumer %s: %w", j.Durable, err)
+		return audit.State{}, fmt.Errorf("look up consumer %s: %w", j.Durable, err)
 	default:
 		ci, err := cons.Info(ctx)
 		if err != nil {
-			return State{}, fmt.Errorf("consumer %s info: %w", j.Durable, err)
+			return audit.State{}, fmt.Errorf("consumer %s info: %w", j.Durable, err)
 		}
 		st.Settled, st.HasDurable = ci.AckFloor.Stream, true
 		if ci.NumAckPending == 0 && ci.NumPending == 0 {

@@ -1,0 +1,17 @@
+package follow_test
+
+import (
+	"testing"
+
+	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/follow"
+	"github.com/annotated-data/pipeline/internal/testenv"
+)
+
+func TestAnEmptyEnvironmentConfiguresTheDefaultsBesideTheFields(t *testing.T) {
+	cfg, err := config.LoadBackend(testenv.EmptyEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.SameDefaults(t, follow.WithDefaults(cfg.Follow), follow.WithDefaults(follow.Config{}))
+}
