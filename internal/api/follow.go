@@ -21,6 +21,7 @@ const endGrace = 2 * time.Second
 // repeated).
 type following struct {
 	hub       *follow.Hub
+	cursors   cursors
 	slots     chan struct{}
 	heartbeat time.Duration
 	poll      time.Duration
@@ -43,10 +44,14 @@ func (f *following) acquire(w http.ResponseWriter) (release func(), ok bool) {
 	}, true
 }
 
+// history streams the stored documents of req, after resume when given, up to
+// the sequence floor (streamer.history is one).
+type history func(ctx context.Context, sw *streamWriter, req request, resume *cursor, floor *uint64, sent func(pipeline.Page)) error
+
 // stream sends the history of req up to the webserver's ack floor, then the
 // live documents, until end_date's messages are all settled (never, without an
 // end_date), the client leaves, or it cannot keep up.
-func (f *following) stream(ctx context.Context, sw *streamWriter, req request, resume *cursor, s *streamer, sent func(pipeline.Page)) error {
+func (f *following) stream(ctx context.Context, sw *streamWriter, req request, resume *cursor, past history, sent func(pipeline.Page)) error {
 	floor, err := f.hub.Start(ctx)
 	if err != nil {
 		return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "follow_unavailable",
@@ -66,12 +71,12 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 		}
 		pos = at
 	}
-	live := func(seq uint64) string { return s.cursors.encode(req, cursor{live: true, key: pipeline.Key{Seq: seq}}) }
+	live := func(seq uint64) string { return f.cursors.encode(req, cursor{live: true, key: pipeline.Key{Seq: seq}}) }
 	// limit, when set, ends the stream after that many documents, live ones
 	// included: "the next 100 frames".
 	done := func() bool { return req.Limit > 0 && sw.count >= req.Limit }
 	if resume == nil || !resume.live {
-		if err := s.history(ctx, sw, req, resume, &pos, sent); err != nil {
+		if err := past(ctx, sw, req, resume, &pos, sent); err != nil {
 			return err
 		}
 		if done() {

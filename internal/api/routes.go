@@ -112,7 +112,7 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize, firstPageSize: cfg.FirstPageSize, slices: cfg.ExportSlices}
 	docs := &streamer{rules: rules, st: st, m: m, cursors: cursors{key: cfg.CursorKey}}
 	if hub != nil {
-		docs.follow = &following{hub: hub, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}
+		docs.follow = &following{hub: hub, cursors: docs.cursors, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}
 	}
 
 	describe, err := openAPI(len(cfg.APIKeys) > 0)
