@@ -16,11 +16,42 @@ import (
 // backend and the NATS servers to differ.
 const endGrace = 2 * time.Second
 
+// Hub is what follow=true needs: package follow's Hub for the documents, and
+// the webserver's progress for when an end_date is reached (cmd/backend puts
+// the two together).
+type Hub interface {
+	// Start returns the floor a follow's history goes up to: every document
+	// created by a message up to it is searchable when Start returns.
+	Start(ctx context.Context) (floor uint64, err error)
+	// Follow subscribes to the documents of [from, to) that match filter (nil:
+	// all) created by messages after sequence pos. Those between pos and where
+	// the shared steps are go to send first, page by page. An error that is
+	// follow.ErrTooSlow or follow.ErrClosed cuts the follower.
+	Follow(ctx context.Context, pos uint64, from, to time.Time, fields []string, filter any, send func(pipeline.Page) error) (Follower, error)
+	// PollInterval is how often the steps look for new documents.
+	PollInterval() time.Duration
+	// PublishedBefore returns the last sequence stored before t, and whether no
+	// message stored before t can still come.
+	PublishedBefore(ctx context.Context, t time.Time) (last uint64, final bool, err error)
+}
+
+// Follower is one subscription of Hub.Follow.
+type Follower interface {
+	// Ready is signalled when Next has something.
+	Ready() <-chan struct{}
+	// Next takes the documents handed out since the last call, in sequence
+	// order with their keys, and the sequence they reach; or the error that
+	// ended the subscription (follow.ErrTooSlow, follow.ErrClosed).
+	Next() (page pipeline.Page, reached uint64, err error)
+	// Close ends the subscription.
+	Close()
+}
+
 // following serves follow=true: the history of a range, then its documents as
 // the webserver settles them (see package follow for why nothing is missed or
 // repeated).
 type following struct {
-	hub       *follow.Hub
+	hub       Hub
 	cursors   cursors
 	slots     chan struct{}
 	heartbeat time.Duration
