@@ -26,6 +26,7 @@ import (
 	"github.com/annotated-data/pipeline/internal/consumer"
 	"github.com/annotated-data/pipeline/internal/follow"
 	"github.com/annotated-data/pipeline/internal/natsconn"
+	"github.com/annotated-data/pipeline/internal/pipeline"
 	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
 )
@@ -79,13 +80,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		defer nc.Close()
 	}
-	var hub *follow.Hub
+	var following api.Hub // nil, not a nil *follow.Hub: without NATS, follow=true is refused
 	if nc != nil {
 		webserver, err := consumer.New(nc, cfg.Follow.Stream, cfg.Follow.Durable)
 		if err != nil {
 			return err
 		}
-		hub = follow.NewHub(cfg.Follow, webserver, st, log, metrics.ObserveFollowStep)
+		hub := follow.NewHub(cfg.Follow, webserver, st, log, metrics.ObserveFollowStep)
+		following = followHub{Hub: hub, Consumer: webserver}
 		// Follows never end by themselves: at a stop they end at once, with a
 		// record saying so, and their clients resume elsewhere.
 		go func() {
@@ -102,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 	}
 
-	handler, err := api.NewServer(log, cfg.API, st, hub, metrics)
+	handler, err := api.NewServer(log, cfg.API, st, following, metrics)
 	if err != nil {
 		return err
 	}
@@ -133,6 +135,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// Running streams may finish for up to SHUTDOWN_TIMEOUT after a stop; the rest
 	// are cut, and their handlers close their points in time.
 	return serve.Run(ctx, log, cfg.ShutdownTimeout, servers...)
+}
+
+// followHub is what the API follows with (api.Hub): the hub's followers, and
+// from the webserver's consumer, the last message stored before an end_date.
+type followHub struct {
+	*follow.Hub
+	*consumer.Consumer
+}
+
+// Follow subscribes with the hub, and hands out its *follow.Follower as the
+// api.Follower it is.
+func (h followHub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields []string, filter any, send func(pipeline.Page) error) (api.Follower, error) {
+	f, err := h.Hub.Follow(ctx, pos, from, to, fields, filter, send)
+	if err != nil {
+		return nil, err // a nil *follow.Follower would make a non-nil api.Follower
+	}
+	return f, nil
 }
 
 // openCertCache opens the certificate cache that replicas share (TLS_CACHE=nats)

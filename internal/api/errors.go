@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -90,4 +91,17 @@ func answerFailure(w http.ResponseWriter, err error) {
 	default:
 		unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not available; try again shortly"})
 	}
+}
+
+// maxEcho is the most of a client's text (a parameter name, a path) that an
+// error message or a log line repeats.
+const maxEcho = 64
+
+// shorten returns s cut to at most n bytes, without splitting a character, and
+// marked as cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }

@@ -16,11 +16,43 @@ import (
 // backend and the NATS servers to differ.
 const endGrace = 2 * time.Second
 
+// Hub is what follow=true needs: package follow's Hub for the documents, and
+// the webserver's progress for when an end_date is reached (cmd/backend puts
+// the two together).
+type Hub interface {
+	// Start returns the floor a follow's history goes up to: every document
+	// created by a message up to it is searchable when Start returns.
+	Start(ctx context.Context) (floor uint64, err error)
+	// Follow subscribes to the documents of [from, to) that match filter (nil:
+	// all) created by messages after sequence pos. Those between pos and where
+	// the shared steps are go to send first, page by page. An error that is
+	// follow.ErrTooSlow or follow.ErrClosed cuts the follower.
+	Follow(ctx context.Context, pos uint64, from, to time.Time, fields []string, filter any, send func(pipeline.Page) error) (Follower, error)
+	// PollInterval is how often the steps look for new documents.
+	PollInterval() time.Duration
+	// PublishedBefore returns the last sequence stored before t, and whether no
+	// message stored before t can still come.
+	PublishedBefore(ctx context.Context, t time.Time) (last uint64, final bool, err error)
+}
+
+// Follower is one subscription of Hub.Follow.
+type Follower interface {
+	// Ready is signalled when Next has something.
+	Ready() <-chan struct{}
+	// Next takes the documents handed out since the last call, in sequence
+	// order with their keys, and the sequence they reach; or the error that
+	// ended the subscription (follow.ErrTooSlow, follow.ErrClosed).
+	Next() (page pipeline.Page, reached uint64, err error)
+	// Close ends the subscription.
+	Close()
+}
+
 // following serves follow=true: the history of a range, then its documents as
 // the webserver settles them (see package follow for why nothing is missed or
 // repeated).
 type following struct {
-	hub       *follow.Hub
+	hub       Hub
+	cursors   cursors
 	slots     chan struct{}
 	heartbeat time.Duration
 	poll      time.Duration
@@ -43,10 +75,14 @@ func (f *following) acquire(w http.ResponseWriter) (release func(), ok bool) {
 	}, true
 }
 
+// history streams the stored documents of req, after resume when given, up to
+// the sequence floor (streamer.history is one).
+type history func(ctx context.Context, sw *streamWriter, req request, resume *cursor, floor *uint64, sent func(pipeline.Page)) error
+
 // stream sends the history of req up to the webserver's ack floor, then the
 // live documents, until end_date's messages are all settled (never, without an
 // end_date), the client leaves, or it cannot keep up.
-func (f *following) stream(ctx context.Context, sw *streamWriter, req request, resume *cursor, s *streamer, sent func(pipeline.Page)) error {
+func (f *following) stream(ctx context.Context, sw *streamWriter, req request, resume *cursor, past history, sent func(pipeline.Page)) error {
 	floor, err := f.hub.Start(ctx)
 	if err != nil {
 		return &failure{status: http.StatusServiceUnavailable, err: err, apiError: apiError{Code: "follow_unavailable",
@@ -66,12 +102,12 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 		}
 		pos = at
 	}
-	live := func(seq uint64) string { return s.cursors.encode(req, cursor{live: true, key: pipeline.Key{Seq: seq}}) }
+	live := func(seq uint64) string { return f.cursors.encode(req, cursor{live: true, key: pipeline.Key{Seq: seq}}) }
 	// limit, when set, ends the stream after that many documents, live ones
 	// included: "the next 100 frames".
 	done := func() bool { return req.Limit > 0 && sw.count >= req.Limit }
 	if resume == nil || !resume.live {
-		if err := s.history(ctx, sw, req, resume, &pos, sent); err != nil {
+		if err := past(ctx, sw, req, resume, &pos, sent); err != nil {
 			return err
 		}
 		if done() {

@@ -17,7 +17,6 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/annotated-data/pipeline/internal/admin"
-	"github.com/annotated-data/pipeline/internal/follow"
 	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
@@ -96,7 +95,7 @@ func (c Config) withDefaults() Config {
 
 // NewServer returns the whole API. Every route is listed here, with what guards it.
 // hub, when not nil, serves follow=true.
-func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Metrics) (http.Handler, error) {
+func NewServer(log *slog.Logger, cfg Config, st Exporter, hub Hub, m *Metrics) (http.Handler, error) {
 	cfg = cfg.withDefaults()
 	// BestSpeed: a JSON stream still shrinks several times over, and the CPU it
 	// saves goes to Elasticsearch and to other streams.
@@ -112,7 +111,7 @@ func NewServer(log *slog.Logger, cfg Config, st Exporter, hub *follow.Hub, m *Me
 	rules := rangeRules{defaultZone: cfg.DefaultZone, maxRange: cfg.MaxRange, pageSize: cfg.PageSize, firstPageSize: cfg.FirstPageSize, slices: cfg.ExportSlices}
 	docs := &streamer{rules: rules, st: st, m: m, cursors: cursors{key: cfg.CursorKey}}
 	if hub != nil {
-		docs.follow = &following{hub: hub, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}
+		docs.follow = &following{hub: hub, cursors: docs.cursors, slots: make(chan struct{}, cfg.MaxFollowers), heartbeat: cfg.Heartbeat, poll: hub.PollInterval(), m: m}
 	}
 
 	describe, err := openAPI(len(cfg.APIKeys) > 0)

@@ -229,7 +229,7 @@ func (s *streamer) serve(pick func(*http.Request) format) http.HandlerFunc {
 			counted.Add(float64(len(p.Docs)))
 		}
 		if req.follow {
-			err = s.follow.stream(r.Context(), sw, req, resume, s, sent)
+			err = s.follow.stream(r.Context(), sw, req, resume, s.history, sent)
 		} else {
 			err = s.history(r.Context(), sw, req, resume, nil, sent)
 			if err == nil {

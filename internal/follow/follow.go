@@ -59,9 +59,6 @@ import (
 type Floor interface {
 	// Settled returns the ack floor: every message up to it is settled.
 	Settled(ctx context.Context) (uint64, error)
-	// PublishedBefore returns the last sequence stored before t, and whether no
-	// message stored before t can still come.
-	PublishedBefore(ctx context.Context, t time.Time) (last uint64, final bool, err error)
 }
 
 // Store is where followed documents are read (package store implements it).
@@ -129,12 +126,6 @@ func (h *Hub) Start(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	return f, nil
-}
-
-// PublishedBefore returns the last sequence stored before t, and whether no
-// message stored before t can still come.
-func (h *Hub) PublishedBefore(ctx context.Context, t time.Time) (uint64, bool, error) {
-	return h.floor.PublishedBefore(ctx, t)
 }
 
 // PollInterval is how often the steps run.

@@ -27,10 +27,6 @@ func (f *fakeFloor) Settled(context.Context) (uint64, error) {
 	return f.floor, nil
 }
 
-func (f *fakeFloor) PublishedBefore(context.Context, time.Time) (uint64, bool, error) {
-	return 0, false, errors.New("not used")
-}
-
 // fakeStore holds documents by sequence; a document's body is its sequence.
 type fakeStore struct {
 	mu      sync.Mutex
