@@ -334,7 +334,7 @@ func deleteDocuments(t *testing.T, esURL, prefix string, ids []string) {
 			} `json:"hits"`
 		} `json:"hits"`
 	}
-	esDo(t, http.MethodPost, esURL+"/"+prefix+"-*/_search", "application/json", q, &found)
+	testenv.ESJSON(t, http.MethodPost, esURL+"/"+prefix+"-*/_search", q, &found)
 	if len(found.Hits.Hits) != len(ids) {
 		t.Fatalf("found %d of the %d documents to delete", len(found.Hits.Hits), len(ids))
 	}
@@ -342,39 +342,12 @@ func deleteDocuments(t *testing.T, esURL, prefix string, ids []string) {
 	for _, h := range found.Hits.Hits {
 		fmt.Fprintf(&bulk, `{"delete":{"_index":%q,"_id":%q}}`+"\n", h.Index, h.ID)
 	}
-	var res struct {
-		Errors bool `json:"errors"`
-	}
-	esDo(t, http.MethodPost, esURL+"/_bulk?refresh=true", "application/x-ndjson", bulk.Bytes(), &res)
-	if res.Errors {
-		t.Fatal("some deletions failed")
-	}
+	testenv.ESJSON(t, http.MethodPost, esURL+"/_bulk?refresh=true", bulk.Bytes(), nil)
 }
 
 func deleteIndex(t *testing.T, esURL, index string) {
 	t.Helper()
-	esDo(t, http.MethodDelete, esURL+"/"+index, "", nil, nil)
-}
-
-func esDo(t testing.TB, method, url, contentType string, body []byte, out any) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %s", method, url, res.Status)
-	}
-	if out != nil {
-		if err := json.NewDecoder(res.Body).Decode(out); err != nil {
-			t.Fatalf("%s %s: %v", method, url, err)
-		}
-	}
+	testenv.ESJSON(t, http.MethodDelete, esURL+"/"+index, nil, nil)
 }
 
 // TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean: the loss the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/sample"
+	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
 // follow=true with q: followers with different filters share each step's one
@@ -298,9 +299,9 @@ func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *tes
 func TestAFollowGetsTheDocumentsOfIndicesCreatedAfterItBeganWhereOlderOnesHoldLabelsAsObjects(t *testing.T) {
 	h := newHarness(t)
 	old := h.prefix + "-2023.03.09"
-	esDo(t, http.MethodPut, h.esURL+"/"+old, "application/json",
+	testenv.ESJSON(t, http.MethodPut, h.esURL+"/"+old,
 		[]byte(`{"settings":{"number_of_replicas":0},"mappings":{"properties":{"labels":{"type":"object"}}}}`), nil)
-	esDo(t, http.MethodPost, h.esURL+"/"+old+"/_bulk?refresh=true", "application/x-ndjson",
+	testenv.ESJSON(t, http.MethodPost, h.esURL+"/"+old+"/_bulk?refresh=true",
 		[]byte(`{"create":{"_id":"before-the-upgrade"}}`+"\n"+`{"@timestamp":"2023-03-09T19:40:00Z","labels":[{"label":"person","confidence":0.9}]}`+"\n"), nil)
 	h.startWebserver(nil)
 	base := followBackend(t, h, nil)
