@@ -5,13 +5,10 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -270,43 +267,6 @@ func (h *harness) audit(t *testing.T) (auditResult, int) {
 	}
 	t.Logf("audit: exit %d after %s and %d requests", code, time.Since(start).Round(time.Millisecond), r.Requests)
 	return auditResult{Report: r.Report, clean: r.Clean}, code
-}
-
-// tool runs a webserver subcommand against the harness's services and returns
-// what it wrote (standard output, then standard error) and its exit status.
-func (h *harness) tool(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	stdout, stderr, code := h.exec(t, args...)
-	return stdout + stderr, code
-}
-
-// run is tool with standard output alone.
-func (h *harness) run(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	stdout, stderr, code := h.exec(t, args...)
-	if code > 1 {
-		t.Logf("webserver %v: exit %d: %s", args, code, stderr)
-	}
-	return stdout, code
-}
-
-func (h *harness) exec(t *testing.T, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	cmd := exec.CommandContext(h.ctx, binary(t, "webserver"), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"NATS_URL=" + h.nats.URL(), "ELASTICSEARCH_URL=" + h.esURL, "ES_INDEX_PREFIX=" + h.prefix,
-		"TIMESTAMP_MAX_PAST=off"} // as startWebserver: a replay must file the frames of 2023 where the webserver did
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		return out.String(), errOut.String(), exit.ExitCode()
-	case err != nil:
-		t.Fatalf("webserver %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), 0
 }
 
 var replayLine = regexp.MustCompile(`replayed (\d+) messages of stream \S+: (\d+) indexed \(were missing\), (\d+) duplicates \(already indexed\), (\d+) dead-lettered, (\d+) already dead-lettered, (\d+) unsettled`)

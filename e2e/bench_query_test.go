@@ -60,7 +60,7 @@ import (
 //
 //	go test -tags 'integration bench' -run '^$' -bench Query -benchtime 1x -timeout 60m ./e2e/
 func BenchmarkQuery(b *testing.B) {
-	n := benchSize(b, "BENCH_QUERY_DOCS", 1000000)
+	n := envInt(b, "BENCH_QUERY_DOCS", 1000000)
 	esURL := testenv.ElasticsearchURL(b)
 	hour := ingestBusyHour(b, esURL, n, 50)
 	backend := startBenchBackend(b, esURL, map[string]string{
