@@ -26,6 +26,7 @@ import (
 // The acceptance scenario, on one stream, in order: each step leaves every
 // message accounted for again, but the last, which trims the stream.
 func TestAuditProvesNothingIsLostAndReplayRepairsWhatWas(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// A short duplicate window lets repeated Nats-Msg-Ids through to the
 	// webserver, as repeats published after the window would in production.
@@ -317,6 +318,7 @@ func deleteIndex(t *testing.T, esURL, index string) {
 // another's id, so the repair finds it indexed already, as the plain audit after
 // it counts a producer duplicate: the repair's verdict must say clean as well.
 func TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// A short duplicate window lets the repeated id through to the webserver.
 	h.startWebserver(map[string]string{"NATS_DUPLICATE_WINDOW": "100ms"})

@@ -162,6 +162,7 @@ func driftFixtures() []driftFixture {
 // drift fixture through NATS to the webserver and reads the documents back
 // through the backend.
 func TestNoValidMessageIsDeadLetteredForWhatOthersPutInTheMapping(t *testing.T) {
+	t.Parallel()
 	fixtures := driftFixtures()
 	if len(fixtures) < 30 {
 		t.Fatalf("%d drift fixtures; the set is to hold at least 30", len(fixtures))

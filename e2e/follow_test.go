@@ -380,6 +380,7 @@ func rangeParams(from time.Time, to *time.Time) string {
 }
 
 func TestFollowersGetEveryDocumentExactlyOnceThroughAKillAndASecondReplica(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	wsEnv := map[string]string{"NATS_DUPLICATE_WINDOW": "1s"}
 	ws1 := h.startWebserver(wsEnv)
@@ -468,6 +469,7 @@ func TestFollowersGetEveryDocumentExactlyOnceThroughAKillAndASecondReplica(t *te
 }
 
 func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(map[string]string{"NATS_DUPLICATE_WINDOW": "1s"})
 	base := followBackend(t, h, nil)
@@ -592,6 +594,7 @@ func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing
 }
 
 func TestAFollowWithAnEndDateEndsOnceItsMessagesAreSettled(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(nil)
 	base := followBackend(t, h, nil)

@@ -43,6 +43,7 @@ func holdsSurePerson(f labelledFrame) bool {
 }
 
 func TestFollowersWithDifferentFiltersEachGetWhatGetJsonStreamSelectsThroughAKill(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	wsEnv := map[string]string{"NATS_DUPLICATE_WINDOW": "1s"}
 	ws1 := h.startWebserver(wsEnv)
@@ -235,6 +236,7 @@ func TestFollowersWithDifferentFiltersEachGetWhatGetJsonStreamSelectsThroughAKil
 // mapping of the first frames must not leave it with fewer documents than
 // getJsonStream selects afterwards.
 func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(nil)
 	base := followBackend(t, h, nil)
@@ -297,6 +299,7 @@ func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *tes
 // indices created after it began (the next day's, or a late event's), which
 // the template maps as nested, as getJsonStream does afterwards.
 func TestAFollowGetsTheDocumentsOfIndicesCreatedAfterItBeganWhereOlderOnesHoldLabelsAsObjects(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	old := h.prefix + "-2023.03.09"
 	testenv.ESJSON(t, http.MethodPut, h.esURL+"/"+old,

@@ -17,6 +17,7 @@ import (
 )
 
 func TestPipelineReturnsExactlyTheDocumentsOfTheRequestedRange(t *testing.T) {
+	t.Parallel()
 	ns := testenv.StartNATS(t)
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)

@@ -15,6 +15,7 @@ import (
 )
 
 func TestRetentionDeletesExactlyTheIndicesWhollyOlderThanIt(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	now := time.Now().UTC()
 	days := []int{40, 31, 29, 0}

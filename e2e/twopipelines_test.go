@@ -27,6 +27,7 @@ import (
 // <first>-* too, yet each pipeline's template, backend, audit and retention keep
 // to its own.
 func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	lidarPrefix := testenv.NestedIndexPrefix(t, h.esURL, h.prefix, "lidar")
 	// An index of each past the first pipeline's retention; the second has none.

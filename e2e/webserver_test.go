@@ -20,6 +20,7 @@ import (
 const scenarioMessages = 20000
 
 func TestWebserverIndexesEveryMessageExactlyOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(nil)
 	h.publish(scenarioMessages)
@@ -28,6 +29,7 @@ func TestWebserverIndexesEveryMessageExactlyOnce(t *testing.T) {
 }
 
 func TestWebserverKilledMidRunLosesAndDuplicatesNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	first := h.startWebserver(nil)
 	h.publish(scenarioMessages)
@@ -42,6 +44,7 @@ func TestWebserverKilledMidRunLosesAndDuplicatesNothing(t *testing.T) {
 }
 
 func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	proxy := testenv.NewProxy(t, strings.TrimPrefix(h.esURL, "http://"))
 	ws := h.startWebserver(map[string]string{"ELASTICSEARCH_URL": "http://" + proxy.Addr()})
@@ -87,6 +90,7 @@ func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
 }
 
 func TestWebserverSurvivesANATSRestart(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	ws := h.startWebserver(nil)
 	h.publish(scenarioMessages)
@@ -100,6 +104,7 @@ func TestWebserverSurvivesANATSRestart(t *testing.T) {
 }
 
 func TestTwoWebserversShareOneDurableConsumer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	a := h.startWebserver(nil)
 	b := h.startWebserver(nil)
@@ -114,6 +119,7 @@ func TestTwoWebserversShareOneDurableConsumer(t *testing.T) {
 }
 
 func TestPoisonMessagesGoToTheDeadLetterStreamWithTheirReason(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(map[string]string{"TIMESTAMP_REQUIRED": "true", "MAX_MESSAGE_BYTES": "4096"})
 	h.publish(1)
