@@ -143,18 +143,17 @@ func TestPoisonMessagesGoToTheDeadLetterStreamWithTheirReason(t *testing.T) {
 	}
 	wantDLQ := map[uint64]string{} // original stream sequence → reason
 	wantData := map[uint64]string{}
-	for i := range scenarioMessages {
-		if i%100 == 99 { // 1% poison, every kind alike
-			p := poisons[(i/100)%len(poisons)]
-			id := p.id + fmt.Sprintf("poison-%d", i)
-			ack, err := h.js.Publish(h.ctx, "annotations.cam-01", []byte(p.data), jetstream.WithMsgID(id))
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantDLQ[ack.Sequence], wantData[ack.Sequence] = p.reason, id+" "+p.data
-			continue
+	// 1% poison, every kind alike: each hundredth message, after 99 good ones
+	// published in one go (one at a time, each waiting for its ack, took minutes).
+	for i := 99; i < scenarioMessages; i += 100 {
+		h.publish(99)
+		p := poisons[(i/100)%len(poisons)]
+		id := p.id + fmt.Sprintf("poison-%d", i)
+		ack, err := h.js.Publish(h.ctx, "annotations.cam-01", []byte(p.data), jetstream.WithMsgID(id))
+		if err != nil {
+			t.Fatal(err)
 		}
-		h.publish(1)
+		wantDLQ[ack.Sequence], wantData[ack.Sequence] = p.reason, id+" "+p.data
 	}
 	h.waitIngested(3 * time.Minute)
 	h.assertExactlyTheWantedDocuments()
