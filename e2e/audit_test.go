@@ -5,13 +5,10 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -29,6 +26,7 @@ import (
 // The issue's acceptance scenario, on one stream, in order: each step leaves every
 // message accounted for again, but the last, which trims the stream.
 func TestAuditProvesNothingIsLostAndReplayRepairsWhatWas(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// A short duplicate window lets repeated Nats-Msg-Ids through to the
 	// webserver, as repeats published after the window would in production.
@@ -272,43 +270,6 @@ func (h *harness) audit(t *testing.T) (auditResult, int) {
 	return auditResult{Report: r.Report, clean: r.Clean}, code
 }
 
-// tool runs a webserver subcommand against the harness's services and returns
-// what it wrote (standard output, then standard error) and its exit status.
-func (h *harness) tool(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	stdout, stderr, code := h.exec(t, args...)
-	return stdout + stderr, code
-}
-
-// run is tool with standard output alone.
-func (h *harness) run(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	stdout, stderr, code := h.exec(t, args...)
-	if code > 1 {
-		t.Logf("webserver %v: exit %d: %s", args, code, stderr)
-	}
-	return stdout, code
-}
-
-func (h *harness) exec(t *testing.T, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	cmd := exec.CommandContext(h.ctx, binary(t, "webserver"), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"NATS_URL=" + h.nats.URL(), "ELASTICSEARCH_URL=" + h.esURL, "ES_INDEX_PREFIX=" + h.prefix,
-		"TIMESTAMP_MAX_PAST=off"} // as startWebserver: a replay must file the frames of 2023 where the webserver did
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		return out.String(), errOut.String(), exit.ExitCode()
-	case err != nil:
-		t.Fatalf("webserver %v: %v", args, err)
-	}
-	return out.String(), errOut.String(), 0
-}
-
 var replayLine = regexp.MustCompile(`replayed (\d+) messages of stream \S+: (\d+) indexed \(were missing\), (\d+) duplicates \(already indexed\), (\d+) dead-lettered, (\d+) already dead-lettered, (\d+) unsettled`)
 
 // replayCounts reads the summary line of `webserver replay`.
@@ -334,7 +295,7 @@ func deleteDocuments(t *testing.T, esURL, prefix string, ids []string) {
 			} `json:"hits"`
 		} `json:"hits"`
 	}
-	esDo(t, http.MethodPost, esURL+"/"+prefix+"-*/_search", "application/json", q, &found)
+	testenv.ESJSON(t, http.MethodPost, esURL+"/"+prefix+"-*/_search", q, &found)
 	if len(found.Hits.Hits) != len(ids) {
 		t.Fatalf("found %d of the %d documents to delete", len(found.Hits.Hits), len(ids))
 	}
@@ -342,39 +303,12 @@ func deleteDocuments(t *testing.T, esURL, prefix string, ids []string) {
 	for _, h := range found.Hits.Hits {
 		fmt.Fprintf(&bulk, `{"delete":{"_index":%q,"_id":%q}}`+"\n", h.Index, h.ID)
 	}
-	var res struct {
-		Errors bool `json:"errors"`
-	}
-	esDo(t, http.MethodPost, esURL+"/_bulk?refresh=true", "application/x-ndjson", bulk.Bytes(), &res)
-	if res.Errors {
-		t.Fatal("some deletions failed")
-	}
+	testenv.ESJSON(t, http.MethodPost, esURL+"/_bulk?refresh=true", bulk.Bytes(), nil)
 }
 
 func deleteIndex(t *testing.T, esURL, index string) {
 	t.Helper()
-	esDo(t, http.MethodDelete, esURL+"/"+index, "", nil, nil)
-}
-
-func esDo(t testing.TB, method, url, contentType string, body []byte, out any) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("%s %s: %s", method, url, res.Status)
-	}
-	if out != nil {
-		if err := json.NewDecoder(res.Body).Decode(out); err != nil {
-			t.Fatalf("%s %s: %v", method, url, err)
-		}
-	}
+	testenv.ESJSON(t, http.MethodDelete, esURL+"/"+index, nil, nil)
 }
 
 // TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean: the loss the
@@ -384,6 +318,7 @@ func esDo(t testing.TB, method, url, contentType string, body []byte, out any) {
 // another's id, so the repair finds it indexed already, as the plain audit after
 // it counts a producer duplicate: the repair's verdict must say clean as well.
 func TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	// A short duplicate window lets the repeated id through to the webserver.
 	h.startWebserver(map[string]string{"NATS_DUPLICATE_WINDOW": "100ms"})

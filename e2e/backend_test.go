@@ -69,6 +69,7 @@ func httpsClient(roots *x509.CertPool, serverName, addr string) *http.Client {
 }
 
 func TestBackendObtainsACertificateOverACMEAndServesHTTPS(t *testing.T) {
+	t.Parallel()
 	const domain = "test.example"
 	challengeAddr, listen := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	// Nothing listens on Pebble's TLS-ALPN-01 port, so the certificate can only come
@@ -230,6 +231,7 @@ func replaceFile(t *testing.T, path string, content []byte) {
 }
 
 func TestBackendInFileModeServesARenewedCertificateWithoutRestarting(t *testing.T) {
+	t.Parallel()
 	ca := newTestCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
@@ -290,6 +292,7 @@ func TestBackendInFileModeServesARenewedCertificateWithoutRestarting(t *testing.
 }
 
 func TestBackendRefusesToStartWithABadConfigurationAndListsEveryProblem(t *testing.T) {
+	t.Parallel()
 	b := startBackendProcess(t, map[string]string{
 		"TLS_MODE":             "autocert",
 		"API_PAGE_SIZE":        "0",
@@ -317,6 +320,7 @@ func TestBackendRefusesToStartWithABadConfigurationAndListsEveryProblem(t *testi
 }
 
 func TestBackendLetsARunningStreamFinishWhenStopped(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	const n = 40000 // more than the sockets between the processes can buffer
@@ -385,6 +389,7 @@ func TestBackendLetsARunningStreamFinishWhenStopped(t *testing.T) {
 }
 
 func TestBackendCutsStreamsStillRunningAtTheShutdownTimeout(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC)

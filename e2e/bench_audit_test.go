@@ -1,4 +1,4 @@
-//go:build integration
+//go:build integration && bench
 
 package e2e
 
@@ -98,6 +98,6 @@ func BenchmarkAudit(b *testing.B) {
 	for seq := range deleted {
 		fmt.Fprintf(&bulk, `{"delete":{"_index":%q,"_id":"ANNOTATIONS-%d"}}`+"\n", prefix+"-2023.03.09", seq)
 	}
-	esDo(b, http.MethodPost, esURL+"/_bulk?refresh=true", "application/x-ndjson", bulk.Bytes(), nil)
+	testenv.ESJSON(b, http.MethodPost, esURL+"/_bulk?refresh=true", bulk.Bytes(), nil)
 	b.Run(fmt.Sprintf("missing-%d/%d", len(deleted), n), func(b *testing.B) { run(b, int64(len(deleted))) })
 }

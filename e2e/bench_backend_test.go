@@ -1,4 +1,4 @@
-//go:build integration
+//go:build integration && bench
 
 package e2e
 
@@ -49,8 +49,8 @@ import (
 // KEY=value) changes the backend's settings (API_EXPORT_SLICES=2 still for d).
 // Run it with `make bench`; it is meant for -benchtime 1x.
 func BenchmarkBackendExport(b *testing.B) {
-	n := benchSize(b, "BENCH_DOCS", 200000)
-	rssN := benchSize(b, "BENCH_RSS_DOCS", 1000000)
+	n := envInt(b, "BENCH_DOCS", 200000)
+	rssN := envInt(b, "BENCH_RSS_DOCS", 1000000)
 	esURL := testenv.ElasticsearchURL(b)
 	prefix := testenv.IndexPrefix(b, esURL)
 
@@ -139,19 +139,6 @@ func peakRSS(b *testing.B, esURL string, env map[string]string, r [2]time.Time, 
 	b.Logf("streamed %d documents in %s (%.0f docs/s) with a peak RSS of %.1f MiB (API_EXPORT_SLICES=%s)",
 		want, took.Round(time.Millisecond), float64(want)/took.Seconds(), mib, cmp.Or(env["API_EXPORT_SLICES"], "1"))
 	return mib
-}
-
-func benchSize(b *testing.B, name string, def int) int {
-	b.Helper()
-	raw := os.Getenv(name)
-	if raw == "" {
-		return def
-	}
-	n, err := strconv.Atoi(raw)
-	if err != nil || n < 1 {
-		b.Fatalf("%s=%q is not a positive whole number", name, raw)
-	}
-	return n
 }
 
 type benchBackend struct {

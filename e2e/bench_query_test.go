@@ -1,4 +1,4 @@
-//go:build integration
+//go:build integration && bench
 
 package e2e
 
@@ -58,9 +58,9 @@ import (
 //
 // The targets are reported, never asserted. Run it with `make bench`, or alone:
 //
-//	go test -tags integration -run '^$' -bench Query -benchtime 1x -timeout 60m ./e2e/
+//	go test -tags 'integration bench' -run '^$' -bench Query -benchtime 1x -timeout 60m ./e2e/
 func BenchmarkQuery(b *testing.B) {
-	n := benchSize(b, "BENCH_QUERY_DOCS", 1000000)
+	n := envInt(b, "BENCH_QUERY_DOCS", 1000000)
 	esURL := testenv.ElasticsearchURL(b)
 	hour := ingestBusyHour(b, esURL, n, 50)
 	backend := startBenchBackend(b, esURL, map[string]string{

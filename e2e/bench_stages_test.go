@@ -1,12 +1,10 @@
-//go:build integration
+//go:build integration && bench
 
 package e2e
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -162,10 +160,10 @@ func BenchmarkIngestStageMapping(b *testing.B) {
 				IndexTemplate map[string]any `json:"index_template"`
 			} `json:"index_templates"`
 		}
-		esSendJSON(b, http.MethodGet, esURL+"/_index_template/"+prefix, nil, &tpl)
+		testenv.ESJSON(b, http.MethodGet, esURL+"/_index_template/"+prefix, nil, &tpl)
 		t := tpl.IndexTemplates[0].IndexTemplate
 		edit(t["template"].(map[string]any)["mappings"].(map[string]any)["properties"].(map[string]any))
-		esSendJSON(b, http.MethodPut, esURL+"/_index_template/"+prefix, t, nil)
+		testenv.ESJSON(b, http.MethodPut, esURL+"/_index_template/"+prefix, t, nil)
 	}
 	unindexed := func(docValues bool, fields ...string) func(prefix string) {
 		return func(prefix string) {
@@ -215,32 +213,4 @@ func BenchmarkIngestStageMapping(b *testing.B) {
 func median(xs []float64) float64 {
 	s := slices.Sorted(slices.Values(xs))
 	return s[len(s)/2]
-}
-
-// esSendJSON sends body as JSON and decodes the answer into out (if not nil).
-func esSendJSON(b *testing.B, method, url string, body, out any) {
-	var r io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			b.Fatal(err)
-		}
-		r = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, url, r)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	if res.StatusCode != http.StatusOK {
-		b.Fatalf("%s %s: %s %s", method, url, res.Status, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

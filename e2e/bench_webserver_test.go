@@ -1,4 +1,4 @@
-//go:build integration
+//go:build integration && bench
 
 package e2e
 
@@ -730,7 +730,9 @@ func waitDrained(b *testing.B, js jetstream.JetStream, n uint64, admin string) {
 	b.Fatalf("webserver did not drain %d messages (admin %s)", n, admin)
 }
 
+// envInt reads a benchmark's size from the environment variable key, def when unset.
 func envInt(b *testing.B, key string, def int) int {
+	b.Helper()
 	if v := os.Getenv(key); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {

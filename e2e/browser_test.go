@@ -34,6 +34,7 @@ import (
 // the frames that arrive while they follow it. The backend serves HTTPS and wants
 // an API key, as in production.
 func TestBrowserShowsARangeNarrowsItAndFollowsNewFrames(t *testing.T) {
+	t.Parallel()
 	chromiumBin := chromiumPath(t)
 
 	ns := testenv.StartNATS(t)

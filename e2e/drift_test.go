@@ -162,6 +162,7 @@ func driftFixtures() []driftFixture {
 // drift fixture through NATS to the webserver and reads the documents back
 // through the backend.
 func TestNoValidMessageIsDeadLetteredForWhatOthersPutInTheMapping(t *testing.T) {
+	t.Parallel()
 	fixtures := driftFixtures()
 	if len(fixtures) < 30 {
 		t.Fatalf("%d drift fixtures; the set is to hold at least 30", len(fixtures))
@@ -347,7 +348,7 @@ func esCount(t *testing.T, esURL, prefix, query string) int {
 	var res struct {
 		Count int `json:"count"`
 	}
-	esDo(t, http.MethodPost, esURL+"/"+prefix+"-*/_count", "application/json", []byte(`{"query":`+query+`}`), &res)
+	testenv.ESJSON(t, http.MethodPost, esURL+"/"+prefix+"-*/_count", []byte(`{"query":`+query+`}`), &res)
 	return res.Count
 }
 
@@ -371,7 +372,7 @@ func partlyIndexedRows(t *testing.T, esURL, prefix string) map[string][]string {
 	}
 	query := `{"size":1000,"_source":["row","@unindexed.fields"],"query":{"bool":{"should":[` +
 		`{"exists":{"field":"_ignored"}},{"exists":{"field":"@unindexed.fields"}}]}}}`
-	esDo(t, http.MethodPost, esURL+"/"+prefix+"-*/_search", "application/json", []byte(query), &res)
+	testenv.ESJSON(t, http.MethodPost, esURL+"/"+prefix+"-*/_search", []byte(query), &res)
 	out := map[string][]string{}
 	for _, h := range res.Hits.Hits {
 		out[h.Source.Row] = slices.Concat(h.Ignored, h.Source.Aside.Fields)

@@ -371,16 +371,6 @@ func sameDocuments(got, want map[string][]byte) string {
 		len(want), len(missing), first(missing), len(extra), first(extra), len(differ), first(differ))
 }
 
-// waitFor polls cond until it holds or patience runs out.
-func waitFor(t *testing.T, patience time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(patience); !cond(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s", what, patience)
-		}
-	}
-}
-
 func rangeParams(from time.Time, to *time.Time) string {
 	q := "follow=true&start_date=" + url.QueryEscape(from.UTC().Format(time.RFC3339Nano))
 	if to != nil {
@@ -390,6 +380,7 @@ func rangeParams(from time.Time, to *time.Time) string {
 }
 
 func TestFollowersGetEveryDocumentExactlyOnceThroughAKillAndASecondReplica(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	wsEnv := map[string]string{"NATS_DUPLICATE_WINDOW": "1s"}
 	ws1 := h.startWebserver(wsEnv)
@@ -478,6 +469,7 @@ func TestFollowersGetEveryDocumentExactlyOnceThroughAKillAndASecondReplica(t *te
 }
 
 func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(map[string]string{"NATS_DUPLICATE_WINDOW": "1s"})
 	base := followBackend(t, h, nil)
@@ -602,6 +594,7 @@ func TestAnSSEClientCutTwentyTimesResumesWithNothingSkippedOrRepeated(t *testing
 }
 
 func TestAFollowWithAnEndDateEndsOnceItsMessagesAreSettled(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(nil)
 	base := followBackend(t, h, nil)

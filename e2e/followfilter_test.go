@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/annotated-data/pipeline/internal/sample"
+	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
 // follow=true with q: followers with different filters share each step's one
@@ -42,6 +43,7 @@ func holdsSurePerson(f labelledFrame) bool {
 }
 
 func TestFollowersWithDifferentFiltersEachGetWhatGetJsonStreamSelectsThroughAKill(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	wsEnv := map[string]string{"NATS_DUPLICATE_WINDOW": "1s"}
 	ws1 := h.startWebserver(wsEnv)
@@ -234,6 +236,7 @@ func TestFollowersWithDifferentFiltersEachGetWhatGetJsonStreamSelectsThroughAKil
 // mapping of the first frames must not leave it with fewer documents than
 // getJsonStream selects afterwards.
 func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	h.startWebserver(nil)
 	base := followBackend(t, h, nil)
@@ -296,11 +299,12 @@ func TestAFollowBegunBeforeItsFieldsAreMappedGetsWhatGetJsonStreamSelects(t *tes
 // indices created after it began (the next day's, or a late event's), which
 // the template maps as nested, as getJsonStream does afterwards.
 func TestAFollowGetsTheDocumentsOfIndicesCreatedAfterItBeganWhereOlderOnesHoldLabelsAsObjects(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	old := h.prefix + "-2023.03.09"
-	esDo(t, http.MethodPut, h.esURL+"/"+old, "application/json",
+	testenv.ESJSON(t, http.MethodPut, h.esURL+"/"+old,
 		[]byte(`{"settings":{"number_of_replicas":0},"mappings":{"properties":{"labels":{"type":"object"}}}}`), nil)
-	esDo(t, http.MethodPost, h.esURL+"/"+old+"/_bulk?refresh=true", "application/x-ndjson",
+	testenv.ESJSON(t, http.MethodPost, h.esURL+"/"+old+"/_bulk?refresh=true",
 		[]byte(`{"create":{"_id":"before-the-upgrade"}}`+"\n"+`{"@timestamp":"2023-03-09T19:40:00Z","labels":[{"label":"person","confidence":0.9}]}`+"\n"), nil)
 	h.startWebserver(nil)
 	base := followBackend(t, h, nil)

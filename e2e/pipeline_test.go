@@ -1,19 +1,13 @@
 //go:build integration
 
-// Package e2e runs the real binaries against a real NATS JetStream and a real
-// Elasticsearch, the way an operator runs them.
 package e2e
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
 	"slices"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,50 +16,8 @@ import (
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
-var binDir string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "pipeline-e2e-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-var (
-	buildMu sync.Mutex
-	built   = map[string]string{}
-)
-
-// binary returns the path of the named ./cmd binary, building it on first use the
-// way `make build` does.
-func binary(t testing.TB, name string) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if path, ok := built[name]; ok {
-		return path
-	}
-	paths, err := testenv.BuildBinaries(binDir, name)
-	if err != nil {
-		t.Fatalf("build %s: %v", name, err)
-	}
-	built[name] = paths[name]
-	return paths[name]
-}
-
-// message is what the test publishes; "id" lets it recognise documents coming back.
-type message struct {
-	ID        string `json:"id"`
-	Timestamp any    `json:"timestamp"`
-	Camera    string `json:"camera_id"`
-}
-
 func TestPipelineReturnsExactlyTheDocumentsOfTheRequestedRange(t *testing.T) {
+	t.Parallel()
 	ns := testenv.StartNATS(t)
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
@@ -193,51 +145,5 @@ func assertIDs(t *testing.T, docs []map[string]any, want []string) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("documents = %v, want %v", got, want)
-	}
-}
-
-func get(t *testing.T, url string) *http.Response {
-	t.Helper()
-	res, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { res.Body.Close() })
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", url, res.Status)
-	}
-	return res
-}
-
-// waitAllAcked waits until the consumer has delivered and had acknowledged n
-// messages: the webserver acks only after Elasticsearch holds the document.
-func waitAllAcked(t *testing.T, ctx context.Context, js jetstream.JetStream, stream, durable string, n uint64) {
-	t.Helper()
-	for {
-		cons, err := js.Consumer(ctx, stream, durable)
-		if err == nil {
-			info, err := cons.Info(ctx)
-			if err == nil && info.AckFloor.Stream >= n && info.NumAckPending == 0 && info.NumPending == 0 {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("consumer %s did not ack %d messages in time", durable, n)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// refresh makes everything indexed so far visible to search.
-func refresh(t *testing.T, esURL, prefix string) {
-	t.Helper()
-	res, err := http.Post(esURL+"/"+prefix+"-*/_refresh", "application/json", strings.NewReader(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("refresh: %s", res.Status)
 	}
 }

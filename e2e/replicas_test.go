@@ -171,6 +171,7 @@ func (rs *replicaSet) rawBucket(t *testing.T) map[string][]byte {
 }
 
 func TestReplicasBehindALoadBalancerShareOneCertificate(t *testing.T) {
+	t.Parallel()
 	// 60s certificates: autocert renews them 40 to 42s after issue, within the test.
 	rs := startReplicas(t, 3, 20*time.Second, true, testenv.PebbleOptions{Validity: time.Minute})
 
@@ -248,6 +249,7 @@ func TestReplicasBehindALoadBalancerShareOneCertificate(t *testing.T) {
 }
 
 func TestWhenTheReplicaOrderingDiesAnotherOrdersAfterTheLease(t *testing.T) {
+	t.Parallel()
 	// Pebble waits up to 3s before validating, as a real CA may: the order is
 	// still running when its replica is killed. HTTP-01 this time: whichever
 	// replica the balancer hands the CA's request answers it from the bucket.

@@ -15,6 +15,7 @@ import (
 )
 
 func TestRetentionDeletesExactlyTheIndicesWhollyOlderThanIt(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	now := time.Now().UTC()
 	days := []int{40, 31, 29, 0}
@@ -25,7 +26,7 @@ func TestRetentionDeletesExactlyTheIndicesWhollyOlderThanIt(t *testing.T) {
 	day := func(ago int) string { return now.AddDate(0, 0, -ago).Format("2006.01.02") }
 	// Another prefix that begins like this one: its indices match <prefix>-*.
 	other := h.prefix + "-lidar-" + day(40)
-	esDo(t, http.MethodPut, h.esURL+"/"+other, "", nil, nil)
+	testenv.ESJSON(t, http.MethodPut, h.esURL+"/"+other, nil, nil)
 
 	ws := h.startWebserver(map[string]string{"ES_RETENTION": "30d", "NATS_STREAM_MAX_AGE": "24h"})
 	want := []string{h.prefix + "-" + day(29), h.prefix + "-" + day(0), other}

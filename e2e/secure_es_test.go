@@ -18,6 +18,7 @@ import (
 // authentication in front of it, as a production cluster has them.
 
 func TestBothBinariesWorkThroughASecuredElasticsearch(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	secured := testenv.StartSecureElasticsearch(t, esURL)
 	tests := []struct {
@@ -42,6 +43,7 @@ func TestBothBinariesWorkThroughASecuredElasticsearch(t *testing.T) {
 }
 
 func TestSeveralElasticsearchAddressesWithOneDeadKeepBothBinariesWorking(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	secured := testenv.StartSecureElasticsearch(t, esURL)
 	dead := "https://" + testenv.FreeAddr(t) // nothing listens there
@@ -89,6 +91,7 @@ func runPipelineThrough(t *testing.T, esURL string, webserverEnv, backendEnv map
 }
 
 func TestSkippingCertificateVerificationIsAnExplicitOptInLoggedAsAWarning(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	secured := testenv.StartSecureElasticsearch(t, esURL)
 	listen := testenv.FreeAddr(t)

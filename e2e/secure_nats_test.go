@@ -34,6 +34,7 @@ func requireClientCertificates(ca *testenv.CA) func(*server.Options) {
 }
 
 func TestWebserverAndPublisherConnectToNATSWithEachAuthenticationMethod(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	ca := testenv.NewCA(t, "nats test CA")
 	password, token := randomSecret(t, "nats-pw-"), randomSecret(t, "nats-token-")
@@ -93,6 +94,7 @@ func TestWebserverAndPublisherConnectToNATSWithEachAuthenticationMethod(t *testi
 // NATS_STREAM_REPLICAS=3 stay writable and readable, and the webserver moves to
 // another server. (Of two servers, neither alone would be a majority.)
 func TestWebserverKeepsIngestingWhenItsNATSClusterServerIsLost(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	servers := testenv.StartNATSCluster(t, 3, nil)
 	var urls []string

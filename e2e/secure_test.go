@@ -200,6 +200,7 @@ func randomSecret(t *testing.T, prefix string) string {
 // Every kind of secret, in runs that work at debug level and in runs that fail
 // because of them: none may show in any output.
 func TestSecretsNeverAppearInLogs(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	secured := testenv.StartSecureElasticsearch(t, esURL)
 	ca := testenv.NewCA(t, "nats test CA")

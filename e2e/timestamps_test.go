@@ -63,6 +63,7 @@ var timestampRows = []timestampRow{
 // the document for exactly the ranges that contain that instant. (The rows are
 // of 2023 and 1969, so the harness's webserver accepts any event time.)
 func TestEveryTimestampIsStoredAsTheInstantThatChoseItsIndex(t *testing.T) {
+	t.Parallel()
 	for _, zone := range []string{"", "America/New_York"} {
 		t.Run("zone "+zone, func(t *testing.T) {
 			h := newHarness(t)
@@ -227,6 +228,7 @@ var defaultWindow = map[string]string{"TIMESTAMP_MAX_PAST": "", "TIMESTAMP_MAX_F
 // Every message is stored: those outside the window under their publish time,
 // counted as out_of_range fallbacks.
 func TestRandomTimestampsCreateNoMoreIndicesThanTheWindowHasDays(t *testing.T) {
+	t.Parallel()
 	const messages = 10000
 	// Publishing and ingesting take seconds; an instant this close to an edge of
 	// the window could fall on either side of it, depending on its publish time.
@@ -362,6 +364,7 @@ func randomTimestamp(rng *rand.Rand, i int, instant time.Time) (data string, rea
 // publish time with what the producer sent kept as it was, or, when a timestamp
 // is required, dead-lettered as timestamp_out_of_range.
 func TestEventTimesOutsideTheWindowAreStoredUnderThePublishTimeOrDeadLettered(t *testing.T) {
+	t.Parallel()
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	lastWeek, tooOld, tooNew := now.Add(-7*day), now.Add(-40*day), now.Add(2*day)
 	rows := []struct {

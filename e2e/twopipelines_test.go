@@ -27,12 +27,13 @@ import (
 // <first>-* too, yet each pipeline's template, backend, audit and retention keep
 // to its own.
 func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	lidarPrefix := testenv.NestedIndexPrefix(t, h.esURL, h.prefix, "lidar")
 	// An index of each past the first pipeline's retention; the second has none.
 	old := time.Now().UTC().AddDate(0, 0, -40).Format("2006.01.02")
 	for _, index := range []string{h.prefix + "-" + old, lidarPrefix + "-" + old} {
-		esDo(t, http.MethodPut, h.esURL+"/"+index, "", nil, nil)
+		testenv.ESJSON(t, http.MethodPut, h.esURL+"/"+index, nil, nil)
 	}
 	first := h.startWebserver(map[string]string{"ES_RETENTION": "30d"}) // ANNOTATIONS, annotations.>, ANNOTATIONS_DLQ, dlq.>
 	lidar := map[string]string{
@@ -152,7 +153,7 @@ func storedWhiches(t *testing.T, esURL, index string) []string {
 			} `json:"hits"`
 		} `json:"hits"`
 	}
-	esDo(t, http.MethodGet, esURL+"/"+index+"/_search?size=100", "", nil, &found)
+	testenv.ESJSON(t, http.MethodGet, esURL+"/"+index+"/_search?size=100", nil, &found)
 	var out []string
 	for _, h := range found.Hits.Hits {
 		out = append(out, h.Source.Which)

@@ -150,6 +150,7 @@ func indexed(t *testing.T, esURL, prefix string, docs []doc) {
 }
 
 func TestRangesAreStartInclusiveEndExclusiveInEveryForm(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	indexed(t, esURL, prefix, []doc{
@@ -250,6 +251,7 @@ func sameUpToTies(got, want []string) bool {
 }
 
 func TestTwentyFiveThousandDocumentsComeBackCompleteInOrderWithoutDuplicates(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	// Three documents per timestamp, so that ties straddle the 1000-document pages,
@@ -325,6 +327,7 @@ func parseTime(t *testing.T, s string) time.Time {
 }
 
 func TestEveryBadRequestNamesItsProblem(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	b := startBackend(t, esURL, testenv.IndexPrefix(t, esURL), Config{MaxRange: 168 * time.Hour})
 	const ok = "start_date=2023-03-09T19:40:00&end_date=2023-03-09T19:45:00"
@@ -457,6 +460,7 @@ func berlinZone(t *testing.T) *time.Location {
 }
 
 func TestSlicedStreamsSendTheSameBytesAsOneStream(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	// Three documents per timestamp across midnight (two daily indices), with

@@ -78,6 +78,7 @@ var filterFrames = []frame{
 // Every construct of q selects exactly its documents, on every document
 // endpoint and in the counts, with conditions in braces held to one element.
 func TestEachFilterSelectsItsDocumentsEverywhere(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	indexFrames(t, esURL, prefix, filterFrames)
@@ -198,6 +199,7 @@ func (b *backend) counts(query string) countsAnswer {
 // Hostile and malformed filters are each a 400 naming where q is at fault, and
 // none of them reaches Elasticsearch as a query it fails on.
 func TestEveryBadFilterIsRefusedWithItsPosition(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	indexFrames(t, esURL, prefix, filterFrames)
@@ -254,6 +256,7 @@ func TestEveryBadFilterIsRefusedWithItsPosition(t *testing.T) {
 // returns for it, bucket by bucket: over several days and daily indices, with
 // documents indexed in no order of time (late events).
 func TestCountsEqualTheDocumentsOfAnyRange(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	rng := rand.New(rand.NewPCG(21, 21))
@@ -341,6 +344,7 @@ func mustAtoi(t *testing.T, s string) int {
 // A q of many long field names asks for their types in one request, however
 // long their list.
 func TestAFilterOfManyLongFieldNamesIsAnswered(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	indexFrames(t, esURL, prefix, filterFrames)
@@ -363,6 +367,7 @@ func TestAFilterOfManyLongFieldNamesIsAnswered(t *testing.T) {
 // A deployment that has stored nothing yet still gets its chart: every bucket,
 // each empty.
 func TestCountsBeforeAnyIndexHaveEveryBucketEmpty(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	b := startBackend(t, esURL, testenv.IndexPrefix(t, esURL), Config{})
 	c := b.counts(filterRange + "&interval=1m&by=camera_id")

@@ -39,7 +39,7 @@ func TestCheckFailsOnlyWhileAnIndexOfTheStoreIsRed(t *testing.T) {
 	}
 
 	// One node cannot hold a replica: yellow, and every document still readable.
-	esDo(t, http.MethodPut, esURL+"/"+st.IndexName(day.AddDate(0, 0, 2)), []byte(`{"settings":{"number_of_replicas":1}}`))
+	testenv.ESJSON(t, http.MethodPut, esURL+"/"+st.IndexName(day.AddDate(0, 0, 2)), []byte(`{"settings":{"number_of_replicas":1}}`), nil)
 	if h, err := st.Health(ctx); h != store.Yellow || err != nil || st.Check(ctx) != nil {
 		t.Errorf("with a replica missing: health %q, %v, check %v; want yellow and ready", h, err, st.Check(ctx))
 	}

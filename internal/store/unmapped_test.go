@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -19,25 +18,6 @@ import (
 	"github.com/annotated-data/pipeline/internal/store"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
-
-// esDo sends body to Elasticsearch and fails the test unless it answers 2xx.
-func esDo(t *testing.T, method, url string, body []byte) {
-	t.Helper()
-	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if bytes.Contains(body, []byte("\n")) {
-		req.Header.Set("Content-Type", "application/x-ndjson")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	answer, _ := io.ReadAll(res.Body)
-	if res.StatusCode/100 != 2 || bytes.Contains(answer, []byte(`"errors":true`)) {
-		t.Fatalf("%s %s: %s %s", method, url, res.Status, answer)
-	}
-}
 
 // mixedFixture makes the indices of a pipeline that took over from an older
 // system: <prefix>-2023.03.08, created by hand before the index template, maps
@@ -53,7 +33,7 @@ func mixedFixture(t *testing.T) (*store.Store, pipeline.Range) {
 	day := time.Date(2023, 3, 9, 0, 0, 0, 0, time.UTC)
 
 	old := prefix + "-2023.03.08"
-	esDo(t, http.MethodPut, esURL+"/"+old, []byte(`{"settings":{"number_of_replicas":0},"mappings":{"properties":{"@timestamp":{"type":"date"}}}}`))
+	testenv.ESJSON(t, http.MethodPut, esURL+"/"+old, []byte(`{"settings":{"number_of_replicas":0},"mappings":{"properties":{"@timestamp":{"type":"date"}}}}`), nil)
 	var bulk bytes.Buffer
 	for _, d := range []struct {
 		id string
@@ -62,7 +42,7 @@ func mixedFixture(t *testing.T) (*store.Store, pipeline.Range) {
 		fmt.Fprintf(&bulk, "{\"create\":{\"_index\":%q,\"_id\":%q}}\n{\"@timestamp\":%q,\"id\":%q}\n",
 			old, d.id, day.Add(d.at).Format(time.RFC3339Nano), d.id)
 	}
-	esDo(t, http.MethodPost, esURL+"/_bulk?refresh=true", bulk.Bytes())
+	testenv.ESJSON(t, http.MethodPost, esURL+"/_bulk?refresh=true", bulk.Bytes(), nil)
 
 	testenv.IndexDocuments(t, esURL, prefix, 3, func(i int) pipeline.Item {
 		ts, id := day.Add(time.Duration(i)*time.Second), fmt.Sprintf("n%d", i+1)

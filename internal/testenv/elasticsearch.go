@@ -183,8 +183,8 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 	var pit struct {
 		ID string `json:"id"`
 	}
-	esJSON(t, http.MethodPost, esURL+"/"+pattern+"/_pit?keep_alive=1m", nil, &pit)
-	defer esJSON(t, http.MethodDelete, esURL+"/_pit", map[string]any{"id": pit.ID}, nil)
+	ESJSON(t, http.MethodPost, esURL+"/"+pattern+"/_pit?keep_alive=1m", nil, &pit)
+	defer ESJSON(t, http.MethodDelete, esURL+"/_pit", map[string]any{"id": pit.ID}, nil)
 
 	ids := map[string]int{}
 	var after []any
@@ -207,7 +207,7 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 				} `json:"hits"`
 			} `json:"hits"`
 		}
-		esJSON(t, http.MethodPost, esURL+"/_search", req, &page)
+		ESJSON(t, http.MethodPost, esURL+"/_search", req, &page)
 		if len(page.Hits.Hits) == 0 {
 			return ids
 		}
@@ -219,30 +219,52 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 	}
 }
 
-// esJSON sends body as JSON and decodes the answer into out (if not nil).
-func esJSON(t testing.TB, method, url string, body, out any) {
+// ESJSON sends a request to Elasticsearch and decodes its JSON answer into out
+// (if not nil), failing the test unless the answer is 2xx and, for a bulk
+// request, every item succeeded. body is nil, raw []byte (sent as NDJSON when it
+// ends in a newline, as a bulk body does, else as JSON), or a value to marshal.
+func ESJSON(t testing.TB, method, url string, body, out any) {
 	t.Helper()
-	var r io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
+	var raw []byte
+	contentType := "application/json"
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		raw = b
+		if bytes.HasSuffix(b, []byte("\n")) {
+			contentType = "application/x-ndjson"
 		}
-		r = bytes.NewReader(b)
+	default:
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			t.Fatalf("%s %s: %v", method, url, err)
+		}
 	}
-	req, _ := http.NewRequest(method, url, r)
-	req.Header.Set("Content-Type", "application/json")
+	req, err := http.NewRequest(method, url, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	req.Header.Set("Content-Type", contentType)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(res.Body)
-		t.Fatalf("%s %s: %s %s", method, url, res.Status, msg)
+	answer, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read the answer: %v", method, url, err)
+	}
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("%s %s: %s %s", method, url, res.Status, answer)
+	}
+	var bulk struct {
+		Errors bool `json:"errors"`
+	}
+	if strings.Contains(url, "/_bulk") && json.Unmarshal(answer, &bulk) == nil && bulk.Errors {
+		t.Fatalf("%s %s: some items failed: %s", method, url, answer)
 	}
 	if out != nil {
-		if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+		if err := json.Unmarshal(answer, out); err != nil {
 			t.Fatalf("%s %s: decode: %v", method, url, err)
 		}
 	}
