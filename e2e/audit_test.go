@@ -312,7 +312,7 @@ func deleteIndex(t *testing.T, esURL, index string) {
 }
 
 // TestAuditReportsAWholeDeletedDailyIndexAndItsRepairSaysClean: the loss the
-// README's "Replay and repair" names first, as an operator meets it. More than
+// docs/audit.md's "Replay and repair" names first, as an operator meets it. More than
 // 5,000 missing sequences are looked up at once (one search for more hits than
 // index.max_result_window once made the audit fail), and one of them repeats
 // another's id, so the repair finds it indexed already, as the plain audit after

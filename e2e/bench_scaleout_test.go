@@ -51,7 +51,7 @@ func scaleOutDrain(b *testing.B, esURL string, frames []frame, replicas int) flo
 		// The frames are of March 2023, older than the default window.
 		"TIMESTAMP_MAX_PAST": "off",
 		// The cap is the durable's, shared by every replica: raised with their
-		// number, as the README's "Scaling out" says, or added replicas only split
+		// number, as docs/operating.md's "Scaling out" says, or added replicas only split
 		// one replica's window. 20,000 is one replica's default (5,000 × (2 + 2)).
 		"NATS_MAX_ACK_PENDING": fmt.Sprint(replicas * 20000),
 	}

@@ -353,7 +353,7 @@ func esCount(t *testing.T, esURL, prefix, query string) int {
 }
 
 // partlyIndexedRows finds the documents an operator is told to look for (see the
-// README's mapping policy): those with fields in _ignored or set aside under
+// docs/guarantees.md's mapping policy): those with fields in _ignored or set aside under
 // @unindexed, by row, with those fields.
 func partlyIndexedRows(t *testing.T, esURL, prefix string) map[string][]string {
 	t.Helper()

@@ -22,7 +22,7 @@ import (
 // TestTwoPipelinesRunSideBySideOnOneNATSServer: a second deployment that names
 // its own stream, subjects and consumer, and nothing of its dead letters, starts on
 // a server the first one already uses, and each keeps its documents and its dead
-// letters to itself. Its index prefix nests in the first's, as in the README
+// letters to itself. Its index prefix nests in the first's, as in docs/operating.md
 // (annotations-lidar beside annotations): the indices of the second match
 // <first>-* too, yet each pipeline's template, backend, audit and retention keep
 // to its own.
@@ -87,7 +87,7 @@ func TestTwoPipelinesRunSideBySideOnOneNATSServer(t *testing.T) {
 		if info.State.Msgs != 1 || info.State.Subjects[p.dlqSubject] != 1 {
 			t.Errorf("%s holds %d dead letters on %v, want its own one on %s", p.dlq, info.State.Msgs, info.State.Subjects, p.dlqSubject)
 		}
-		// As the README says: a dead-lettered original is settled, not deleted
+		// As docs/guarantees.md says: a dead-lettered original is settled, not deleted
 		// (the stream's retention is by limits).
 		src, err := h.js.Stream(h.ctx, p.stream)
 		if err != nil {

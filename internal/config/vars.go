@@ -1,6 +1,6 @@
 // Package config reads each binary's settings from environment variables, once, at
 // start. Every variable is declared in one table per binary, which drives loading,
-// validation, the --help text, and the checks that keep the README and the env
+// validation, the --help text, and the checks that keep docs/operating.md and the env
 // files in step with the code.
 package config
 
@@ -29,7 +29,7 @@ type Var struct {
 	target any // *string, *int, *int64, *bool, *time.Duration, *[]string
 	// derive gives the default of a variable that follows from others declared
 	// before it (read by then); Default then says how, or gives the value with
-	// every default, and Usage the rest, for --help and the README.
+	// every default, and Usage the rest, for --help and docs/operating.md.
 	derive func() string
 }
 
@@ -196,7 +196,7 @@ func (c *checks) zone(name, value string) *time.Location {
 	return loc
 }
 
-// WriteMarkdown prints the variables as a Markdown table, for the README.
+// WriteMarkdown prints the variables as a Markdown table, for docs/operating.md.
 func WriteMarkdown(w io.Writer, vars []Var) {
 	fmt.Fprintln(w, "| Variable | Default | Meaning |")
 	fmt.Fprintln(w, "| --- | --- | --- |")

@@ -11,7 +11,7 @@ import (
 // indexed: those Elasticsearch lists in _ignored (a value of another type than its
 // field's mapping, a field beyond the field limit, a string over ignore_above), and
 // those stored with members set aside under document.AsideKey. A document may be
-// both. These are the searches the README gives operators to find them.
+// both. These are the searches docs/guarantees.md gives operators to find them.
 func (s *Store) PartlyIndexed(ctx context.Context) (ignored, setAside int64, err error) {
 	body, _ := json.Marshal(object{
 		"size": 0,

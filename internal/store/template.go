@@ -73,8 +73,8 @@ func (s *Store) template(ts TemplateSettings) object {
 				"refresh_interval":   ts.RefreshInterval,
 				// A value of the wrong type for its field's mapping (a string where
 				// another message put a number) is kept in _source and listed in
-				// the document's _ignored, not refused: see "Mapping policy" in the
-				// README.
+				// the document's _ignored, not refused: see "Mapping policy" in
+				// docs/guarantees.md.
 				"index.mapping.ignore_malformed": true,
 				// So are fields beyond the total field limit: one message with
 				// thousands of keys must not take the mapping down for the others.
