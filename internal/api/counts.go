@@ -80,10 +80,8 @@ type valueAnswer struct {
 // interval, in one small answer that a chart draws at once, whatever the range.
 // It has no follow mode: a page that follows polls it.
 func (s *streamer) counts(w http.ResponseWriter, r *http.Request) {
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, apiError{Code: "invalid_query",
-			Message: fmt.Sprintf("the query string cannot be read (%s): separate parameters with & and write a literal %% as %%25", shorten(err.Error(), maxEcho))})
+	q, ok := readQuery(w, r)
+	if !ok {
 		return
 	}
 	req, bad := parseCounts(q, s.rules)

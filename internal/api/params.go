@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"maps"
 	"net/url"
 	"slices"
@@ -252,4 +253,17 @@ func queryError(err error) *apiError {
 		e.Position = qe.Pos
 	}
 	return e
+}
+
+// readQuery reads a request's query string, or answers why it cannot.
+// r.URL.Query() would drop what it cannot read, and report a parameter written
+// with a bad escape or after a ';' as missing.
+func readQuery(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, apiError{Code: "invalid_query",
+			Message: fmt.Sprintf("the query string cannot be read (%s): separate parameters with & and write a literal %% as %%25", shorten(err.Error(), maxEcho))})
+		return nil, false
+	}
+	return q, true
 }

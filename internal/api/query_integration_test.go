@@ -56,6 +56,15 @@ func indexFrames(t *testing.T, esURL, prefix string, frames []frame) {
 	})
 }
 
+// filterBackend is the API over filterFrames, in an index prefix of its own.
+func filterBackend(t *testing.T) *backend {
+	t.Helper()
+	esURL := testenv.ElasticsearchURL(t)
+	prefix := testenv.IndexPrefix(t, esURL)
+	indexFrames(t, esURL, prefix, filterFrames)
+	return startBackend(t, esURL, prefix, Config{})
+}
+
 const filterRange = "start_date=2023-03-09T19:40:00Z&end_date=2023-03-09T19:45:00Z"
 
 var filterFrames = []frame{
@@ -79,10 +88,7 @@ var filterFrames = []frame{
 // endpoint and in the counts, with conditions in braces held to one element.
 func TestEachFilterSelectsItsDocumentsEverywhere(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	prefix := testenv.IndexPrefix(t, esURL)
-	indexFrames(t, esURL, prefix, filterFrames)
-	b := startBackend(t, esURL, prefix, Config{})
+	b := filterBackend(t)
 
 	tests := []struct {
 		q    string
@@ -200,10 +206,7 @@ func (b *backend) counts(query string) countsAnswer {
 // none of them reaches Elasticsearch as a query it fails on.
 func TestEveryBadFilterIsRefusedWithItsPosition(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	prefix := testenv.IndexPrefix(t, esURL)
-	indexFrames(t, esURL, prefix, filterFrames)
-	b := startBackend(t, esURL, prefix, Config{})
+	b := filterBackend(t)
 	tests := []struct {
 		q   string
 		pos int
@@ -345,10 +348,7 @@ func mustAtoi(t *testing.T, s string) int {
 // long their list.
 func TestAFilterOfManyLongFieldNamesIsAnswered(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	prefix := testenv.IndexPrefix(t, esURL)
-	indexFrames(t, esURL, prefix, filterFrames)
-	b := startBackend(t, esURL, prefix, Config{})
+	b := filterBackend(t)
 	var conds []string
 	for i := range 100 {
 		conds = append(conds, fmt.Sprintf("f%03d_%s:x", i, strings.Repeat("y", 25)))

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -163,12 +162,8 @@ type streamer struct {
 // follow=true goes on with the live ones. pick chooses the encoding.
 func (s *streamer) serve(pick func(*http.Request) format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		// r.URL.Query() would drop what it cannot read, and report a parameter
-		// written with a bad escape or after a ';' as missing.
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, apiError{Code: "invalid_query",
-				Message: fmt.Sprintf("the query string cannot be read (%s): separate parameters with & and write a literal %% as %%25", shorten(err.Error(), maxEcho))})
+		q, ok := readQuery(w, r)
+		if !ok {
 			return
 		}
 		req, bad := parseQuery(q, s.rules)

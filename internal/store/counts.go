@@ -18,10 +18,7 @@ func (s *Store) Counts(ctx context.Context, r pipeline.CountsRequest) (pipeline.
 	if r.Interval < time.Millisecond {
 		return pipeline.Counts{}, fmt.Errorf("counts: interval %s is shorter than a millisecond", r.Interval)
 	}
-	filter := []any{timeRange(r.From, r.To)}
-	if r.Filter != nil {
-		filter = append(filter, r.Filter)
-	}
+	filter := rangeFilter(r.From, r.To, r.Filter)
 	overTime := object{"date_histogram": object{
 		"field":          "@timestamp",
 		"fixed_interval": strconv.FormatInt(r.Interval.Milliseconds(), 10) + "ms",

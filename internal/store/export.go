@@ -196,10 +196,7 @@ func newSearchRequest(r pipeline.Range, part *slice, size int, pit string, after
 	if r.Order == pipeline.Descending {
 		dir = "desc"
 	}
-	filter := []any{timeRange(r.From, r.To)}
-	if r.Filter != nil {
-		filter = append(filter, r.Filter)
-	}
+	filter := rangeFilter(r.From, r.To, r.Filter)
 	if r.UpTo != nil {
 		// A document without a sequence (the old system's, or one indexed by hand)
 		// came from no message: no floor will ever be settled past it, so it belongs
@@ -261,6 +258,14 @@ func sources(hits []hit, fields []string) [][]byte {
 // last among those of their @timestamp, in either order.
 func bySeq(dir string) object {
 	return object{seqField: object{"order": dir, "unmapped_type": "long"}}
+}
+
+// rangeFilter selects the documents of [from, to) that match query (nil: all).
+func rangeFilter(from, to time.Time, query any) []any {
+	if query == nil {
+		return []any{timeRange(from, to)}
+	}
+	return []any{timeRange(from, to), query}
 }
 
 func timeRange(from, to time.Time) object {
