@@ -62,7 +62,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	esCfg := cfg.Elasticsearch.Config
 	esCfg.Observe = metrics.ObserveQuery
-	st, err := store.Connect(ctx, esCfg, store.Read, log)
+	st, err := store.Connect(ctx, esCfg, store.Backend(), log)
 	if err != nil {
 		return cfg.Elasticsearch.Explain(err)
 	}

@@ -42,9 +42,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return runAudit(ctx, args[2:], getenv, stdout)
 		case "replay":
 			return runReplay(ctx, args[2:], getenv, stdout)
+		case "setup-security":
+			return runSetupSecurity(ctx, args[2:], getenv, stdout)
 		}
 	}
-	program := config.Program{Name: "webserver", Summary: "ingests annotated messages from NATS JetStream into Elasticsearch. Its tools: webserver audit (prove nothing was lost) and webserver replay (re-ingest a window); each has --help.", Version: version, Commit: commit}
+	program := config.Program{Name: "webserver", Summary: "ingests annotated messages from NATS JetStream into Elasticsearch. Its tools: webserver audit (prove nothing was lost) webserver replay (re-ingest a window) and webserver setup-security (create the roles and users of deploy/elasticsearch-security.json); each has --help.", Version: version, Commit: commit}
 	if proceed, err := config.ParseFlags(args, stdout, program, config.IngesterVars(&config.Ingester{})); !proceed {
 		return err
 	}
@@ -57,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	for _, w := range cfg.Elasticsearch.Warnings() {
 		log.Warn(w)
 	}
-	svc, err := connect(ctx, cfg, "webserver", log, store.Write)
+	svc, err := connect(ctx, cfg, "webserver", log, store.Webserver(cfg.Upkeep.AuditInterval > 0, cfg.Upkeep.Retention > 0))
 	if err != nil {
 		return err
 	}

@@ -109,10 +109,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		logOut = io.Discard // the report is the output
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	access := store.Read
-	if *repair {
-		access = store.Write
-	}
+	access := store.Operator(*repair)
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return &exitError{auditFailed, err}
@@ -220,7 +217,7 @@ func runReplay(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	svc, err := connect(ctx, cfg, toolName, log, store.Write)
+	svc, err := connect(ctx, cfg, toolName, log, store.Operator(true))
 	if err != nil {
 		return err
 	}

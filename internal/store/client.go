@@ -54,28 +54,6 @@ func newClient(cfg Config) (*elasticsearch.Client, error) {
 	return elasticsearch.NewClient(ec)
 }
 
-// Access is what a binary does with the indices, and so which privileges its
-// Elasticsearch user needs.
-type Access int
-
-// Kinds of access.
-const (
-	// Write is the webserver's: it installs the index template and creates indices
-	// and documents.
-	Write Access = iota + 1
-	// Read is the backend's: it searches the indices through points in time.
-	Read
-)
-
-// privileges lists what a user needs for a on the indices of prefix, in the terms
-// of Elasticsearch's role API. Both kinds check cluster health for readiness.
-func (a Access) privileges(prefix string) string {
-	if a == Write {
-		return fmt.Sprintf("cluster privileges monitor and manage_index_templates, and index privileges create_doc and create_index on %s-*", prefix)
-	}
-	return fmt.Sprintf("cluster privilege monitor, and index privilege read (which covers points in time) on %s-*", prefix)
-}
-
 // verifyAttemptTimeout bounds one start-up check, so an address that swallows
 // packets is reported rather than waited on forever.
 const verifyAttemptTimeout = 10 * time.Second
@@ -120,8 +98,12 @@ func verify(ctx context.Context, es *elasticsearch.Client, cfg Config, access Ac
 		return &dial.RefusedError{Service: "elasticsearch", Addr: where(cfg), Auth: authMethod(cfg), Why: "401 Unauthorized",
 			Err: responseError(res)}
 	case res.StatusCode == http.StatusForbidden:
-		return fmt.Errorf("elasticsearch at %s denied access to %s (403 Forbidden: %s); this binary needs the %s",
-			where(cfg), authMethod(cfg), responseError(res).(*ResponseError).Reason, access.privileges(cfg.IndexPrefix))
+		reason := responseError(res).(*ResponseError).Reason
+		if err := checkPrivileges(ctx, es, cfg, access); err != nil {
+			return err
+		}
+		return fmt.Errorf("elasticsearch at %s denied access to %s (403 Forbidden: %s); this binary needs %s",
+			where(cfg), authMethod(cfg), reason, describe(access.Needs, cfg.IndexPrefix+"-*"))
 	case res.IsError():
 		re := responseError(res).(*ResponseError)
 		err := fmt.Errorf("elasticsearch at %s answered the health check with %w", where(cfg), re)
@@ -130,7 +112,25 @@ func verify(ctx context.Context, es *elasticsearch.Client, cfg Config, access Ac
 		}
 		return err
 	}
-	return nil
+	if cfg.APIKey == "" && cfg.Username == "" {
+		return nil // a cluster that lets anyone in has no roles to check
+	}
+	return checkPrivileges(ctx, es, cfg, access)
+}
+
+// checkPrivileges fails, naming each one, if the credentials lack any of access's
+// privileges, so that a role missing one stops the binary at start rather than
+// at the first retention run or follow.
+func checkPrivileges(ctx context.Context, es *elasticsearch.Client, cfg Config, access Access) error {
+	pattern := cfg.IndexPrefix + "-*"
+	missing, err := missingPrivileges(ctx, es, pattern, access)
+	if err != nil {
+		return explainTransportError(err, cfg)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return &MissingPrivilegesError{Who: authMethod(cfg), Where: where(cfg), Pattern: pattern, Access: access, Missing: missing}
 }
 
 // explainTransportError names the problem behind a request that got no answer.

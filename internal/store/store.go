@@ -201,3 +201,8 @@ func (s *Store) pattern() string {
 // the same priority, and <a>-* overlaps <b>-* only when one prefix nests in the
 // other, which makes it the longer.
 func templatePriority(prefix string) int { return 100 + len(prefix) }
+
+// Transport is the client the store sends its requests with, for the few callers
+// that speak to Elasticsearch's other APIs (security set-up) with the same
+// addresses, credentials and trust.
+func (s *Store) Transport() esapi.Transport { return s.es }
