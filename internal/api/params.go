@@ -3,8 +3,8 @@ package api
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"maps"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
