@@ -99,6 +99,13 @@ func SecuredElasticsearch(t testing.TB) *Secured {
 	return s
 }
 
+// SuperuserEnv is the environment that makes a binary connect as the elastic
+// user, trusting the node's CA: what `webserver setup-security` runs with.
+func (s *Secured) SuperuserEnv() map[string]string {
+	return map[string]string{"ELASTICSEARCH_URL": s.URL, "ELASTICSEARCH_CA_CERT": s.CACertFile,
+		"ELASTICSEARCH_USERNAME": "elastic", "ELASTICSEARCH_PASSWORD": s.password}
+}
+
 // Fingerprint is the SHA-256 fingerprint of the CA, as openssl prints it.
 func (s *Secured) Fingerprint() string { return Fingerprint(s.CA) }
 
@@ -142,12 +149,15 @@ func (s *Secured) Do(t testing.TB, authorization, method, path string, body any)
 // admin sends a request as the elastic user and fails the test on an error answer.
 func (s *Secured) admin(t testing.TB, method, path string, body any) []byte {
 	t.Helper()
-	code, data := s.Do(t, Basic("elastic", s.password), method, path, body)
+	code, data := s.Do(t, s.Superuser(), method, path, body)
 	if code >= 300 {
 		t.Fatalf("%s %s as elastic: %d %s", method, path, code, data)
 	}
 	return data
 }
+
+// Superuser is the Authorization header of the elastic user, for Do.
+func (s *Secured) Superuser() string { return Basic("elastic", s.password) }
 
 // Basic is the Authorization header of HTTP basic authentication.
 func Basic(user, password string) string {
@@ -188,13 +198,13 @@ func (s *Secured) Apply(t testing.TB, f essecurity.File) Accounts {
 	}
 	t.Cleanup(func() {
 		for name := range renamed.Users {
-			s.Do(t, Basic("elastic", s.password), http.MethodDelete, "/_security/user/"+name, nil)
+			s.Do(t, s.Superuser(), http.MethodDelete, "/_security/user/"+name, nil)
 		}
 		for name := range renamed.APIKeys {
-			s.Do(t, Basic("elastic", s.password), http.MethodDelete, "/_security/api_key", map[string]any{"name": name})
+			s.Do(t, s.Superuser(), http.MethodDelete, "/_security/api_key", map[string]any{"name": name})
 		}
 		for name := range renamed.Roles {
-			s.Do(t, Basic("elastic", s.password), http.MethodDelete, "/_security/role/"+name, nil)
+			s.Do(t, s.Superuser(), http.MethodDelete, "/_security/role/"+name, nil)
 		}
 	})
 	if err := essecurity.Apply(context.Background(), s.transport(), renamed, secrets, io.Discard); err != nil {
@@ -236,7 +246,7 @@ func (s *Secured) Role(t testing.TB, role essecurity.Role) string {
 	t.Helper()
 	name := "t" + randomHex(t, 4) + "_role"
 	s.admin(t, http.MethodPut, "/_security/role/"+name, role)
-	t.Cleanup(func() { s.Do(t, Basic("elastic", s.password), http.MethodDelete, "/_security/role/"+name, nil) })
+	t.Cleanup(func() { s.Do(t, s.Superuser(), http.MethodDelete, "/_security/role/"+name, nil) })
 	return name
 }
 
@@ -249,7 +259,7 @@ func (s *Secured) User(t testing.TB, roles ...string) (name, password string) {
 		roles = []string{}
 	}
 	s.admin(t, http.MethodPut, "/_security/user/"+name, map[string]any{"password": password, "roles": roles})
-	t.Cleanup(func() { s.Do(t, Basic("elastic", s.password), http.MethodDelete, "/_security/user/"+name, nil) })
+	t.Cleanup(func() { s.Do(t, s.Superuser(), http.MethodDelete, "/_security/user/"+name, nil) })
 	return name, password
 }
 
@@ -266,7 +276,7 @@ func (s *Secured) APIKey(t testing.TB, role essecurity.Role) string {
 		t.Fatalf("create API key: %v (%s)", err, data)
 	}
 	t.Cleanup(func() {
-		s.Do(t, Basic("elastic", s.password), http.MethodDelete, "/_security/api_key", map[string]any{"name": name})
+		s.Do(t, s.Superuser(), http.MethodDelete, "/_security/api_key", map[string]any{"name": name})
 	})
 	return key.Encoded
 }
