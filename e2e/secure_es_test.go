@@ -39,23 +39,31 @@ func securedAccounts(t *testing.T) (*testenv.Secured, string, testenv.Accounts) 
 
 func TestBothBinariesWorkThroughASecuredElasticsearch(t *testing.T) {
 	t.Parallel()
-	secured, _, accounts := securedAccounts(t)
 	tests := []struct {
 		name               string
-		webserver, backend map[string]string
+		webserver, backend func(*testenv.Secured, testenv.Accounts) map[string]string
 	}{
 		{"CA file, username and password",
-			map[string]string{"ELASTICSEARCH_CA_CERT": secured.CACertFile, "ELASTICSEARCH_USERNAME": accounts.Names["webserver"], "ELASTICSEARCH_PASSWORD_FILE": writeSecret(t, accounts.Passwords["webserver"])},
-			testenv.WithEnv(accounts.Env("backend"), map[string]string{"ELASTICSEARCH_CA_CERT": secured.CACertFile})},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return map[string]string{"ELASTICSEARCH_CA_CERT": s.CACertFile, "ELASTICSEARCH_USERNAME": a.Names["webserver"], "ELASTICSEARCH_PASSWORD_FILE": writeSecret(t, a.Passwords["webserver"])}
+			},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return testenv.WithEnv(a.Env("backend"), map[string]string{"ELASTICSEARCH_CA_CERT": s.CACertFile})
+			}},
 		{"CA fingerprint and API key, compressed bulks",
-			map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": secured.Fingerprint(), "ELASTICSEARCH_API_KEY": accounts.APIKeys["webserver"], "ELASTICSEARCH_COMPRESS": "true"},
-			map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": secured.Fingerprint(), "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, accounts.APIKeys["backend"])}},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": s.Fingerprint(), "ELASTICSEARCH_API_KEY": a.APIKeys["webserver"], "ELASTICSEARCH_COMPRESS": "true"}
+			},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": s.Fingerprint(), "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, a.APIKeys["backend"])}
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prefix := testenv.IndexPrefix(t, secured.AdminURL)
+			secured, prefix, accounts := securedAccounts(t)
 			common := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": prefix}
-			outputs := runPipelineThrough(t, secured.AdminURL, testenv.WithEnv(common, tt.webserver), testenv.WithEnv(common, tt.backend), secureFrames{count: 200})
+			webserver, backend := tt.webserver(secured, accounts), tt.backend(secured, accounts)
+			outputs := runPipelineThrough(t, secured.AdminURL, testenv.WithEnv(common, webserver), testenv.WithEnv(common, backend), secureFrames{count: 200})
 			assertNoSecrets(t, outputs, accounts.Passwords["webserver"], accounts.Passwords["backend"], accounts.APIKeys["webserver"], accounts.APIKeys["backend"])
 		})
 	}

@@ -138,7 +138,9 @@ start_elasticsearch() {
 plain_es_ready() { es_ready "$es_url"; }
 
 # make_secured_files makes, once, what the secured node needs in HOME: a CA and a
-# certificate for 127.0.0.1 and localhost signed by it (config/certs), and a random
+# certificate for 127.0.0.1 and localhost signed by it (config/certs; the node
+# sends the CA after it, as Elasticsearch's own set-up does, so that clients can
+# trust the CA by its fingerprint), and a random
 # password for the elastic user (elastic-password). Both are kept, so a restart
 # keeps the users, roles and API keys, and clients keep trusting the CA.
 make_secured_files() {
@@ -153,6 +155,7 @@ make_secured_files() {
       printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
         "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >http.ext &&
       openssl x509 -req -in http.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -extfile http.ext -out http.crt &&
+      cat ca.crt >>http.crt &&
       rm -f http.csr http.ext ca.srl && chmod 644 ca.crt http.crt) >"$state/openssl.log" 2>&1 ||
       { cat "$state/openssl.log" >&2; die "openssl could not make the secured node's certificates (log above)"; }
     rm -f "$state/openssl.log"

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,11 +41,16 @@ func TestEachPrivilegeOfTheSecurityFileIsNeededForWhatItIsFor(t *testing.T) {
 		return pipeline.Item{ID: "seed", Timestamp: day, Body: testenv.DocumentBody("seed", day, "cam-1")}
 	})
 	admin := open(t, secured.AdminURL, prefix)
+	var mu sync.Mutex // the users' subtests run side by side
 	next := day
-	freshDay := func() time.Time { next = next.AddDate(0, 0, 1); return next }
+	freshDay := func() time.Time { mu.Lock(); defer mu.Unlock(); next = next.AddDate(0, 0, 1); return next }
 
+	docs := 0
 	doc := func(at time.Time) []pipeline.Item {
-		id := fmt.Sprintf("d-%d", at.UnixNano())
+		mu.Lock()
+		docs++
+		id := fmt.Sprintf("d-%d", docs)
+		mu.Unlock()
 		return []pipeline.Item{{ID: id, Timestamp: at, Body: testenv.DocumentBody(id, at, "cam-1")}}
 	}
 	bulk := func(ctx context.Context, st *store.Store, items []pipeline.Item) error {
@@ -62,7 +68,7 @@ func TestEachPrivilegeOfTheSecurityFileIsNeededForWhatItIsFor(t *testing.T) {
 	ops := map[string]operation{
 		"cluster monitor": func(ctx context.Context, st *store.Store) error { _, err := st.Health(ctx); return err },
 		"cluster manage_index_templates": func(ctx context.Context, st *store.Store) error {
-			return st.EnsureTemplate(ctx, store.TemplateSettings{Shards: 1})
+			return st.EnsureTemplate(ctx, store.TemplateSettings{Shards: 1, RefreshInterval: "1s", IgnoreAbove: 256})
 		},
 		"index create_doc": func(ctx context.Context, st *store.Store) error { return bulk(ctx, st, doc(day)) },
 		"index create_index": func(ctx context.Context, st *store.Store) error {
@@ -111,6 +117,7 @@ func TestEachPrivilegeOfTheSecurityFileIsNeededForWhatItIsFor(t *testing.T) {
 			t.Fatalf("the file declares no user %s", user)
 		}
 		t.Run(user, func(t *testing.T) {
+			t.Parallel()
 			var granted []string
 			for _, p := range cluster {
 				granted = append(granted, "cluster "+p)
