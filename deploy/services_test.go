@@ -145,7 +145,8 @@ curl -s -u elastic:wrong --cacert "$ELASTICSEARCH_SECURED_CA_CERT" -o /dev/null 
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
-		if exit, ok := err.(*exec.ExitError); ok {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
 			stderr = exit.Stderr
 		}
 		t.Fatalf("services.sh with elasticsearch-secured: %v\n%s%s", err, out, stderr)
