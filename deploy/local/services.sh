@@ -110,10 +110,11 @@ await_ready() {
   waiting=()
 }
 
-# launcher_classpath builds the Elasticsearch launcher if needed and prints its classpath.
+# launcher_classpath builds the Elasticsearch launcher if needed and prints its
+# classpath; Maven's output goes to stderr, so that it stays out of the classpath.
 launcher_classpath() {
   need java "a JDK 17 or newer"; need mvn "Apache Maven"
-  "$root/deploy/elasticsearch-local/build.sh"
+  "$root/deploy/elasticsearch-local/build.sh" >&2
   printf '%s' "$root/deploy/elasticsearch-local/target/classes:$(cat "$root/deploy/elasticsearch-local/target/classpath.txt")"
 }
 
