@@ -138,8 +138,10 @@ type harness struct {
 	toolEnv map[string]string
 }
 
-func newHarness(t *testing.T) *harness {
-	ns := testenv.StartNATS(t)
+func newHarness(t *testing.T) *harness { return newHarnessOn(t, testenv.StartNATS(t)) }
+
+// newHarnessOn is newHarness on a NATS server the test started its own way.
+func newHarnessOn(t *testing.T, ns *testenv.NATS) *harness {
 	esURL := testenv.ElasticsearchURL(t)
 	js := testenv.JetStream(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
