@@ -23,72 +23,182 @@ import (
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
-// BenchmarkFollowLatency publishes BENCH_FOLLOW_RATE frames a second (default
-// 1,000) for BENCH_FOLLOW_SECONDS (default 20) to a webserver, with one SSE
-// follower attached to the backend, and reports the time from publish to
-// delivery to the follower: p50 and p99, and p99 against the target of
-// refresh_interval + 1 s (ES_INDEX_REFRESH_INTERVAL and FOLLOW_POLL_INTERVAL at
-// their defaults of 1 s) as a ratio (≤ 1 meets it). Run it with `make bench`.
+// BenchmarkFollowLatency measures the time from publish to a follower's
+// client reading the document over SSE (publisher and client in this process:
+// one clock), in the cases the live target names, each on its own pipeline:
+//
+//   - 1/s: one frame a second for BENCH_FOLLOW_SLOW_SECONDS (default 60), one
+//     follower; target p99 ≤ 300 ms;
+//   - 1000/s: BENCH_FOLLOW_RATE frames a second (default 1,000) for
+//     BENCH_FOLLOW_SECONDS (default 20), one follower; target p99 ≤ 300 ms;
+//   - 1000/s,50_followers: the same with 50 followers of different ranges;
+//     target p99 ≤ 400 ms.
+//
+// Beside p50 and p99, and p99 against the target as a ratio (≤ 1 meets it), it
+// reports the refreshes a second the backend asked of Elasticsearch and the
+// backend's CPU per second. Run it with `make bench`.
 func BenchmarkFollowLatency(b *testing.B) {
 	rate := envInt(b, "BENCH_FOLLOW_RATE", 1000)
 	seconds := envInt(b, "BENCH_FOLLOW_SECONDS", 20)
-	const refreshInterval = time.Second
-	target := refreshInterval + time.Second
-
-	base, js, _ := startFollowPipeline(b, nil)
-
-	for b.Loop() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+2*time.Minute)
-		r := newReceived()
-		query := "follow=true&start_date=" + url.QueryEscape(time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano))
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			follow(ctx, base, query, true, "", r)
-		}()
-		for {
-			if _, live, _, _ := r.snapshot(); live {
-				break
+	for _, c := range []struct {
+		name                    string
+		rate, seconds, follower int
+		target                  time.Duration
+	}{
+		{"1/s", 1, envInt(b, "BENCH_FOLLOW_SLOW_SECONDS", 60), 1, 300 * time.Millisecond},
+		{fmt.Sprintf("%d/s", rate), rate, seconds, 1, 300 * time.Millisecond},
+		{fmt.Sprintf("%d/s,50_followers", rate), rate, seconds, 50, 400 * time.Millisecond},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			// Every follower is this process: one client to the backend.
+			base, js, backend := startFollowPipeline(b, map[string]string{
+				"API_MAX_STREAMS": "128", "API_MAX_FOLLOWERS": "100", "API_MAX_STREAMS_PER_CLIENT": "128", "RATE_LIMIT_REQUESTS": "0",
+			})
+			for b.Loop() {
+				m := followLive(b, base, js, backend, c.follower, c.rate, c.seconds, nil)
+				b.Logf("%d deliveries to %d followers at %d/s: publish to delivery p50 %s, p99 %s, max %s (target p99 ≤ %s); %.1f refreshes/s, backend CPU %.0f ms/s",
+					len(m.latency), c.follower, c.rate, m.p50.Round(time.Millisecond), m.p99.Round(time.Millisecond), m.max.Round(time.Millisecond), c.target, m.refreshes, m.cpuMS)
+				b.ReportMetric(float64(m.p50.Milliseconds()), "p50_ms")
+				b.ReportMetric(float64(m.p99.Milliseconds()), "p99_ms")
+				b.ReportMetric(float64(m.p99)/float64(c.target), "p99/target")
+				b.ReportMetric(m.refreshes, "refreshes/s")
+				b.ReportMetric(m.cpuMS, "backend_cpu_ms/s")
 			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		pub := newLivePublisher(b, ctx, js)
-		pub.frames(rate*seconds, rate)
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-			if n, _, _, _ := r.snapshot(); n >= pub.good || time.Now().After(deadline) {
-				break
-			}
-		}
-		cancel()
-		<-done
-		if r.failure != "" || len(r.docs) != pub.good {
-			b.Fatalf("the follower got %d of %d documents (failure %q)", len(r.docs), pub.good, r.failure)
-		}
-		lat := slices.Clone(r.latency)
-		slices.Sort(lat)
-		p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
-		b.Logf("%d documents at %d/s: publish to delivery p50 %s, p99 %s, max %s (target p99 ≤ %s)",
-			len(lat), rate, p50.Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond), target)
-		b.ReportMetric(float64(p50.Milliseconds()), "p50_ms")
-		b.ReportMetric(float64(p99.Milliseconds()), "p99_ms")
-		b.ReportMetric(float64(p99)/float64(target), "p99/target")
+		})
 	}
+}
+
+// BenchmarkFollowAcrossAKill kills the webserver with SIGKILL halfway through
+// BENCH_FOLLOW_SECONDS (default 20) of BENCH_FOLLOW_RATE frames a second
+// (default 1,000) and starts it again at once; the messages it held come back
+// after NATS_ACK_WAIT, and the ack floor, which followers wait on, with them. It
+// reports the longest time the follower received nothing, against the target
+// of 5 s (gap/target ≤ 1 meets it).
+func BenchmarkFollowAcrossAKill(b *testing.B) {
+	rate := envInt(b, "BENCH_FOLLOW_RATE", 1000)
+	seconds := envInt(b, "BENCH_FOLLOW_SECONDS", 20)
+	const target = 5 * time.Second
+	base, js, backend, restart := startFollowPipelineWith(b, nil)
+	for b.Loop() {
+		m := followLive(b, base, js, backend, 1, rate, seconds, func() {
+			time.Sleep(time.Duration(seconds) * time.Second / 2)
+			restart()
+		})
+		b.Logf("%d deliveries at %d/s across a kill -9 of the webserver: longest gap %s (target ≤ %s), p99 %s",
+			len(m.latency), rate, m.gap.Round(time.Millisecond), target, m.p99.Round(time.Millisecond))
+		b.ReportMetric(m.gap.Seconds(), "gap_s")
+		b.ReportMetric(float64(m.gap)/float64(target), "gap/target")
+	}
+}
+
+// liveFigures are what followLive measured.
+type liveFigures struct {
+	latency       []time.Duration
+	p50, p99, max time.Duration
+	gap           time.Duration // the longest time a follower received nothing
+	refreshes     float64       // per second, asked by the backend
+	cpuMS         float64       // the backend's, per second
+}
+
+// followLive attaches followers (of ranges starting a minute apart, all
+// covering now) to the backend at base, publishes rate frames a second for
+// seconds while meanwhile runs (if not nil), waits until every follower has
+// every frame, and measures.
+func followLive(b *testing.B, base string, js jetstream.JetStream, backend *testenv.Process, followers, rate, seconds int, meanwhile func()) liveFigures {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	got := make([]*received, followers)
+	for i := range got {
+		got[i] = newReceived()
+		query := rangeParams(time.Now().Add(-time.Duration(i+1)*time.Minute), nil)
+		wg.Go(func() {
+			if _, err := follow(ctx, base, query, true, "", got[i]); err != nil && ctx.Err() == nil {
+				got[i].mu.Lock()
+				got[i].failure = err.Error()
+				got[i].mu.Unlock()
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+	for deadline := time.Now().Add(time.Minute); !allLive(got); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("followers not live after a minute")
+		}
+	}
+	before := scrapeSeries(b, base+"/metrics")
+	cpu0, _ := backend.CPUTime()
+	if meanwhile != nil {
+		go meanwhile()
+	}
+	pub := newLivePublisher(b, ctx, js)
+	pub.frames(rate*seconds, rate)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		done := true
+		for _, r := range got {
+			if n, _, _, failure := r.snapshot(); n < pub.good && failure == "" {
+				done = false
+			}
+		}
+		if done || time.Now().After(deadline) {
+			break
+		}
+	}
+	took := time.Duration(seconds) * time.Second
+	after := scrapeSeries(b, base+"/metrics")
+	cpu1, _ := backend.CPUTime()
+	cancel()
+	wg.Wait()
+
+	var m liveFigures
+	for i, r := range got {
+		if r.failure != "" || len(r.docs) != pub.good || len(r.repeats) > 0 {
+			b.Fatalf("follower %d got %d of %d documents, %d twice (failure %q)", i, len(r.docs), pub.good, len(r.repeats), r.failure)
+		}
+		m.latency = append(m.latency, r.latency...)
+		m.gap = max(m.gap, r.gap)
+	}
+	slices.Sort(m.latency)
+	m.p50, m.p99, m.max = percentile(m.latency, 0.50), percentile(m.latency, 0.99), m.latency[len(m.latency)-1]
+	refresh := `backend_elasticsearch_request_duration_seconds_count{operation="refresh"}`
+	m.refreshes = (after[refresh] - before[refresh]) / took.Seconds()
+	m.cpuMS = float64((cpu1 - cpu0).Milliseconds()) / took.Seconds()
+	return m
 }
 
 // startFollowPipeline runs a webserver and a backend (with env besides the
 // defaults) on their own NATS and index prefix, and returns the backend's
 // address, the stream to publish to, and the backend's process.
 func startFollowPipeline(b *testing.B, env map[string]string) (string, jetstream.JetStream, *testenv.Process) {
+	base, js, backend, _ := startFollowPipelineWith(b, env)
+	return base, js, backend
+}
+
+// startFollowPipelineWith is startFollowPipeline that also returns a function
+// that kills the webserver with SIGKILL and starts another in its place at once.
+func startFollowPipelineWith(b *testing.B, env map[string]string) (string, jetstream.JetStream, *testenv.Process, func()) {
 	ns := testenv.StartNATS(b)
 	esURL := testenv.ElasticsearchURL(b)
 	prefix := testenv.IndexPrefix(b, esURL)
 	js := testenv.JetStream(b, ns.URL())
-	admin := testenv.FreeAddr(b)
-	testenv.StartProcess(b, binary(b, "webserver"), map[string]string{
-		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix,
-		"ES_INDEX_REPLICAS": "0", "ADMIN_ADDR": admin,
-	})
-	testenv.WaitHTTP(b, "http://"+admin+"/readyz", time.Minute)
+	webserverEnv := map[string]string{
+		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix, "ES_INDEX_REPLICAS": "0",
+	}
+	startWebserver := func() *testenv.Process {
+		admin := testenv.FreeAddr(b)
+		p := testenv.StartProcess(b, binary(b, "webserver"), testenv.WithEnv(webserverEnv, map[string]string{"ADMIN_ADDR": admin}))
+		testenv.WaitHTTP(b, "http://"+admin+"/readyz", time.Minute)
+		return p
+	}
+	var mu sync.Mutex
+	webserver := startWebserver()
+	restart := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		webserver.Kill()
+		webserver = startWebserver()
+	}
 	listen := testenv.FreeAddr(b)
 	full := map[string]string{
 		"NATS_URL": ns.URL(), "ELASTICSEARCH_URL": esURL, "ES_INDEX_PREFIX": prefix, "LISTEN_ADDR": listen,
@@ -96,7 +206,7 @@ func startFollowPipeline(b *testing.B, env map[string]string) (string, jetstream
 	maps.Copy(full, env)
 	backend := testenv.StartProcess(b, binary(b, "backend"), full)
 	testenv.WaitHTTP(b, "http://"+listen+"/readyz", time.Minute)
-	return "http://" + listen, js, backend
+	return "http://" + listen, js, backend, restart
 }
 
 // percentile of sorted durations.

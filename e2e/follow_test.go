@@ -90,7 +90,8 @@ func newLivePublisher(t testing.TB, ctx context.Context, js jetstream.JetStream)
 // stored.
 func (p *livePublisher) frames(n, rate int) {
 	p.t.Helper()
-	const tick = 50 * time.Millisecond
+	// Ticks of 50 ms, or longer for rates under 20 a second.
+	tick := max(50*time.Millisecond, time.Second/time.Duration(rate))
 	perTick := max(1, rate*int(tick)/int(time.Second))
 	next := time.Now()
 	for done := 0; done < n; {
@@ -190,6 +191,8 @@ type received struct {
 	failure string            // an error record
 	count   int
 	latency []time.Duration // receipt - publish, per document
+	gap     time.Duration   // the longest time between two documents received
+	lastAt  time.Time
 }
 
 func newReceived() *received { return &received{docs: map[string][]byte{}, ended: -1} }
@@ -205,7 +208,12 @@ func (r *received) add(doc []byte) {
 	}
 	r.docs[f.ID] = bytes.Clone(doc)
 	r.count++
-	r.latency = append(r.latency, time.Since(time.Unix(0, f.Pub)))
+	now := time.Now()
+	r.latency = append(r.latency, now.Sub(time.Unix(0, f.Pub)))
+	if !r.lastAt.IsZero() {
+		r.gap = max(r.gap, now.Sub(r.lastAt))
+	}
+	r.lastAt = now
 }
 
 func (r *received) snapshot() (docs int, live bool, ended int, failure string) {
