@@ -91,6 +91,29 @@ func BenchmarkFollowAcrossAKill(b *testing.B) {
 	}
 }
 
+// followAll starts an SSE follower of each query until ctx ends, and returns
+// once all of them are live; wait on the WaitGroup after ending ctx.
+func followAll(b *testing.B, ctx context.Context, base string, queries []string) ([]*received, *sync.WaitGroup) {
+	wg := &sync.WaitGroup{}
+	got := make([]*received, len(queries))
+	for i, query := range queries {
+		got[i] = newReceived()
+		wg.Go(func() {
+			if _, err := follow(ctx, base, query, true, "", got[i]); err != nil && ctx.Err() == nil {
+				got[i].mu.Lock()
+				got[i].failure = err.Error()
+				got[i].mu.Unlock()
+			}
+		})
+	}
+	for deadline := time.Now().Add(time.Minute); !allLive(got); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("followers not live after a minute")
+		}
+	}
+	return got, wg
+}
+
 // liveFigures are what followLive measured.
 type liveFigures struct {
 	latency       []time.Duration
@@ -107,26 +130,13 @@ type liveFigures struct {
 func followLive(b *testing.B, base string, js jetstream.JetStream, backend *testenv.Process, followers, rate, seconds int, meanwhile func()) liveFigures {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+3*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	got := make([]*received, followers)
-	for i := range got {
-		got[i] = newReceived()
-		query := rangeParams(time.Now().Add(-time.Duration(i+1)*time.Minute), nil)
-		wg.Go(func() {
-			if _, err := follow(ctx, base, query, true, "", got[i]); err != nil && ctx.Err() == nil {
-				got[i].mu.Lock()
-				got[i].failure = err.Error()
-				got[i].mu.Unlock()
-			}
-		})
+	queries := make([]string, followers)
+	for i := range queries {
+		queries[i] = rangeParams(time.Now().Add(-time.Duration(i+1)*time.Minute), nil)
 	}
+	got, wg := followAll(b, ctx, base, queries)
 	defer wg.Wait()
 	defer cancel()
-	for deadline := time.Now().Add(time.Minute); !allLive(got); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("followers not live after a minute")
-		}
-	}
 	before := scrapeSeries(b, base+"/metrics")
 	cpu0, _ := backend.CPUTime()
 	if meanwhile != nil {
@@ -267,29 +277,16 @@ func followFilters(b *testing.B, base string, js jetstream.JetStream, backend *t
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds)*time.Second+3*time.Minute)
 	defer cancel()
 	from := time.Now() // the frames of earlier cases are before: no history
-	var wg sync.WaitGroup
-	got := make([]*received, len(qs))
+	queries := make([]string, len(qs))
 	for i, q := range qs {
-		got[i] = newReceived()
-		query := rangeParams(from, nil)
+		queries[i] = rangeParams(from, nil)
 		if q != "" {
-			query += "&q=" + url.QueryEscape(q)
+			queries[i] += "&q=" + url.QueryEscape(q)
 		}
-		wg.Go(func() {
-			if _, err := follow(ctx, base, query, true, "", got[i]); err != nil && ctx.Err() == nil {
-				got[i].mu.Lock()
-				got[i].failure = err.Error()
-				got[i].mu.Unlock()
-			}
-		})
 	}
+	got, wg := followAll(b, ctx, base, queries)
 	defer wg.Wait()
 	defer cancel()
-	for deadline := time.Now().Add(time.Minute); !allLive(got); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("followers not live after a minute")
-		}
-	}
 
 	before := scrapeSeries(b, base+"/metrics")
 	cpu0, _ := backend.CPUTime()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +132,11 @@ func TestEachBinaryDoesItsWholeJobWithOnlyItsRoleOnASecuredCluster(t *testing.T)
 	if out, code := h.tool(t, "audit"); code != 0 {
 		t.Errorf("audit as the operator: exit %d\n%s", code, out)
 	}
-	victim := h.deleteOneDocument()
+	var victim string
+	for victim = range h.want {
+		break
+	}
+	deleteDocuments(t, h.esURL, h.prefix, []string{victim}) // behind the webserver's back
 	if out, code := h.tool(t, "audit", "--repair"); code != 0 {
 		t.Errorf("audit --repair as the operator: exit %d\n%s", code, out)
 	}
@@ -152,28 +155,6 @@ func TestEachBinaryDoesItsWholeJobWithOnlyItsRoleOnASecuredCluster(t *testing.T)
 		!strings.Contains(out, "give it the role annotations_operator of deploy/elasticsearch-security.json") {
 		t.Errorf("audit --repair with the backend's role: exit %d, want a refusal naming %q and the operator's role:\n%s", code, want, out)
 	}
-}
-
-// deleteOneDocument deletes one wanted document behind the webserver's back, as
-// elastic, and returns its id. (The local node has no _delete_by_query: that is
-// in the reindex module, which is not on Maven Central.)
-func (h *harness) deleteOneDocument() string {
-	h.t.Helper()
-	var found struct {
-		Hits struct {
-			Hits []struct {
-				Index string `json:"_index"`
-				ID    string `json:"_id"`
-			} `json:"hits"`
-		} `json:"hits"`
-	}
-	testenv.ESJSON(h.t, http.MethodPost, h.esURL+"/"+h.prefix+"-2023.*/_search", map[string]any{"size": 1, "_source": false}, &found)
-	if len(found.Hits.Hits) == 0 {
-		h.t.Fatal("no document to delete")
-	}
-	hit := found.Hits.Hits[0]
-	testenv.ESJSON(h.t, http.MethodDelete, h.esURL+"/"+hit.Index+"/_doc/"+hit.ID+"?refresh=true", nil, nil)
-	return hit.ID
 }
 
 // assertStoredExactly checks the indices hold each id h wants exactly once and
