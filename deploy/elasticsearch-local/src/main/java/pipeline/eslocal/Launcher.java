@@ -2,12 +2,15 @@ package pipeline.eslocal;
 
 import org.elasticsearch.Build;
 import org.elasticsearch.common.logging.LogConfigurator;
+import org.elasticsearch.common.settings.KeyStoreWrapper;
 import org.elasticsearch.common.settings.Settings;
 import org.elasticsearch.env.Environment;
 import org.elasticsearch.node.InternalSettingsPreparer;
 import org.elasticsearch.node.LocalNode;
 import org.elasticsearch.node.Node;
 import org.elasticsearch.transport.netty4.Netty4Plugin;
+import org.elasticsearch.xpack.core.XPackPlugin;
+import org.elasticsearch.xpack.security.local.LocalSecurity;
 
 import java.io.IOException;
 import java.io.InputStream;
@@ -32,6 +35,12 @@ import java.util.concurrent.TimeUnit;
  * Elasticsearch's own command line does; the container stand-in in deploy/images
  * passes the image's dotted environment variables that way, so Elasticsearch itself
  * rejects a setting it does not know.
+ *
+ * Elasticsearch's own security is loaded but off: {@code -E xpack.security.enabled=true}
+ * turns it on (users, roles, API keys, TLS; no SAML, see {@link LocalSecurity}). The
+ * {@code elastic} user's first password comes from the environment variable
+ * {@code ELASTIC_PASSWORD}, kept in an in-memory keystore as {@code bootstrap.password}
+ * and never printed.
  */
 public final class Launcher {
 
@@ -70,8 +79,18 @@ public final class Launcher {
             // A developer machine's disk is shared with everything else; do not turn
             // indices read-only because another program filled it.
             .put("cluster.routing.allocation.disk.threshold_enabled", false)
-            .put("action.destructive_requires_name", false);
+            .put("action.destructive_requires_name", false)
+            // Security is on by default in Elasticsearch 8; here it is off unless asked
+            // for, so that a plain node answers plain HTTP without credentials.
+            .put("xpack.security.enabled", false)
+            .put("xpack.license.self_generated.type", "basic");
         options.settings.forEach(builder::put);
+        String bootstrapPassword = System.getenv("ELASTIC_PASSWORD");
+        if (bootstrapPassword != null && bootstrapPassword.isEmpty() == false) {
+            KeyStoreWrapper keystore = KeyStoreWrapper.create();
+            keystore.setString("bootstrap.password", bootstrapPassword.toCharArray());
+            builder.setSecureSettings(keystore);
+        }
         Settings settings = builder.build();
 
         Environment environment = InternalSettingsPreparer.prepareEnvironment(settings, Map.of(), config, () -> options.clusterName + "-node");
@@ -79,7 +98,10 @@ public final class Launcher {
         LogConfigurator.setClusterName(options.clusterName);
         LogConfigurator.configure(environment, true);
 
-        Node node = new LocalNode(environment, List.of(Netty4Plugin.class));
+        Node node = new LocalNode(
+            environment,
+            List.of(Netty4Plugin.class, XPackPlugin.class, LocalSecurity.class, SecurityIndexStandIns.class)
+        );
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             try {
@@ -95,7 +117,8 @@ public final class Launcher {
         }, "elasticsearch-local-shutdown"));
 
         node.start();
-        System.out.printf("elasticsearch-local: Elasticsearch %s ready at http://%s:%d%n", Build.current().version(), options.host, options.port);
+        String scheme = settings.getAsBoolean("xpack.security.http.ssl.enabled", false) ? "https" : "http";
+        System.out.printf("elasticsearch-local: Elasticsearch %s ready at %s://%s:%d%n", Build.current().version(), scheme, options.host, options.port);
         stopped.await();
     }
 
@@ -110,7 +133,12 @@ public final class Launcher {
               -E                a node setting, e.g. -E discovery.type=single-node (repeatable; overrides the defaults)
               --home            directory for config, data and logs (default ./es-home)
               --cluster-name    cluster name (default pipeline-local)
-            heap: pass -Xms/-Xmx to java (512m is plenty for tests)""";
+            heap: pass -Xms/-Xmx to java (512m is plenty for tests)
+            security: off unless -E xpack.security.enabled=true; then the elastic user's first
+              password is $ELASTIC_PASSWORD (an in-memory keystore's bootstrap.password), and
+              -E xpack.security.http.ssl.enabled=true with -E xpack.security.http.ssl.certificate=,
+              .key= and .certificate_authorities= (PEM files in <home>/config) serves HTTPS.
+              No SAML realm.""";
 
         int port = 9200;
         String transportPort = "9300-9399";
