@@ -59,7 +59,7 @@ current() {
   $force && return 1
   labels=$(docker image inspect -f "{{index .Config.Labels \"org.opencontainers.image.description\"}}|{{index .Config.Labels \"$INPUTS_LABEL\"}}" "$tag" 2>/dev/null) || return 1
   case ${labels%%|*} in
-    *stand-in*) [ "${labels#*|}" = "$want" ] && return 0; say "$tag: its inputs changed since it was built"; return 1 ;;
+    *stand-in*) [ "${labels#*|}" = "$want" ] && return 0; say "$tag: a stand-in built from other inputs than these"; return 1 ;;
     *) return 0 ;;
   esac
 }
