@@ -24,9 +24,11 @@ build: ## build webserver, backend, publisher and nats-server into bin/
 # `go test ./...` runs only the hermetic ones, in seconds, on any machine.
 # Tests that share nothing call t.Parallel; most of e2e's time is waiting (publish
 # rates, outages, leases), so up to 4 run at once rather than one per core.
-test: ## go vet, then every test (integration ones too) with -race against a real Elasticsearch (started if needed)
+# The secured node (Elasticsearch's own security, HTTPS) starts beside the plain one,
+# in parallel; its URL, CA and password reach the tests as ELASTICSEARCH_SECURED_*.
+test: ## go vet, then every test (integration ones too) with -race against real Elasticsearch nodes, a plain and a secured one (started if needed)
 	go vet -tags 'integration bench' ./...
-	$(SERVICES) with elasticsearch -- go test -tags integration -race -count=1 -parallel 4 -timeout 30m ./...
+	$(SERVICES) with elasticsearch elasticsearch-secured -- go test -tags integration -race -count=1 -parallel 4 -timeout 30m ./...
 	$(MONITORING_TEST)
 
 unit: ## the hermetic tests only (no services needed): go test ./...
@@ -41,8 +43,10 @@ bench: ## the benchmarks in e2e/ against a real Elasticsearch (scale with BENCH_
 run: build ## the whole pipeline with demo data; prints a URL to open; Ctrl-C stops it
 	deploy/local/run.sh
 
-services: ## start Elasticsearch and NATS in the background (URLs in .services/env)
-	$(SERVICES) up
+# ES_SECURITY=on adds the secured node; any other value leaves it out.
+ES_SECURITY ?= off
+services: ## start Elasticsearch and NATS in the background (URLs in .services/env); ES_SECURITY=on also a secured node on 9201 (HTTPS; CA and password in .services/env)
+	$(SERVICES) up elasticsearch nats $(if $(filter on,$(ES_SECURITY)),elasticsearch-secured)
 
 services-down: ## stop what `make services` started
 	$(SERVICES) down

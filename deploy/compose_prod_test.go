@@ -15,9 +15,11 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/annotated-data/pipeline/internal/certcache"
+	"github.com/annotated-data/pipeline/internal/consumer"
 	"github.com/annotated-data/pipeline/internal/essecurity"
 	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/testenv"
@@ -263,6 +265,34 @@ func TestProductionNATSConfigServesTheWebserverAndOnlyLetsThePublisherPublish(t 
 	defer cancelShort2()
 	if _, err := backend.Publish(short2, "annotations.cam-01", []byte(`{"frame":2}`)); err == nil {
 		t.Errorf("the backend's user could publish a frame")
+	}
+	// The webserver's notices of settled batches: it publishes them, the backend
+	// hears them, and nobody else may send one.
+	notices := consumer.SettledSubject("ANNOTATIONS", "webserver")
+	listen := func(js jetstream.JetStream) *nats.Subscription {
+		t.Helper()
+		sub, err := js.Conn().SubscribeSync(notices)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js.Conn().Flush()
+		return sub
+	}
+	heard, overheard := listen(backend), listen(publisher)
+	for _, who := range []jetstream.JetStream{publisher, backend} {
+		who.Conn().Publish(notices, []byte("forged"))
+		who.Conn().Flush()
+	}
+	webserver.Conn().Publish(notices, nil)
+	webserver.Conn().Flush()
+	if m, err := heard.NextMsg(5 * time.Second); err != nil || len(m.Data) != 0 {
+		t.Errorf("the backend's user did not hear the webserver's notice first: %v, %v", m, err)
+	}
+	if m, err := heard.NextMsg(500 * time.Millisecond); err == nil {
+		t.Errorf("a notice from another user than the webserver arrived: %q", m.Data)
+	}
+	if m, err := overheard.NextMsg(500 * time.Millisecond); err == nil {
+		t.Errorf("the publisher's user hears the notices: %q", m.Data)
 	}
 	cache, err := certcache.Open(ctx, backend, certcache.Config{Key: make([]byte, 32)}, log)
 	if err != nil {

@@ -134,6 +134,8 @@ type harness struct {
 	gen    sample.Generator
 	n      int
 	want   map[string]bool
+	// toolEnv is added to the environment of the webserver's tools (h.tool).
+	toolEnv map[string]string
 }
 
 func newHarness(t *testing.T) *harness {
@@ -428,6 +430,9 @@ func (h *harness) exec(t *testing.T, args ...string) (stdout, stderr string, cod
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"NATS_URL=" + h.nats.URL(), "ELASTICSEARCH_URL=" + h.esURL, "ES_INDEX_PREFIX=" + h.prefix,
 		"TIMESTAMP_MAX_PAST=off"} // as startWebserver: a replay must file the frames of 2023 where the webserver did
+	for k, v := range h.toolEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()

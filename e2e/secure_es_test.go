@@ -10,51 +10,75 @@ import (
 	"testing"
 	"time"
 
+	"github.com/annotated-data/pipeline/internal/essecurity"
 	"github.com/annotated-data/pipeline/internal/sample"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
 
-// The test node has no security module; testenv.SecureElasticsearch puts TLS and
-// authentication in front of it, as a production cluster has them.
+// These run against the node with Elasticsearch's own security that `make test`
+// starts (testenv.SecuredElasticsearch), each binary as the user or API key that
+// deploy/elasticsearch-security.json gives it: its least-privilege role.
+
+// securedAccounts applies deploy/elasticsearch-security.json for one test, with
+// an API key added for each binary, and returns the node, the test's index
+// prefix and the accounts.
+func securedAccounts(t *testing.T) (*testenv.Secured, string, testenv.Accounts) {
+	t.Helper()
+	secured := testenv.SecuredElasticsearch(t)
+	prefix := testenv.IndexPrefix(t, secured.AdminURL)
+	file, err := essecurity.Load("../deploy/elasticsearch-security.json", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.APIKeys = map[string]essecurity.APIKey{
+		"webserver": {Roles: file.Users["webserver"].Roles, Secret: "webserver_key"},
+		"backend":   {Roles: file.Users["backend"].Roles, Secret: "backend_key"},
+	}
+	return secured, prefix, secured.Apply(t, file)
+}
 
 func TestBothBinariesWorkThroughASecuredElasticsearch(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	secured := testenv.StartSecureElasticsearch(t, esURL)
 	tests := []struct {
 		name               string
-		webserver, backend map[string]string
+		webserver, backend func(*testenv.Secured, testenv.Accounts) map[string]string
 	}{
 		{"CA file, username and password",
-			map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile, "ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD_FILE": writeSecret(t, secured.Password)},
-			map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile, "ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password}},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return map[string]string{"ELASTICSEARCH_CA_CERT": s.CACertFile, "ELASTICSEARCH_USERNAME": a.Names["webserver"], "ELASTICSEARCH_PASSWORD_FILE": writeSecret(t, a.Passwords["webserver"])}
+			},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return testenv.WithEnv(a.Env("backend"), map[string]string{"ELASTICSEARCH_CA_CERT": s.CACertFile})
+			}},
 		{"CA fingerprint and API key, compressed bulks",
-			map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": secured.CA.Fingerprint(), "ELASTICSEARCH_API_KEY": secured.APIKey, "ELASTICSEARCH_COMPRESS": "true"},
-			map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": secured.CA.Fingerprint(), "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey)}},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": s.Fingerprint(), "ELASTICSEARCH_API_KEY": a.APIKeys["webserver"], "ELASTICSEARCH_COMPRESS": "true"}
+			},
+			func(s *testenv.Secured, a testenv.Accounts) map[string]string {
+				return map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": s.Fingerprint(), "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, a.APIKeys["backend"])}
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prefix := testenv.IndexPrefix(t, esURL)
+			secured, prefix, accounts := securedAccounts(t)
 			common := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": prefix}
-			outputs := runPipelineThrough(t, esURL, testenv.WithEnv(common, tt.webserver), testenv.WithEnv(common, tt.backend), secureFrames{count: 200})
-			assertNoSecrets(t, outputs, secured.Password, secured.APIKey)
+			webserver, backend := tt.webserver(secured, accounts), tt.backend(secured, accounts)
+			outputs := runPipelineThrough(t, secured.AdminURL, testenv.WithEnv(common, webserver), testenv.WithEnv(common, backend), secureFrames{count: 200})
+			assertNoSecrets(t, outputs, accounts.Passwords["webserver"], accounts.Passwords["backend"], accounts.APIKeys["webserver"], accounts.APIKeys["backend"])
 		})
 	}
 }
 
 func TestSeveralElasticsearchAddressesWithOneDeadKeepBothBinariesWorking(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	secured := testenv.StartSecureElasticsearch(t, esURL)
+	secured, prefix, accounts := securedAccounts(t)
 	dead := "https://" + testenv.FreeAddr(t) // nothing listens there
 	env := map[string]string{
-		"ELASTICSEARCH_URL":      dead + "," + secured.URL,
-		"ELASTICSEARCH_CA_CERT":  secured.CA.CertFile,
-		"ELASTICSEARCH_USERNAME": secured.Username,
-		"ELASTICSEARCH_PASSWORD": secured.Password,
-		"ES_INDEX_PREFIX":        testenv.IndexPrefix(t, esURL),
+		"ELASTICSEARCH_URL":     dead + "," + secured.URL,
+		"ELASTICSEARCH_CA_CERT": secured.CACertFile,
+		"ES_INDEX_PREFIX":       prefix,
 	}
-	runPipelineThrough(t, esURL, env, env, secureFrames{count: 500})
+	runPipelineThrough(t, secured.AdminURL, testenv.WithEnv(env, accounts.Env("webserver")), testenv.WithEnv(env, accounts.Env("backend")), secureFrames{count: 500})
 }
 
 // runPipelineThrough runs the webserver with webserverEnv against a fresh NATS,
@@ -92,13 +116,11 @@ func runPipelineThrough(t *testing.T, esURL string, webserverEnv, backendEnv map
 
 func TestSkippingCertificateVerificationIsAnExplicitOptInLoggedAsAWarning(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	secured := testenv.StartSecureElasticsearch(t, esURL)
+	secured, prefix, accounts := securedAccounts(t)
 	listen := testenv.FreeAddr(t)
-	backend := testenv.StartProcess(t, binary(t, "backend"), map[string]string{
-		"ELASTICSEARCH_URL": secured.URL, "ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password,
-		"ELASTICSEARCH_INSECURE_SKIP_VERIFY": "true", "ES_INDEX_PREFIX": testenv.IndexPrefix(t, esURL), "LISTEN_ADDR": listen,
-	})
+	backend := testenv.StartProcess(t, binary(t, "backend"), testenv.WithEnv(accounts.Env("backend"), map[string]string{
+		"ELASTICSEARCH_URL": secured.URL, "ELASTICSEARCH_INSECURE_SKIP_VERIFY": "true", "ES_INDEX_PREFIX": prefix, "LISTEN_ADDR": listen,
+	}))
 	waitReady(t, backend, "backend", "http://"+listen+"/readyz")
 	out := backend.Output()
 	if !strings.Contains(out, `"level":"WARN","msg":"ELASTICSEARCH_INSECURE_SKIP_VERIFY=true: the Elasticsearch certificate is NOT verified`) {

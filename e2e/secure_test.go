@@ -201,8 +201,7 @@ func randomSecret(t *testing.T, prefix string) string {
 // because of them: none may show in any output.
 func TestSecretsNeverAppearInLogs(t *testing.T) {
 	t.Parallel()
-	esURL := testenv.ElasticsearchURL(t)
-	secured := testenv.StartSecureElasticsearch(t, esURL)
+	secured, prefix, accounts := securedAccounts(t)
 	ca := testenv.NewCA(t, "nats test CA")
 	token, wrongToken := randomSecret(t, "nats-token-"), randomSecret(t, "wrong-token-")
 	natsPassword := randomSecret(t, "nats-pw-")
@@ -212,21 +211,20 @@ func TestSecretsNeverAppearInLogs(t *testing.T) {
 		o.Authorization = token
 	})
 	natsEnv := map[string]string{"NATS_URL": ns.URL(), "NATS_CA_CERT": ca.CertFile, "NATS_TOKEN": token}
-	prefix := testenv.IndexPrefix(t, esURL)
-	esEnv := map[string]string{
-		"ELASTICSEARCH_URL": secured.URL, "ELASTICSEARCH_CA_CERT": secured.CA.CertFile,
-		"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password,
+	esEnv := testenv.WithEnv(accounts.Env("webserver"), map[string]string{
+		"ELASTICSEARCH_URL": secured.URL, "ELASTICSEARCH_CA_CERT": secured.CACertFile,
 		"ES_INDEX_PREFIX": prefix, "LOG_LEVEL": "debug",
-	}
+	})
+	password, apiKey := accounts.Passwords["webserver"], accounts.APIKeys["backend"]
 	outputs := map[string]string{}
 
 	// A whole run, at debug level.
 	ws := startSecureWebserver(t, testenv.WithEnv(natsEnv, esEnv))
 	frames := secureFrames{count: 100}
 	outputs["publisher"] = publishFrames(t, natsEnv, frames)
-	waitForDocuments(t, esURL, prefix, frames.ids(), time.Minute)
+	waitForDocuments(t, secured.AdminURL, prefix, frames.ids(), time.Minute)
 	listen := testenv.FreeAddr(t)
-	backendEnv := testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey), "ELASTICSEARCH_USERNAME": "", "LISTEN_ADDR": listen})
+	backendEnv := testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, apiKey), "ELASTICSEARCH_USERNAME": "", "LISTEN_ADDR": listen})
 	backend := testenv.StartProcess(t, binary(t, "backend"), backendEnv)
 	waitReady(t, backend, "backend", "http://"+listen+"/readyz")
 	if code := status(t, "http://"+listen+"/getJsonStream?start_date=2023-03-09&end_date=2023-03-10"); code != http.StatusOK {
@@ -244,8 +242,8 @@ func TestSecretsNeverAppearInLogs(t *testing.T) {
 		{"webserver with a wrong NATS token", "webserver", testenv.WithEnv(esEnv, testenv.WithEnv(natsEnv, map[string]string{"NATS_TOKEN": wrongToken}))},
 		{"publisher with a wrong NATS token", "publisher", testenv.WithEnv(natsEnv, map[string]string{"NATS_TOKEN": wrongToken})},
 		{"webserver with a wrong Elasticsearch password", "webserver", testenv.WithEnv(natsEnv, testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_PASSWORD": wrongPassword}))},
-		{"backend with an API key given twice", "backend", testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": secured.APIKey, "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, secured.APIKey)})},
-		{"backend with a password in the address", "backend", testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_URL": strings.Replace(secured.URL, "https://", "https://pipeline:"+secured.Password+"@", 1)})},
+		{"backend with an API key given twice", "backend", testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": apiKey, "ELASTICSEARCH_API_KEY_FILE": writeSecret(t, apiKey)})},
+		{"backend with a password in the address", "backend", testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_URL": strings.Replace(secured.URL, "https://", "https://pipeline:"+password+"@", 1)})},
 		{"publisher with a NATS password but no user", "publisher", testenv.WithEnv(natsEnv, map[string]string{"NATS_TOKEN": "", "NATS_PASSWORD": natsPassword})},
 		{"webserver with an API key that is not encoded", "webserver", testenv.WithEnv(natsEnv, testenv.WithEnv(esEnv, map[string]string{"ELASTICSEARCH_USERNAME": "", "ELASTICSEARCH_PASSWORD": "", "ELASTICSEARCH_API_KEY": "id:" + wrongPassword}))},
 	}
@@ -265,7 +263,7 @@ func TestSecretsNeverAppearInLogs(t *testing.T) {
 		outputs[bin+" --help"] = out
 	}
 
-	assertNoSecrets(t, outputs, token, wrongToken, natsPassword, wrongPassword, secured.Password, secured.APIKey)
+	assertNoSecrets(t, outputs, token, wrongToken, natsPassword, wrongPassword, password, apiKey)
 	for name, out := range outputs {
 		if strings.TrimSpace(out) == "" {
 			t.Errorf("%s wrote nothing: the scan saw nothing to scan", name)

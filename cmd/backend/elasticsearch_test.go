@@ -10,7 +10,7 @@ import (
 
 // Refusals run the backend in-process, through run, as main does.
 func TestElasticsearchRefusalsStopTheStartAtOnceWithAMessageNamingTheProblem(t *testing.T) {
-	for _, r := range testenv.ElasticsearchRefusals(t, testenv.ElasticsearchURL(t), "") {
+	for _, r := range testenv.ElasticsearchRefusals(t, "") {
 		t.Run(r.Name, func(t *testing.T) { r.Check(t, "backend", run) })
 	}
 }

@@ -88,6 +88,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		hub := follow.NewHub(cfg.Follow, webserver, st, log, metrics.ObserveFollowStep)
 		following = followHub{Hub: hub, Consumer: webserver}
+		// A permission error arrives asynchronously, in the connection's error
+		// log; the polls deliver everything meanwhile, only later.
+		if _, err := webserver.WhenSettled(hub.Wake); err != nil {
+			return err
+		}
 		// Follows never end by themselves: at a stop they end at once, with a
 		// record saying so, and their clients resume elsewhere.
 		go func() {

@@ -10,7 +10,7 @@ import (
 
 func TestElasticsearchRefusalsStopTheStartAtOnceWithAMessageNamingTheProblem(t *testing.T) {
 	nats := testenv.StartNATS(t) // the webserver connects to NATS first
-	for _, r := range testenv.ElasticsearchRefusals(t, testenv.ElasticsearchURL(t), nats.URL()) {
+	for _, r := range testenv.ElasticsearchRefusals(t, nats.URL()) {
 		t.Run(r.Name, func(t *testing.T) { r.Check(t, "webserver", run) })
 	}
 }

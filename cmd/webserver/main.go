@@ -18,6 +18,7 @@ import (
 
 	"github.com/annotated-data/pipeline/internal/admin"
 	"github.com/annotated-data/pipeline/internal/config"
+	"github.com/annotated-data/pipeline/internal/consumer"
 	"github.com/annotated-data/pipeline/internal/ingest"
 	"github.com/annotated-data/pipeline/internal/serve"
 	"github.com/annotated-data/pipeline/internal/store"
@@ -77,7 +78,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	reg := admin.NewRegistry()
-	ingester := ingest.New(svc.js, st, cfg.Ingest, log, ingest.NewMetrics(reg))
+	ingestCfg := cfg.Ingest
+	notices := consumer.SettledSubject(cfg.Stream, cfg.Durable)
+	// A notice that cannot be sent (a NATS without permission for it) costs the
+	// followers a poll interval, never a document: publish errors are ignored.
+	ingestCfg.Notify = func() { _ = svc.nc.Publish(notices, nil) }
+	ingester := ingest.New(svc.js, st, ingestCfg, log, ingest.NewMetrics(reg))
 	admin.ElasticsearchStatus(reg, "webserver", func(ctx context.Context) (string, error) {
 		h, err := st.Health(ctx)
 		return string(h), err

@@ -42,3 +42,19 @@ func TestReplayNeedsAWindow(t *testing.T) {
 		t.Errorf("replay without a window: %v; want an error naming --from-seq and --since", err)
 	}
 }
+
+func TestSetupSecurityHasItsOwnHelpAndRefusesABadFileBeforeConnecting(t *testing.T) {
+	out := &testenv.Buffer{}
+	if err := run(context.Background(), []string{"webserver", "setup-security", "--help"}, func(string) string { return "" }, out); err != nil {
+		t.Fatalf("setup-security --help: %v", err)
+	}
+	for _, want := range []string{"Usage: webserver setup-security", "--file", "--secrets", "deploy/elasticsearch-security.json", "Exit status"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("setup-security --help does not mention %s:\n%s", want, out)
+		}
+	}
+	err := run(context.Background(), []string{"webserver", "setup-security", "--file", "/nonexistent/security.json"}, func(string) string { return "" }, &testenv.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/security.json") {
+		t.Errorf("setup-security with a missing file: %v, want an error naming it", err)
+	}
+}

@@ -11,3 +11,7 @@ echo "services: building the Elasticsearch launcher (the first build downloads E
 # Debian's Maven writes colour resets even when quiet and not on a terminal.
 mvn -q -B --no-transfer-progress -f "$dir/pom.xml" package 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
 
+# Maven leaves classpath.txt alone when the classpath did not change, so mark the
+# build as done here; otherwise every later call would build again (and, with two
+# nodes starting at once, rewrite classes a running JVM is loading).
+touch "$stamp"

@@ -94,7 +94,8 @@ func BackendVars(cfg *Backend) []Var {
 	vars = append(vars,
 		Var{Name: "NATS_STREAM", Default: "ANNOTATIONS", Usage: "follow=true: the webserver's stream", target: &cfg.Follow.Stream},
 		Var{Name: "NATS_DURABLE", Default: "webserver", Usage: "follow=true: the webserver's durable consumer; its ack floor says which messages are settled", target: &cfg.Follow.Durable},
-		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "250ms", Usage: "follow=true: how often the webserver's progress is read while someone follows; a refresh and a query follow only when it moved", target: &cfg.Follow.PollInterval},
+		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "250ms", Usage: "follow=true: how often the webserver's progress is read while someone follows and no notice of a settled batch came (the notices make the steps; polling catches a lost one); a refresh and a query follow only when it moved", target: &cfg.Follow.PollInterval},
+		Var{Name: "FOLLOW_MIN_STEP_INTERVAL", Default: "100ms", Usage: "follow=true: the least time between two steps, and so at most 1s/this refreshes of the indices a second from this backend; raise it when many backends follow one cluster", target: &cfg.Follow.MinStepInterval},
 		Var{Name: "FOLLOW_BUFFER", Default: "10000", Usage: "follow=true: documents held for a follower that has not taken them yet; one further behind is cut", target: &cfg.Follow.Buffer},
 		Var{Name: "FOLLOW_HEARTBEAT", Default: "15s", Usage: "follow=true: an idle stream sends a keep-alive this often, so proxies keep it open", target: &cfg.Heartbeat},
 		Var{Name: "API_MAX_FOLLOWERS", Default: "0", Usage: "follow=true streams served at once (they also count against API_MAX_STREAMS); more are answered 503 (0: half of API_MAX_STREAMS, at least 1)", target: &cfg.MaxFollowers},
@@ -129,13 +130,14 @@ func LoadBackend(getenv func(string) string) (Backend, error) {
 	cfg.Elasticsearch.check(c)
 	cfg.NATS.checkOptional(c)
 	if !cfg.NATS.Enabled() {
-		for _, name := range []string{"NATS_STREAM", "NATS_DURABLE", "FOLLOW_POLL_INTERVAL", "FOLLOW_BUFFER", "FOLLOW_HEARTBEAT", "API_MAX_FOLLOWERS"} {
+		for _, name := range []string{"NATS_STREAM", "NATS_DURABLE", "FOLLOW_POLL_INTERVAL", "FOLLOW_MIN_STEP_INTERVAL", "FOLLOW_BUFFER", "FOLLOW_HEARTBEAT", "API_MAX_FOLLOWERS"} {
 			c.add(!c.set[name], name, "is set, but NATS_URL is not: follow=true needs NATS")
 		}
 	}
 	c.add(cfg.Follow.Stream != "", "NATS_STREAM", "must not be empty")
 	c.add(cfg.Follow.Durable != "", "NATS_DURABLE", "must not be empty")
 	c.add(cfg.Follow.PollInterval >= 100*time.Millisecond, "FOLLOW_POLL_INTERVAL", "must be at least 100ms, got %s", cfg.Follow.PollInterval)
+	c.add(cfg.Follow.MinStepInterval >= 10*time.Millisecond, "FOLLOW_MIN_STEP_INTERVAL", "must be at least 10ms, got %s", cfg.Follow.MinStepInterval)
 	c.positive("FOLLOW_BUFFER", cfg.Follow.Buffer)
 	c.add(cfg.Heartbeat >= time.Second, "FOLLOW_HEARTBEAT", "must be at least 1s, got %s", cfg.Heartbeat)
 	c.add(cfg.MaxFollowers >= 0 && cfg.MaxFollowers <= max(cfg.MaxStreams, 1), "API_MAX_FOLLOWERS",

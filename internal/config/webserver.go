@@ -70,7 +70,7 @@ func IngesterVars(cfg *Ingester) []Var {
 		{Name: "NATS_DLQ_SUBJECT_PREFIX", Default: "dlq", Usage: "a dead letter's subject is <prefix>.<original subject>; default: dlq for ANNOTATIONS_DLQ, else NATS_DLQ_STREAM in lower case (lidar_dlq), so each pipeline on one NATS server has its own",
 			target: &cfg.DLQSubjectPrefix, derive: func() string { return ingest.DeadLetterSubjectPrefix(cfg.DLQStream) }},
 		{Name: "NATS_MAX_ACK_PENDING", Default: "0", Usage: "most messages un-acked at once across all replicas (0: BULK_MAX_DOCS × (BULK_WORKERS + 2))", target: &cfg.MaxAckPending},
-		{Name: "NATS_ACK_WAIT", Default: "30s", Usage: "how long NATS waits for an ack before redelivering; long bulks extend it", target: &cfg.AckWait},
+		{Name: "NATS_ACK_WAIT", Default: "4s", Usage: "how long NATS waits for an ack before redelivering: what a killed webserver's messages, and with them every follower, wait; the webserver keeps the messages it works on in progress every third of it", target: &cfg.AckWait},
 		{Name: "NATS_MAX_DELIVER", Default: "5", Usage: "a message delivered more often than this (crash loops) is dead-lettered", target: &cfg.MaxDeliver},
 	}...)
 	vars = append(vars, cfg.Elasticsearch.vars()...)
@@ -89,7 +89,7 @@ func IngesterVars(cfg *Ingester) []Var {
 		Var{Name: "MAX_MESSAGE_BYTES", Default: "1048576", Usage: "larger messages are dead-lettered", target: &cfg.MaxMessageBytes},
 		Var{Name: "BULK_MAX_DOCS", Default: "5000", Usage: "documents per bulk request", target: &cfg.BulkMaxDocs},
 		Var{Name: "BULK_MAX_BYTES", Default: "5242880", Usage: "bytes per bulk request", target: &cfg.BulkMaxBytes},
-		Var{Name: "BULK_MAX_WAIT", Default: "1s", Usage: "longest a partly filled batch waits before it is sent", target: &cfg.BulkMaxWait},
+		Var{Name: "BULK_MAX_WAIT", Default: "1s", Usage: "longest one pull waits for a first message when none is waiting; a partly filled batch never waits: it is sent at once", target: &cfg.BulkMaxWait},
 		Var{Name: "BULK_WORKERS", Default: "2", Usage: "bulk requests in flight at once", target: &cfg.BulkWorkers},
 		Var{Name: "BULK_TIMEOUT", Default: "60s", Usage: "a bulk request taking longer is abandoned and retried", target: &cfg.BulkTimeout},
 		Var{Name: "ADMIN_ADDR", Default: ":8081", Usage: "address of /healthz, /readyz and /metrics", target: &cfg.AdminAddr},

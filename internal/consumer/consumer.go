@@ -31,6 +31,24 @@ func New(nc *nats.Conn, stream, durable string) (*Consumer, error) {
 	return &Consumer{nc: nc, js: js, stream: stream, durable: durable}, nil
 }
 
+// SettledSubject is the core NATS subject on which the webserver of stream and
+// durable announces each settled batch, so that followers read the ack floor at
+// once instead of at their next poll. The notice carries nothing: the floor
+// stays the only proof of what is settled, and a lost notice only delays.
+func SettledSubject(stream, durable string) string {
+	return "pipeline.settled." + stream + "." + durable
+}
+
+// WhenSettled calls fn on every notice of SettledSubject, until the returned
+// subscription is drained or the connection closes.
+func (c *Consumer) WhenSettled(fn func()) (*nats.Subscription, error) {
+	sub, err := c.nc.Subscribe(SettledSubject(c.stream, c.durable), func(*nats.Msg) { fn() })
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to the webserver's notices on %s: %w", SettledSubject(c.stream, c.durable), err)
+	}
+	return sub, nil
+}
+
 // ErrMissing means the stream or the consumer does not exist (yet): the webserver
 // creates both when it first starts.
 var ErrMissing = errors.New("the webserver's stream or consumer does not exist yet")

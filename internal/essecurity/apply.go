@@ -104,7 +104,9 @@ func Apply(ctx context.Context, es esapi.Transport, f File, secrets Secrets, out
 		// creator's: created by a superuser, it has exactly its roles'.
 		descriptors := map[string]Role{}
 		for _, r := range k.Roles {
-			descriptors[r] = f.Roles[r]
+			d := f.Roles[r]
+			d.Description = "" // a key's role descriptors take none
+			descriptors[r] = d
 		}
 		request := map[string]any{"name": name, "role_descriptors": descriptors}
 		if k.Expiration != "" {

@@ -115,6 +115,18 @@ func NewHub(cfg Config, floor Floor, st Store, log *slog.Logger, observe func(st
 	return &Hub{cfg: cfg, floor: floor, store: st, log: log, offerWait: 10 * time.Second, observe: observe, pollers: map[string]*poller{}}
 }
 
+// Wake tells the followers' pollers that the floor may have moved, so that they
+// step now rather than at their next poll. The webserver's notice after each
+// settled batch calls it; a lost or early wake-up costs at most a poll interval,
+// since the floor, read at each step, is the only proof of what is settled.
+func (h *Hub) Wake() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.pollers {
+		p.wake()
+	}
+}
+
 // Start is where a follow begins: its history covers @nats.seq ≤ the returned
 // floor, which is searchable when Start returns.
 func (h *Hub) Start(ctx context.Context) (uint64, error) {
@@ -169,7 +181,7 @@ func (h *Hub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields
 	}
 	p := h.pollers[key]
 	if p == nil {
-		p = &poller{hub: h, fields: fields, subs: map[*Follower]struct{}{}, filters: map[string]*sharedFilter{}}
+		p = &poller{hub: h, fields: fields, subs: map[*Follower]struct{}{}, filters: map[string]*sharedFilter{}, woken: make(chan struct{}, 1)}
 		h.pollers[key] = p
 	}
 	h.mu.Unlock()
@@ -280,6 +292,8 @@ func (f *Follower) inRange(page pipeline.Page, pos uint64) pipeline.Page {
 type poller struct {
 	hub    *Hub
 	fields []string
+	// woken holds a wake-up (Hub.Wake) until the running poller takes it.
+	woken chan struct{}
 
 	// step is held for a whole step, and by join: a follower joins between
 	// steps, so it gets every step after the position it joined at, whole.
@@ -382,11 +396,22 @@ func (p *poller) leave(f *Follower) {
 	}
 }
 
-// run steps every poll interval while anyone follows.
+// run steps while anyone follows: when woken, and every poll interval in case
+// a wake-up was lost; never twice within MinStepInterval, which bounds the
+// refreshes this backend asks of Elasticsearch.
 func (p *poller) run() {
 	t := time.NewTicker(p.hub.cfg.PollInterval)
 	defer t.Stop()
-	for range t.C {
+	var last time.Time
+	for {
+		select {
+		case <-t.C:
+			if time.Since(last) < p.hub.cfg.MinStepInterval {
+				continue // a wake-up just stepped
+			}
+		case <-p.woken:
+			time.Sleep(p.hub.cfg.MinStepInterval - time.Since(last))
+		}
 		p.mu.Lock()
 		if len(p.subs) == 0 {
 			p.running = false
@@ -394,7 +419,16 @@ func (p *poller) run() {
 			return
 		}
 		p.mu.Unlock()
+		last = time.Now()
 		p.once()
+	}
+}
+
+// wake asks the poller for a step, unless one is asked for already.
+func (p *poller) wake() {
+	select {
+	case p.woken <- struct{}{}:
+	default:
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,3 +359,81 @@ func TestAFilteredFollowerCatchesUpOnItsOwnDocuments(t *testing.T) {
 		t.Errorf("caught up on %v, want %v", caught, want)
 	}
 }
+
+// A notice makes the step at once, where polling alone would wait its interval.
+func TestANoticeStepsAtOnceWithoutWaitingForThePoll(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := NewHub(Config{PollInterval: time.Hour, MinStepInterval: time.Millisecond, PageSize: 7, Buffer: 100}, floor, st, slog.New(slog.DiscardHandler), nil)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for seq := uint64(1); seq <= 3; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(3)
+	h.Wake()
+	if got := collect(t, f, nil, 3); !slices.Equal(got, seqs(1, 3)) {
+		t.Errorf("after the notice, got %v, want 1..3", got)
+	}
+}
+
+// A notice that comes before the floor moves (the acks still on their way) finds
+// nothing; the documents come with the next step, by notice or by poll, each
+// once; and notices that are never sent only make followers wait for the poll.
+func TestEarlyOrLostNoticesDelayDocumentsButNeverSkipThem(t *testing.T) {
+	floor, st := &fakeFloor{}, &fakeStore{}
+	h := NewHub(Config{PollInterval: 50 * time.Millisecond, MinStepInterval: time.Millisecond, PageSize: 7, Buffer: 100}, floor, st, slog.New(slog.DiscardHandler), nil)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for seq := uint64(1); seq <= 5; seq++ {
+		st.add(seq, int64(seq))
+	}
+	h.Wake() // early: the floor is still 0
+	time.Sleep(20 * time.Millisecond)
+	floor.set(5) // no notice for this one: the poll finds it
+	got := collect(t, f, nil, 5)
+	for seq := uint64(6); seq <= 9; seq++ {
+		st.add(seq, int64(seq))
+	}
+	floor.set(9)
+	h.Wake()
+	if got = collect(t, f, got, 9); !slices.Equal(got, seqs(1, 9)) {
+		t.Errorf("got %v, want 1..9 once each", got)
+	}
+}
+
+// However many notices come, the steps, and with them the refreshes, keep
+// MinStepInterval apart.
+func TestNoticesNeverStepMoreOftenThanTheMinimumInterval(t *testing.T) {
+	floor, st := &fakeFloor{}, &countingStore{}
+	h := NewHub(Config{PollInterval: time.Hour, MinStepInterval: 50 * time.Millisecond, PageSize: 7, Buffer: 100}, floor, st, slog.New(slog.DiscardHandler), nil)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	begin := st.refreshes.Load()
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for n := uint64(1); time.Now().Before(deadline); n++ {
+		floor.set(n) // every notice finds the floor moved
+		h.Wake()
+		time.Sleep(time.Millisecond)
+	}
+	// An upper bound only: a loaded machine may step less often, never more.
+	if steps := st.refreshes.Load() - begin; steps > 11 || steps == 0 {
+		t.Errorf("%d refreshes in 500ms of notices every millisecond, want at most 11 (one per 50ms) and some", steps)
+	}
+}
+
+// countingStore is an empty store that counts refreshes, one per step.
+type countingStore struct {
+	fakeStore
+	refreshes atomic.Int64
+}
+
+func (s *countingStore) Refresh(context.Context) error { s.refreshes.Add(1); return nil }

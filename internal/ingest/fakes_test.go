@@ -194,7 +194,7 @@ func (f *fakeJetStream) deadLetters() []*nats.Msg {
 }
 
 // fakeConsumer hands out the given batches of messages, one per Fetch, then none.
-// The ingester calls only Fetch and Info (its consumer interface); the rest of
+// The ingester calls only Fetch, FetchNoWait and Info (its consumer interface); the rest of
 // jetstream.Consumer, which CreateOrUpdateConsumer must return, fails.
 type fakeConsumer struct {
 	fetchErrs int // the first fetches fail this many times
@@ -205,6 +205,14 @@ type fakeConsumer struct {
 }
 
 func (c *fakeConsumer) Fetch(int, ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	return c.next()
+}
+
+// FetchNoWait is Fetch: the fake's batches are all there is, waiting.
+func (c *fakeConsumer) FetchNoWait(int) (jetstream.MessageBatch, error) { return c.next() }
+
+// next hands out the next batch, after the failures asked for.
+func (c *fakeConsumer) next() (jetstream.MessageBatch, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.fetches++
@@ -243,7 +251,6 @@ var errNotCalled = errors.New("fakeConsumer: the ingester does not call this")
 func (c *fakeConsumer) FetchBytes(int, ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
 	return nil, errNotCalled
 }
-func (c *fakeConsumer) FetchNoWait(int) (jetstream.MessageBatch, error) { return nil, errNotCalled }
 func (c *fakeConsumer) Consume(jetstream.MessageHandler, ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
 	return nil, errNotCalled
 }

@@ -51,8 +51,13 @@ type Config struct {
 	StreamReplicas  int           // default 1
 	DuplicateWindow time.Duration // Nats-Msg-Id deduplication on publish (default 2m)
 
-	MaxAckPending int           // default BulkMaxDocs × (BulkWorkers + 2)
-	AckWait       time.Duration // before NATS redelivers; long bulks extend it (default 30s)
+	MaxAckPending int // default BulkMaxDocs × (BulkWorkers + 2)
+	// AckWait is how long NATS waits before it redelivers a message (default
+	// 4s). The ingester keeps what it works on in progress every third of it,
+	// so a short one costs only those keep-alives, while a killed webserver's
+	// messages come back, and the ack floor that followers wait on moves
+	// again, that much later.
+	AckWait time.Duration
 	// MaxDeliver is how often a message may be delivered before it is
 	// dead-lettered as a crash loop (default 5).
 	MaxDeliver      int
@@ -68,12 +73,17 @@ type Config struct {
 
 	BulkMaxDocs  int           // documents per bulk request (default 5000)
 	BulkMaxBytes int           // bytes per bulk request (default 5 MiB)
-	BulkMaxWait  time.Duration // longest a partly filled batch waits (default 1s)
+	BulkMaxWait  time.Duration // longest one pull waits for a first message when none is waiting (default 1s)
 	BulkWorkers  int           // bulk requests in flight (default 2)
 	BulkTimeout  time.Duration // a slower bulk request is abandoned and retried (default 60s)
 
 	ProgressInterval time.Duration // a progress line while there is work (default 10s)
 	ShutdownTimeout  time.Duration // for bulks in flight after a stop (default 30s)
+
+	// Notify, if set, is called after each batch the durable consumer settled
+	// (never during a replay): the webserver announces it on NATS, so that
+	// followers read the moved ack floor at once instead of at their next poll.
+	Notify func()
 }
 
 // DeadLetterStream is the default dead-letter stream of stream: LIDAR_DLQ for
@@ -106,7 +116,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.StreamReplicas = cmp.Or(c.StreamReplicas, 1)
 	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, 2*time.Minute)
-	c.AckWait = cmp.Or(c.AckWait, 30*time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 4*time.Second)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, 5)
 	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, 1<<20)
 	c.TimestampField = cmp.Or(c.TimestampField, "timestamp")
@@ -152,6 +162,7 @@ var _ JetStream = jetstream.JetStream(nil)
 // ordered one: batches of messages, and how many are still pending.
 type consumer interface {
 	Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error)
+	FetchNoWait(batch int) (jetstream.MessageBatch, error)
 	Info(ctx context.Context) (*jetstream.ConsumerInfo, error)
 }
 
@@ -182,7 +193,7 @@ func New(js JetStream, st Indexer, cfg Config, log *slog.Logger, m *Metrics) *In
 	return &Ingester{
 		js: js, store: st, cfg: cfg, log: log, metrics: m,
 		es:        &esState{log: log, metrics: m},
-		settler:   &durable{ackWait: cfg.AckWait, failures: &settleFailures{log: log, metrics: m}},
+		settler:   &durable{ackWait: cfg.AckWait, failures: &settleFailures{log: log, metrics: m}, notify: cfg.Notify},
 		fallbacks: &fallbacks{log: log, metrics: m, field: cfg.TimestampField, said: sampled{every: sampledLogInterval}},
 		asides:    &asides{log: log, metrics: m, said: sampled{every: sampledLogInterval}},
 		retry:     dial.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second},
@@ -312,6 +323,7 @@ func (in *Ingester) withWorkers(work context.Context, feed func(batches chan<- *
 		wg.Go(func() {
 			for b := range batches {
 				in.index(work, b)
+				in.settler.batchSettled()
 			}
 		})
 	}
@@ -363,36 +375,57 @@ func (in *Ingester) handOver(bs []*batch, batches chan<- *batch) {
 	}
 }
 
-// fetch pulls up to one batch of messages, waiting at most Config.BulkMaxWait for
-// them.
+// fetch pulls up to one batch of messages: whatever the consumer holds, at once
+// (a whole batch at backlog), or, when it holds nothing, the first message to
+// arrive within Config.BulkMaxWait and whatever came with it. A partial batch
+// never waits for more: with no backlog a message is indexed as soon as it
+// arrives, which is what a follower sees, and under load batches grow by
+// themselves, since nothing is fetched while every worker is busy.
 //
 // nats.go recommends Consume or Messages for continuous work, which keep pull
-// requests open ahead of the consumer. Fetch in a loop is deliberate here: a batch
-// is exactly what one bulk request can take, nothing is pulled while every worker
-// is busy (the send on batches blocks), and so the messages this process holds are
-// bounded by (workers + 1) batches, however slow Elasticsearch is. With Consume the
-// client buffers PullMaxMessages ahead whether or not anyone can index them, and
-// their AckWait runs meanwhile. NATS alone drains far faster than Elasticsearch
-// indexes (see the shared notes), so the round trip per batch costs nothing
+// requests open ahead of the consumer. Fetching in a loop is deliberate here: a
+// batch is exactly what one bulk request can take, nothing is pulled while every
+// worker is busy (the send on batches blocks), and so the messages this process
+// holds are bounded by (workers + 1) batches, however slow Elasticsearch is. With
+// Consume the client buffers PullMaxMessages ahead whether or not anyone can index
+// them, and their AckWait runs meanwhile. NATS alone drains far faster than
+// Elasticsearch indexes (see the shared notes), so the round trips cost nothing
 // measurable.
 //
-// The wait is FetchMaxWait, not a context deadline: with FetchContext the client
-// stops reading when its context ends, only a tenth of the wait after the server
-// stops sending, and a message still in transit then is dropped unacked. It comes
-// back only after AckWait, and meanwhile holds the consumer's ack floor, and so
-// every follower, behind it. With FetchMaxWait the fetch ends on the server's own
-// expiry notice, which arrives after every message it sent. A stop therefore
-// waits for the fetch in hand, at most BULK_MAX_WAIT.
+// Every pull ends on the server's word, never on a client deadline: FetchNoWait
+// on its "no more messages" status, and the wait for a first message on
+// FetchMaxWait's expiry notice. With FetchContext the client stops reading when
+// its context ends, a tenth of the wait after the server stops sending, and a
+// message still in transit is dropped unacked: it comes back only after
+// AckWait, holding the consumer's ack floor, and so every follower, behind it
+// meanwhile. A stop therefore waits for the pull in hand, at most BULK_MAX_WAIT.
 func (in *Ingester) fetch(cons consumer) ([]jetstream.Msg, error) {
-	res, err := cons.Fetch(in.cfg.BulkMaxDocs, jetstream.FetchMaxWait(in.cfg.BulkMaxWait))
+	msgs, err := pull(cons.FetchNoWait(in.cfg.BulkMaxDocs))
+	if err == nil && len(msgs) == 0 {
+		msgs, err = pull(cons.Fetch(1, jetstream.FetchMaxWait(in.cfg.BulkMaxWait)))
+		if err == nil && len(msgs) > 0 && in.cfg.BulkMaxDocs > 1 {
+			// What arrived with the first message joins it. A failure here
+			// loses nothing: the next fetch takes those messages.
+			if more, err := pull(cons.FetchNoWait(in.cfg.BulkMaxDocs - len(msgs))); err == nil {
+				msgs = append(msgs, more...)
+			}
+		}
+	}
+	in.metrics.hold(len(msgs))
+	return msgs, err
+}
+
+// pull reads one pull request's messages. Its end for want of messages (none
+// waiting, or none within the wait) is not an error; any other is, unless
+// messages came before it, which are then kept: the next pull reports it again.
+func pull(res jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs := make([]jetstream.Msg, 0, in.cfg.BulkMaxDocs)
+	var msgs []jetstream.Msg
 	for m := range res.Messages() {
 		msgs = append(msgs, m)
 	}
-	in.metrics.hold(len(msgs))
 	err = res.Error()
 	if err == nil || len(msgs) > 0 || errors.Is(err, jetstream.ErrNoMessages) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {

@@ -68,6 +68,9 @@ func (r *replaying) settle(_ jetstream.Msg, s settlement) {
 
 func (r *replaying) keepInProgress([]jetstream.Msg) (stop func()) { return func() {} }
 
+// batchSettled: a replay moves no ack floor, so it has nothing to announce.
+func (r *replaying) batchSettled() {}
+
 // alreadyDeadLettered says whether m has a dead letter: a replay dead-letters a
 // message once, however often it runs, since the dead letter's own id only
 // deduplicates within the stream's duplicate window.

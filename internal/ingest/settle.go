@@ -38,6 +38,8 @@ type settler interface {
 	// alreadyDeadLettered reports whether m has a dead letter from before, and
 	// so is terminated without a second one.
 	alreadyDeadLettered(m jetstream.Msg) bool
+	// batchSettled is told when every message of a batch is settled.
+	batchSettled()
 }
 
 // settle is the one place a message is acked, terminated or handed back. Every
@@ -55,6 +57,17 @@ func (in *Ingester) settle(m jetstream.Msg, s settlement) {
 type durable struct {
 	ackWait  time.Duration
 	failures *settleFailures
+	notify   func() // Config.Notify
+}
+
+// batchSettled tells Config.Notify that the ack floor may have moved. The acks
+// went out on the same connection before the notice does, so the server has
+// them first; and a notice that comes early only makes a follower read the
+// floor once more.
+func (d *durable) batchSettled() {
+	if d.notify != nil {
+		d.notify()
+	}
 }
 
 func (d *durable) settle(m jetstream.Msg, s settlement) {

@@ -40,19 +40,19 @@ var (
 // and the role of deploy/elasticsearch-security.json that grants them, which
 // messages name as the place to fix a missing one.
 type Access struct {
-	Role  string
+	Roles []string
 	Needs []Need
 }
 
 // Webserver is the ingester's access; auditing (AUDIT_INTERVAL) reads what it
 // indexed, and retention (ES_RETENTION) lists and deletes indices.
 func Webserver(audit, retention bool) Access {
-	a := Access{Role: "annotations_writer", Needs: []Need{needMonitor, needTemplates, needCreateDoc, needCreateIdx}}
+	a := Access{Roles: []string{"annotations_writer"}, Needs: []Need{needMonitor, needTemplates, needCreateDoc, needCreateIdx}}
 	if audit {
 		a.Needs = append(a.Needs, needRead)
 	}
 	if retention {
-		a.Role += " and annotations_retention"
+		a.Roles = append(a.Roles, "annotations_retention")
 		a.Needs = append(a.Needs, needListIdx, needDelete)
 	}
 	return a
@@ -60,22 +60,23 @@ func Webserver(audit, retention bool) Access {
 
 // Backend is the API's access: it searches, and follow refreshes.
 func Backend() Access {
-	return Access{Role: "annotations_reader", Needs: []Need{needMonitor, needRead, needRefresh}}
+	return Access{Roles: []string{"annotations_reader"}, Needs: []Need{needMonitor, needRead, needRefresh}}
 }
 
 // Operator is the access of `webserver audit` (read only) and of `audit --repair`
 // and `replay`, which index what is missing as the webserver would.
 func Operator(writes bool) Access {
-	a := Access{Role: "annotations_operator", Needs: []Need{needMonitor, needRead}}
+	a := Access{Roles: []string{"annotations_operator"}, Needs: []Need{needMonitor, needRead}}
 	if writes {
 		a.Needs = append(a.Needs, needTemplates, needCreateDoc, needCreateIdx)
 	}
 	return a
 }
 
-// SecurityAdmin is the access of `webserver setup-security`.
+// SecurityAdmin is the access of `webserver setup-security`, which no role of the
+// file grants: it is the cluster's superuser's.
 func SecurityAdmin() Access {
-	return Access{Role: "the built-in superuser (elastic)", Needs: []Need{needMonitor, needSecurity}}
+	return Access{Needs: []Need{needMonitor, needSecurity}}
 }
 
 // ClusterPrivileges and IndexPrivileges list a's privileges by kind, sorted and
@@ -125,9 +126,13 @@ type MissingPrivilegesError struct {
 }
 
 func (e *MissingPrivilegesError) Error() string {
-	return fmt.Sprintf("elasticsearch at %s does not grant %s %s: add them to its role (%s in deploy/elasticsearch-security.json), "+
+	fix := "a role that has them (the built-in superuser elastic has all)"
+	if len(e.Access.Roles) > 0 {
+		fix = "the role " + strings.Join(e.Access.Roles, " and ") + " of deploy/elasticsearch-security.json"
+	}
+	return fmt.Sprintf("elasticsearch at %s does not grant %s %s: give it %s, "+
 		"or set ELASTICSEARCH_USERNAME (or ELASTICSEARCH_API_KEY) to one that has them",
-		e.Where, e.Who, describe(e.Missing, e.Pattern), e.Access.Role)
+		e.Where, e.Who, describe(e.Missing, e.Pattern), fix)
 }
 
 // missingPrivileges asks Elasticsearch which of access's privileges the

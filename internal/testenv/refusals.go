@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"maps"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/annotated-data/pipeline/internal/essecurity"
 )
 
 // Run is a binary's run function, called in-process: what main calls with the
@@ -76,25 +79,30 @@ func (r Refusal) Check(t *testing.T, bin string, run Run, args ...string) {
 	}
 }
 
-// ElasticsearchRefusals are the ways a secured Elasticsearch turns the webserver
-// and the backend away. natsURL is a NATS server the webserver reaches first.
-func ElasticsearchRefusals(t testing.TB, esURL, natsURL string) []Refusal {
-	secured := StartSecureElasticsearch(t, esURL)
+// ElasticsearchRefusals are the ways a node with Elasticsearch's own security
+// turns the webserver and the backend away. natsURL is a NATS server the
+// webserver reaches first.
+func ElasticsearchRefusals(t testing.TB, natsURL string) []Refusal {
+	secured := SecuredElasticsearch(t)
 	other := NewCA(t, "some other CA")
 	wrongPassword := "wrong-pw-" + randomHex(t, 12)
 	wrongKey := base64.StdEncoding.EncodeToString([]byte(randomHex(t, 8) + ":" + randomHex(t, 8)))
 	dead := "https://" + FreeAddr(t)
-	base := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": "secured", "NATS_URL": natsURL}
-	trusted := WithEnv(base, map[string]string{"ELASTICSEARCH_CA_CERT": secured.CA.CertFile})
-	user := map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": secured.Password}
+	prefix := IndexPrefix(t, secured.AdminURL)
+	base := map[string]string{"ELASTICSEARCH_URL": secured.URL, "ES_INDEX_PREFIX": prefix, "NATS_URL": natsURL}
+	trusted := WithEnv(base, map[string]string{"ELASTICSEARCH_CA_CERT": secured.CACertFile})
+	name, password := secured.User(t, secured.Role(t, essecurity.Role{Cluster: []string{"monitor"}}))
+	user := map[string]string{"ELASTICSEARCH_USERNAME": name, "ELASTICSEARCH_PASSWORD": password}
+	nobody, nobodyPassword := secured.User(t)
 	at := "elasticsearch at " + secured.URL
 	both := func(msg string) map[string]string { return map[string]string{"webserver": msg, "backend": msg} }
-	secrets := []string{secured.Password, secured.LimitedPassword, secured.APIKey, wrongPassword, wrongKey}
+	secrets := []string{password, nobodyPassword, wrongPassword, wrongKey}
+	issuer := fmt.Sprintf("%q", secured.CA.Subject.String())
 
 	cases := []Refusal{
 		{Name: "wrong password",
-			Env:  WithEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.Username, "ELASTICSEARCH_PASSWORD": wrongPassword}),
-			Want: both(at + ` rejected the credentials of user "pipeline": check ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (401 Unauthorized)`)},
+			Env:  WithEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": name, "ELASTICSEARCH_PASSWORD": wrongPassword}),
+			Want: both(at + ` rejected the credentials of user "` + name + `": check ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD (401 Unauthorized)`)},
 		{Name: "wrong API key",
 			Env:  WithEnv(trusted, map[string]string{"ELASTICSEARCH_API_KEY": wrongKey}),
 			Want: both(at + " rejected the API key in ELASTICSEARCH_API_KEY: it is wrong, expired or invalidated (401 Unauthorized)")},
@@ -102,20 +110,30 @@ func ElasticsearchRefusals(t testing.TB, esURL, natsURL string) []Refusal {
 			Env:  trusted,
 			Want: both(at + " requires credentials: set ELASTICSEARCH_USERNAME and ELASTICSEARCH_PASSWORD, or ELASTICSEARCH_API_KEY (401 Unauthorized)")},
 		{Name: "a user without privileges",
-			Env: WithEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": secured.LimitedUsername, "ELASTICSEARCH_PASSWORD": secured.LimitedPassword}),
+			Env: WithEnv(trusted, map[string]string{"ELASTICSEARCH_USERNAME": nobody, "ELASTICSEARCH_PASSWORD": nobodyPassword}),
 			Want: map[string]string{
-				"webserver": "this binary needs the cluster privileges monitor and manage_index_templates, and index privileges create_doc and create_index on secured-*",
-				"backend":   "this binary needs the cluster privilege monitor, and index privilege read (which covers points in time) on secured-*",
+				"webserver": at + ` does not grant user "` + nobody + `" the cluster privilege monitor (cluster health, at start and for /readyz), ` +
+					"the cluster privilege manage_index_templates (installing the index template), the index privilege create_doc on " + prefix + "-* (indexing documents) " +
+					"and the index privilege create_index on " + prefix + "-* (creating each day's (or month's) index): give it the role annotations_writer of deploy/elasticsearch-security.json",
+				"backend": at + ` does not grant user "` + nobody + `" the cluster privilege monitor (cluster health, at start and for /readyz), ` +
+					"the index privilege read on " + prefix + "-* (searching (exports, points in time, counts, audits)) " +
+					"and the index privilege maintenance on " + prefix + "-* (follow's refresh before each step): give it the role annotations_reader of deploy/elasticsearch-security.json",
+			}},
+		{Name: "a user with some privileges",
+			Env: WithEnv(trusted, user),
+			Want: map[string]string{
+				"webserver": at + ` does not grant user "` + name + `" the cluster privilege manage_index_templates (installing the index template), the index privilege create_doc`,
+				"backend":   at + ` does not grant user "` + name + `" the index privilege read on ` + prefix + "-*",
 			}},
 		{Name: "wrong fingerprint",
 			Env:  WithEnv(base, WithEnv(user, map[string]string{"ELASTICSEARCH_CA_FINGERPRINT": other.Fingerprint()})),
 			Want: both(at + " is not trusted: no certificate it presented has the SHA-256 fingerprint in ELASTICSEARCH_CA_FINGERPRINT")},
 		{Name: "a CA that did not sign the certificate",
 			Env:  WithEnv(base, WithEnv(user, map[string]string{"ELASTICSEARCH_CA_CERT": other.CertFile})),
-			Want: both(at + ` is not trusted: its TLS certificate is signed by an unknown authority ("CN=secure elasticsearch test CA,O=pipeline tests"); the CA in ELASTICSEARCH_CA_CERT (` + other.CertFile + ") did not sign it")},
+			Want: both(at + " is not trusted: its TLS certificate is signed by an unknown authority (" + issuer + "); the CA in ELASTICSEARCH_CA_CERT (" + other.CertFile + ") did not sign it")},
 		{Name: "no CA for a private certificate",
 			Env:  WithEnv(base, user),
-			Want: both(at + " is not trusted: its TLS certificate is signed by an unknown authority (\"CN=secure elasticsearch test CA,O=pipeline tests\"); set ELASTICSEARCH_CA_CERT")},
+			Want: both(at + " is not trusted: its TLS certificate is signed by an unknown authority (" + issuer + "); set ELASTICSEARCH_CA_CERT")},
 		{Name: "unreachable beyond the start-up timeout",
 			Env:      WithEnv(trusted, WithEnv(user, map[string]string{"ELASTICSEARCH_URL": dead, "ELASTICSEARCH_STARTUP_TIMEOUT": "3s"})),
 			Want:     both("elasticsearch unreachable at " + dead + ": "),
