@@ -287,7 +287,7 @@ func securedVariant(t *testing.T, ok bool) {
 		secured.sameIDs(t, [2]string{start.Format(layout), start.Add(time.Hour).Format(layout)}, demo)
 	})
 
-	ok = ok && t.Run("no way in without TLS or with another's password", func(t *testing.T) {
+	ok = ok && t.Run("no way in without TLS or with another's password, and the publisher only publishes frames", func(t *testing.T) {
 		if nc, err := nats.Connect("nats://127.0.0.1:4222", nats.UserInfo("publisher", publisherPassword)); err == nil {
 			nc.Close()
 			t.Error("NATS let the publisher in without TLS")
@@ -295,6 +295,25 @@ func securedVariant(t *testing.T, ok bool) {
 		if nc, err := nats.Connect(secured.nats, nats.Secure(tlsConfig), nats.UserInfo("publisher", natsWebserverPass)); err == nil {
 			nc.Close()
 			t.Error("NATS let the publisher in with the webserver's password")
+		}
+		denied := make(chan error, 1)
+		opts := append(slices.Clone(secured.natsOpts), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+		nc, err := nats.Connect(secured.nats, opts...)
+		if err != nil {
+			t.Fatalf("the publisher cannot connect over TLS with its password: %v", err)
+		}
+		defer nc.Close()
+		if err := nc.Publish("dlq.annotations.cam-01", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		nc.Flush()
+		select {
+		case err := <-denied:
+			if !strings.Contains(err.Error(), "dlq.annotations.cam-01") {
+				t.Errorf("the publisher's violation: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("the publisher published on dlq.annotations.cam-01 and NATS allowed it")
 		}
 		if res, err := http.Get("http://127.0.0.1:9200/_cluster/health"); err == nil {
 			res.Body.Close()
