@@ -13,14 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/annotated-data/pipeline/internal/certcache"
-	"github.com/annotated-data/pipeline/internal/consumer"
-
 	"github.com/goccy/go-yaml"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/annotated-data/pipeline/internal/certcache"
+	"github.com/annotated-data/pipeline/internal/consumer"
+	"github.com/annotated-data/pipeline/internal/essecurity"
 	"github.com/annotated-data/pipeline/internal/natsconn"
 	"github.com/annotated-data/pipeline/internal/testenv"
 )
@@ -56,7 +56,7 @@ func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t
 	// The override must apply to the services of the base file.
 	base := readCompose(t, "docker-compose.yml")
 	for name := range c.Services {
-		if _, ok := base.Services[name]; !ok && name != "setup" {
+		if _, ok := base.Services[name]; !ok && name != "setup" && name != "setup-security" {
 			t.Errorf("docker-compose.prod.yml overrides %s, which docker-compose.yml does not have", name)
 		}
 	}
@@ -89,8 +89,8 @@ func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t
 		if env["ELASTICSEARCH_CA_CERT"] != "/certs/ca/ca.crt" || !slices.Contains(s.Volumes, "certs:/certs:ro") {
 			t.Errorf("%s does not read the CA from the certs volume: CA %q, volumes %v", bin, env["ELASTICSEARCH_CA_CERT"], s.Volumes)
 		}
-		if d := s.DependsOn["setup"].Condition; d != "service_completed_successfully" {
-			t.Errorf("%s waits for setup with %q, want service_completed_successfully (its user exists then)", bin, d)
+		if d := s.DependsOn["setup-security"].Condition; d != "service_completed_successfully" {
+			t.Errorf("%s waits for setup-security with %q, want service_completed_successfully (its user exists then)", bin, d)
 		}
 		for k, v := range env {
 			if !slices.Contains(readBy[bin], k) {
@@ -99,12 +99,68 @@ func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t
 			if secretVariable(k) {
 				t.Errorf("%s: %s puts a secret in the environment; give it as a file (%s_FILE)", bin, k, k)
 			}
-			if strings.HasSuffix(k, "_FILE") {
+			if name, ok := strings.CutSuffix(k, "_FILE"); ok && secretVariable(name) {
 				secret, ok := strings.CutPrefix(v, "/run/secrets/")
 				if _, defined := c.Secrets[secret]; !ok || !defined || !slices.Contains(s.Secrets, secret) {
 					t.Errorf("%s: %s=%s is not a secret granted to it", bin, k, v)
 				}
 			}
+		}
+	}
+}
+
+// The roles and users come from deploy/elasticsearch-security.json, applied by
+// setup-security as the elastic user: it is given the file read-only and every
+// password the file names, as secrets, never in its environment.
+func TestProductionComposeAppliesTheSecurityFileWithEveryPasswordAsASecret(t *testing.T) {
+	raw, err := os.ReadFile("../docker-compose.prod.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c prodCompose
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("docker-compose.prod.yml does not parse: %v", err)
+	}
+	s, ok := c.Services["setup-security"]
+	if !ok {
+		t.Fatal("docker-compose.prod.yml has no setup-security service")
+	}
+	if cmd := commandText(s.Command); cmd != "setup-security --file /etc/pipeline/elasticsearch-security.json --secrets /run/secrets" {
+		t.Errorf("setup-security runs %q", cmd)
+	}
+	if !slices.Contains(s.Volumes, "./deploy/elasticsearch-security.json:/etc/pipeline/elasticsearch-security.json:ro") {
+		t.Errorf("setup-security does not mount deploy/elasticsearch-security.json read-only: %v", s.Volumes)
+	}
+	if d := s.DependsOn["elasticsearch"].Condition; d != "service_healthy" {
+		t.Errorf("setup-security waits for elasticsearch with %q, want service_healthy", d)
+	}
+	want := map[string]string{
+		"ELASTICSEARCH_URL":           "https://elasticsearch:9200",
+		"ELASTICSEARCH_USERNAME":      "elastic",
+		"ELASTICSEARCH_PASSWORD_FILE": "/run/secrets/elastic_password",
+		"ELASTICSEARCH_CA_CERT":       "/certs/ca/ca.crt",
+	}
+	for k, v := range want {
+		if s.Environment[k] != v {
+			t.Errorf("setup-security: %s = %q, want %q", k, s.Environment[k], v)
+		}
+	}
+	for k := range s.Environment {
+		if secretVariable(k) {
+			t.Errorf("setup-security: %s puts a secret in the environment; give it as a file", k)
+		}
+	}
+	f, err := essecurity.Load("elasticsearch-security.json", "annotations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"elastic_password"}
+	for _, u := range f.Users {
+		secrets = append(secrets, u.PasswordSecret)
+	}
+	for _, secret := range secrets {
+		if _, defined := c.Secrets[secret]; !defined || !slices.Contains(s.Secrets, secret) {
+			t.Errorf("setup-security is not given the secret %s (defined: %v; its secrets: %v)", secret, defined, s.Secrets)
 		}
 	}
 }

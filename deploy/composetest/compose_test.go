@@ -3,22 +3,14 @@
 package composetest
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,15 +32,20 @@ import (
 const project = "annotations-composetest"
 
 const (
-	natsURL    = "nats://127.0.0.1:4222"
-	esURL      = "http://127.0.0.1:9200"
-	backendURL = "http://localhost:5000"
 	adminURL   = "http://127.0.0.1:8081"
 	pebbleURL  = "https://127.0.0.1:15000"
 	domain     = "api.pipeline.test" // deploy/composetest/autocert.yml
 	demoFrames = 120
 	backlog    = 20000
 )
+
+// plain is docker-compose.yml's published ports, without TLS or credentials.
+var plain = endpoints{
+	nats:    "nats://127.0.0.1:4222",
+	es:      "http://127.0.0.1:9200",
+	backend: "http://localhost:5000",
+	client:  http.DefaultClient,
+}
 
 var (
 	base     = []string{"docker-compose.yml"}
@@ -93,9 +90,9 @@ func TestDockerComposeUpForReal(t *testing.T) {
 	var demo []publish.Message
 	ok = ok && t.Run("demo frames published into nats come back complete from the backend", func(t *testing.T) {
 		demo = frames(gen, demoFrames)
-		publishAll(t, demo)
-		waitForCount(t, demoFrames)
-		docs := getJSONStream(t, demoRange, "")
+		plain.publish(t, demo)
+		plain.waitForCount(t, demoFrames)
+		docs := plain.getJSONStream(t, demoRange, "")
 		if len(docs) != demoFrames {
 			t.Fatalf("getJsonStream returned %d documents, want %d", len(docs), demoFrames)
 		}
@@ -118,12 +115,12 @@ func TestDockerComposeUpForReal(t *testing.T) {
 	ok = ok && t.Run("restarting the webserver in the middle of a backlog loses and duplicates nothing", func(t *testing.T) {
 		msgs := frames(gen, backlog)
 		all = append(slices.Clone(demo), msgs...)
-		publishAll(t, msgs)
+		plain.publish(t, msgs)
 		// Restart once a tenth of the backlog is indexed: batches are in flight,
 		// most of the backlog waits in the stream.
 		var before int
 		deadline := time.Now().Add(2 * time.Minute)
-		for before = esCount(t); before < demoFrames+backlog/10; before = esCount(t) {
+		for before = plain.esCount(t); before < demoFrames+backlog/10; before = plain.esCount(t) {
 			if time.Now().After(deadline) {
 				t.Fatalf("indexing of the backlog did not begin within 2 minutes (%d documents)", before)
 			}
@@ -134,16 +131,16 @@ func TestDockerComposeUpForReal(t *testing.T) {
 			t.Fatalf("the backlog was indexed (%d documents) before the restart was issued: nothing proven", before)
 		}
 		t.Logf("restarted the webserver with %d of %d documents indexed", before-demoFrames, backlog)
-		waitForCount(t, len(all))
-		drained(t)
-		sameIDs(t, all)
+		plain.waitForCount(t, len(all))
+		plain.drained(t)
+		plain.sameIDs(t, allRange, all)
 	})
 
 	ok = ok && t.Run("down and up keep the documents and the durable consumer's position", func(t *testing.T) {
-		before := consumer(t)
+		before := plain.consumer(t)
 		mustCompose(t, base, "down")
 		mustCompose(t, base, "up", "-d", "--wait")
-		after := consumer(t)
+		after := plain.consumer(t)
 		if after.Delivered.Stream != before.Delivered.Stream || after.AckFloor.Stream != before.AckFloor.Stream {
 			t.Errorf("consumer position moved across down/up: delivered %d → %d, ack floor %d → %d",
 				before.Delivered.Stream, after.Delivered.Stream, before.AckFloor.Stream, after.AckFloor.Stream)
@@ -153,18 +150,18 @@ func TestDockerComposeUpForReal(t *testing.T) {
 		if n := metric(t, "webserver_messages_received_total"); n != 0 {
 			t.Errorf("the webserver received %v messages after up with nothing new published: the position was lost", n)
 		}
-		if n := esCount(t); n != len(all) {
+		if n := plain.esCount(t); n != len(all) {
 			t.Errorf("%d documents after down/up, want %d", n, len(all))
 		}
 		more := frames(gen, 8)
 		all = append(all, more...)
-		publishAll(t, more)
-		waitForCount(t, len(all))
-		drained(t)
+		plain.publish(t, more)
+		plain.waitForCount(t, len(all))
+		plain.drained(t)
 		if n := metric(t, "webserver_documents_indexed_total"); n != float64(len(more)) {
 			t.Errorf("the webserver indexed %v documents after up, want exactly the %d new ones", n, len(more))
 		}
-		sameIDs(t, all)
+		plain.sameIDs(t, allRange, all)
 	})
 
 	ok = ok && t.Run("stop ends every service within its grace period with exit code 0", func(t *testing.T) {
@@ -208,57 +205,104 @@ func TestDockerComposeUpForReal(t *testing.T) {
 		}
 	})
 
-	ok = ok && t.Run("the secured variant: its configuration is valid; what the stand-ins cannot run says so", func(t *testing.T) {
-		prod := []string{"docker-compose.yml", "docker-compose.prod.yml", "--env-file", "deploy/secrets.env.example"}
-		mustCompose(t, prod, "config", "--quiet")
-		if standIn(t, "docker.elastic.co/elasticsearch/elasticsearch:8.19.21") {
-			// x-pack (security, TLS, elasticsearch-certutil) is not on Maven Central:
-			// the stand-in must refuse, at once and saying why, not run insecurely.
-			for _, svc := range []string{"setup", "elasticsearch"} {
-				out, err := composeWithin(t, 3*time.Minute, prod, "run", "--rm", "--no-deps", "-T", svc)
-				if err == nil || !strings.Contains(out, "stand-in") {
-					t.Errorf("the secured %s ran on the Elasticsearch stand-in (%v):\n%s", svc, err, out)
-				}
+	securedVariant(t, ok)
+}
+
+// The secured variant's secrets (deploy/secrets.env.example's variables).
+const (
+	elasticPassword   = "elastic-secret"
+	esWebserverPass   = "webserver-es-secret"
+	esBackendPassword = "backend-es-secret"
+	publisherPassword = "publisher-secret"
+	natsWebserverPass = "webserver-secret"
+)
+
+// securedVariant runs docker-compose.prod.yml from nothing, as an operator
+// following docs/operating.md would, and checks it from outside: everything over
+// TLS and with a password, the data through, and each binary's Elasticsearch user
+// refused what its role does not grant. ok says whether the steps before passed.
+func securedVariant(t *testing.T, ok bool) {
+	env := t.TempDir() + "/secrets.env"
+	secrets := "ELASTIC_PASSWORD=" + elasticPassword + "\nES_WEBSERVER_PASSWORD=" + esWebserverPass +
+		"\nES_BACKEND_PASSWORD=" + esBackendPassword + "\nES_OPERATOR_PASSWORD=operator-es-secret\n" +
+		"NATS_WEBSERVER_PASSWORD=" + natsWebserverPass + "\nNATS_PUBLISHER_PASSWORD=" + publisherPassword +
+		"\nNATS_BACKEND_PASSWORD=backend-secret\n"
+	if err := os.WriteFile(env, []byte(secrets), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	prod := []string{"docker-compose.yml", "docker-compose.prod.yml", "--env-file", env}
+	var secured endpoints
+	var tlsConfig *tls.Config
+
+	ok = ok && t.Run("the secured variant turns healthy from nothing: certificates, then users, then the binaries", func(t *testing.T) {
+		// New volumes: the setup makes the CA and certificates, setup-security the
+		// users, from nothing.
+		mustCompose(t, everything, "down", "--volumes", "--remove-orphans")
+		began := time.Now()
+		mustCompose(t, prod, "up", "-d", "--build", "--wait")
+		t.Logf("FIGURE secured variant up to healthy %s", time.Since(began).Round(time.Second))
+		allHealthy(t, prod)
+		nonRoot(t, prod)
+		done := map[string]bool{}
+		for _, e := range ps(t, prod) {
+			done[e.Service] = e.State == "exited" && e.ExitCode == 0
+		}
+		for _, oneShot := range []string{"setup", "setup-security"} {
+			if !done[oneShot] {
+				t.Errorf("%s did not run to completion", oneShot)
 			}
+		}
+		logs := mustCompose(t, prod, "logs", "--no-log-prefix", "setup-security")
+		for _, user := range []string{"backend", "operator", "webserver"} {
+			if !strings.Contains(logs, "user "+user+" created") {
+				t.Errorf("setup-security did not create the user %s of deploy/elasticsearch-security.json:\n%s", user, logs)
+			}
+		}
+
+		ca := x509.NewCertPool()
+		if pem := mustCompose(t, prod, "exec", "-T", "elasticsearch", "cat", "config/certs/ca/ca.crt"); !ca.AppendCertsFromPEM([]byte(pem)) {
+			t.Fatalf("the setup's CA certificate is not PEM:\n%s", pem)
+		}
+		tlsConfig = &tls.Config{RootCAs: ca}
+		secured = endpoints{
+			nats:     "tls://127.0.0.1:4222",
+			natsOpts: []nats.Option{nats.Secure(tlsConfig), nats.UserInfo("publisher", publisherPassword)},
+			es:       "https://127.0.0.1:9200",
+			esUser:   "elastic",
+			esPass:   elasticPassword,
+			backend:  "https://localhost:5000",
+			client:   &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: tlsConfig}},
 		}
 	})
 
-	_ = ok && t.Run("the secured variant's NATS runs: TLS, a password per user, the publisher's rights", func(t *testing.T) {
-		// Its certificates come from the setup service's elasticsearch-certutil,
-		// which only the real Elasticsearch image has: make them here instead, with
-		// the owners and modes the setup gives them, in the certs volume.
-		ca, files := certificates(t)
-		fill := exec.Command("docker", "run", "--rm", "-i", "--user", "0", "--entrypoint", "sh",
-			"-v", project+"_certs:/certs", "nats:2.15.2-alpine", "-c",
-			"tar -x -C /certs && chown -R 0:0 /certs && find /certs -type f -exec chmod 640 {} + && chmod 644 /certs/ca/ca.crt")
-		fill.Stdin = files
-		if out, err := fill.CombinedOutput(); err != nil {
-			t.Fatalf("filling the certs volume: %v\n%s", err, out)
-		}
-		env := t.TempDir() + "/secrets.env"
-		secrets := "NATS_WEBSERVER_PASSWORD=webserver-secret\nNATS_PUBLISHER_PASSWORD=publisher-secret\nNATS_BACKEND_PASSWORD=backend-secret\n" +
-			"ELASTIC_PASSWORD=x\nES_WEBSERVER_PASSWORD=x\nES_BACKEND_PASSWORD=x\n"
-		if err := os.WriteFile(env, []byte(secrets), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		prod := []string{"docker-compose.yml", "docker-compose.prod.yml", "--env-file", env}
-		mustCompose(t, prod, "up", "-d", "--no-deps", "--wait", "nats")
-		nonRoot(t, prod)
+	ok = ok && t.Run("frames published over TLS as the publisher come back from the backend's HTTPS API", func(t *testing.T) {
+		// Recent frames: the secured webserver keeps the default window of event
+		// times (TIMESTAMP_MAX_PAST), which the demo frames of 2023 are outside.
+		start := time.Now().UTC().Add(-time.Hour).Truncate(time.Minute)
+		gen := &sample.Generator{Start: start, Interval: 10 * time.Second, Cameras: 4}
+		demo := frames(gen, demoFrames)
+		secured.publish(t, demo)
+		secured.waitForCount(t, demoFrames)
+		const layout = "2006-01-02T15:04:05"
+		secured.sameIDs(t, [2]string{start.Format(layout), start.Add(time.Hour).Format(layout)}, demo)
+	})
 
-		tlsConfig := &tls.Config{RootCAs: ca, ServerName: "nats"}
-		if _, err := nats.Connect("tls://127.0.0.1:4222", nats.Secure(tlsConfig), nats.UserInfo("publisher", "webserver-secret")); err == nil {
+	ok = ok && t.Run("no way in without TLS or with another's password, and the publisher only publishes frames", func(t *testing.T) {
+		if nc, err := nats.Connect("nats://127.0.0.1:4222", nats.UserInfo("publisher", publisherPassword)); err == nil {
+			nc.Close()
+			t.Error("NATS let the publisher in without TLS")
+		}
+		if nc, err := nats.Connect(secured.nats, nats.Secure(tlsConfig), nats.UserInfo("publisher", natsWebserverPass)); err == nil {
+			nc.Close()
 			t.Error("NATS let the publisher in with the webserver's password")
 		}
 		denied := make(chan error, 1)
-		nc, err := nats.Connect("tls://127.0.0.1:4222", nats.Secure(tlsConfig), nats.UserInfo("publisher", "publisher-secret"),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+		opts := append(slices.Clone(secured.natsOpts), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+		nc, err := nats.Connect(secured.nats, opts...)
 		if err != nil {
 			t.Fatalf("the publisher cannot connect over TLS with its password: %v", err)
 		}
 		defer nc.Close()
-		if err := nc.Publish("annotations.cam-01", []byte(`{}`)); err != nil {
-			t.Errorf("publish on annotations.cam-01: %v", err)
-		}
 		if err := nc.Publish("dlq.annotations.cam-01", []byte(`{}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -271,66 +315,52 @@ func TestDockerComposeUpForReal(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Error("the publisher published on dlq.annotations.cam-01 and NATS allowed it")
 		}
-		wc, err := nats.Connect("tls://127.0.0.1:4222", nats.Secure(tlsConfig), nats.UserInfo("webserver", "webserver-secret"))
-		if err != nil {
-			t.Fatalf("the webserver's user cannot connect: %v", err)
+		if res, err := http.Get("http://127.0.0.1:9200/_cluster/health"); err == nil {
+			res.Body.Close()
+			t.Errorf("Elasticsearch answered plain HTTP: %s", res.Status)
 		}
-		wc.Close()
+		if status, body := secured.esDo(t, "", "", "GET", "/_cluster/health", ""); status != http.StatusUnauthorized || !strings.Contains(body, "missing authentication credentials") {
+			t.Errorf("Elasticsearch without credentials: %d %s", status, body)
+		}
 	})
-}
 
-// certificates makes a CA and a certificate for the nats service (names nats and
-// localhost, 127.0.0.1), and returns the CA and a tar stream of the files in the
-// layout docker-compose.prod.yml's setup makes: ca/ca.crt, nats/nats.crt, nats/nats.key.
-func certificates(t *testing.T) (*x509.CertPool, io.Reader) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "compose test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "nats"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"nats", "localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, f := range []struct {
-		name string
-		data []byte
-	}{
-		{"ca/", nil}, {"nats/", nil},
-		{"ca/ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})},
-		{"nats/nats.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
-		{"nats/nats.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})},
-	} {
-		h := &tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}
-		if strings.HasSuffix(f.name, "/") {
-			h.Mode, h.Typeflag = 0o755, tar.TypeDir
+	ok = ok && t.Run("each user is refused what its role does not grant", func(t *testing.T) {
+		// The backend's password works, so the refusals below are about privileges.
+		if status, body := secured.esDo(t, "backend", esBackendPassword, "GET", "/annotations-*/_count", ""); status != http.StatusOK || !strings.Contains(body, fmt.Sprintf(`"count":%d`, demoFrames)) {
+			t.Fatalf("the backend's user counts: %d %s", status, body)
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
+		if status, _ := secured.esDo(t, "elastic", elasticPassword, "PUT", "/not-annotations", ""); status != http.StatusOK {
+			t.Fatalf("the elastic user cannot create the index not-annotations: %d", status)
 		}
-		tw.Write(f.data)
-	}
-	tw.Close()
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return pool, &buf
+		refusals := []struct {
+			what, user, password, method, path, body, action string
+		}{
+			{"the backend writes documents", "backend", esBackendPassword, "POST", "/_bulk",
+				`{"create":{"_index":"annotations-2023.03.09"}}` + "\n" + `{"camera_id":"intruder"}` + "\n", "indices:data/write/bulk"},
+			{"the webserver deletes an index it did not create", "webserver", esWebserverPass, "DELETE", "/not-annotations", "", "indices:admin/delete"},
+			{"the webserver creates a user", "webserver", esWebserverPass, "PUT", "/_security/user/intruder",
+				`{"password":"intruder-secret","roles":["superuser"]}`, "cluster:admin/xpack/security/user/put"},
+		}
+		for _, r := range refusals {
+			status, body := secured.esDo(t, r.user, r.password, r.method, r.path, r.body)
+			if status != http.StatusForbidden || !strings.Contains(body, "action ["+r.action+"] is unauthorized for user ["+r.user+"]") {
+				t.Errorf("%s: %s %s answered %d, want 403 naming %s:\n%s", r.what, r.method, r.path, status, r.action, body)
+			}
+		}
+		if n := secured.esCount(t); n != demoFrames {
+			t.Errorf("%d documents after the refusals, want %d", n, demoFrames)
+		}
+	})
+
+	_ = ok && t.Run("setup-security run again changes nothing and succeeds", func(t *testing.T) {
+		out := mustCompose(t, prod, "run", "--rm", "--no-deps", "-T", "setup-security")
+		if !strings.Contains(out, "user webserver updated") {
+			t.Errorf("setup-security run again:\n%s", out)
+		}
+		if status, body := secured.esDo(t, "webserver", esWebserverPass, "GET", "/_security/_authenticate", ""); status != http.StatusOK {
+			t.Errorf("the webserver's password after setup-security ran again: %d %s", status, body)
+		}
+	})
 }
 
 // compose runs docker compose on files (paths from the repository's root, and
@@ -503,14 +533,32 @@ func (s *slice) Next() (publish.Message, error) {
 	return s.msgs[s.i-1], nil
 }
 
-// publishAll publishes msgs from this host through the nats service's published
-// port, with the repository's publisher.
-func publishAll(t *testing.T, msgs []publish.Message) {
+// endpoints are one variant's published ports, as the test reaches them from this
+// host.
+type endpoints struct {
+	nats     string
+	natsOpts []nats.Option // TLS and the publisher's password, for the secured variant
+	es       string
+	esUser   string // empty: no credentials
+	esPass   string
+	backend  string
+	client   *http.Client // trusts the variant's CA, if it has one
+}
+
+func (e endpoints) connect(t *testing.T) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
+	nc, err := nats.Connect(e.nats, e.natsOpts...)
 	if err != nil {
-		t.Fatalf("connect to %s: %v", natsURL, err)
+		t.Fatalf("connect to %s: %v", e.nats, err)
 	}
+	return nc
+}
+
+// publish publishes msgs from this host through the nats service's published
+// port, with the repository's publisher.
+func (e endpoints) publish(t *testing.T, msgs []publish.Message) {
+	t.Helper()
+	nc := e.connect(t)
 	defer nc.Close()
 	// The client's limit of pending publishes is the window publish.Run keeps.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
@@ -525,12 +573,9 @@ func publishAll(t *testing.T, msgs []publish.Message) {
 	}
 }
 
-func consumer(t *testing.T) *jetstream.ConsumerInfo {
+func (e endpoints) consumer(t *testing.T) *jetstream.ConsumerInfo {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", natsURL, err)
-	}
+	nc := e.connect(t)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -550,45 +595,63 @@ func consumer(t *testing.T) *jetstream.ConsumerInfo {
 }
 
 // drained waits until the durable consumer has nothing pending or unacknowledged.
-func drained(t *testing.T) {
+func (e endpoints) drained(t *testing.T) {
 	t.Helper()
 	var info *jetstream.ConsumerInfo
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if info = consumer(t); info.NumPending == 0 && info.NumAckPending == 0 {
+		if info = e.consumer(t); info.NumPending == 0 && info.NumAckPending == 0 {
 			return
 		}
 	}
 	t.Fatalf("the consumer still has %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
 }
 
-// esCount is the number of documents Elasticsearch has in the pipeline's indices,
-// after a refresh.
-func esCount(t *testing.T) int {
+// esDo sends a request to Elasticsearch's published port as user (none if
+// empty) and returns the status and the body.
+func (e endpoints) esDo(t *testing.T, user, password, method, path, body string) (int, string) {
 	t.Helper()
-	var body struct{ Count int }
-	res, err := http.Post(esURL+"/annotations-*/_refresh", "application/json", nil)
-	if err == nil {
-		res.Body.Close()
-		res, err = http.Get(esURL + "/annotations-*/_count")
-	}
+	req, err := http.NewRequest(method, e.es+path, strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("count documents: %v", err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode == http.StatusNotFound {
-		return 0
-	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
 		t.Fatal(err)
 	}
-	return body.Count
+	req.Header.Set("Content-Type", "application/json")
+	if strings.HasSuffix(path, "_bulk") {
+		req.Header.Set("Content-Type", "application/x-ndjson")
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	res, err := e.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, e.es+path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
-func waitForCount(t *testing.T, want int) {
+// esCount is the number of documents Elasticsearch has in the pipeline's indices,
+// after a refresh, counted by the variant's Elasticsearch user.
+func (e endpoints) esCount(t *testing.T) int {
+	t.Helper()
+	e.esDo(t, e.esUser, e.esPass, "POST", "/annotations-*/_refresh", "")
+	status, body := e.esDo(t, e.esUser, e.esPass, "GET", "/annotations-*/_count", "")
+	// No index yet, or one just created whose shard is not started yet.
+	if status == http.StatusNotFound || status == http.StatusServiceUnavailable {
+		return 0
+	}
+	var count struct{ Count int }
+	if err := json.Unmarshal([]byte(body), &count); err != nil || status != http.StatusOK {
+		t.Fatalf("count documents: %d %s (%v)", status, body, err)
+	}
+	return count.Count
+}
+
+func (e endpoints) waitForCount(t *testing.T, want int) {
 	t.Helper()
 	n := 0
 	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		if n = esCount(t); n >= want {
+		if n = e.esCount(t); n >= want {
 			break
 		}
 	}
@@ -597,13 +660,13 @@ func waitForCount(t *testing.T, want int) {
 	}
 }
 
-func getJSONStream(t *testing.T, r [2]string, fields string) []json.RawMessage {
+func (e endpoints) getJSONStream(t *testing.T, r [2]string, fields string) []json.RawMessage {
 	t.Helper()
-	url := fmt.Sprintf("%s/getJsonStream?start_date=%s&end_date=%s", backendURL, r[0], r[1])
+	url := fmt.Sprintf("%s/getJsonStream?start_date=%s&end_date=%s", e.backend, r[0], r[1])
 	if fields != "" {
 		url += "&fields=" + fields
 	}
-	res, err := http.Get(url)
+	res, err := e.client.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -656,15 +719,16 @@ func sameFrame(t *testing.T, id string, sent []byte, doc json.RawMessage) {
 	}
 }
 
-// sameIDs checks that the backend returns exactly the frames of msgs, each once.
-func sameIDs(t *testing.T, msgs []publish.Message) {
+// sameIDs checks that the backend returns exactly the frames of msgs, each once,
+// for the range r.
+func (e endpoints) sameIDs(t *testing.T, r [2]string, msgs []publish.Message) {
 	t.Helper()
 	want := map[string]bool{}
 	for _, m := range msgs {
 		want[m.ID] = true
 	}
 	seen := map[string]bool{}
-	for _, d := range getJSONStream(t, allRange, "camera_id,frame,timestamp") {
+	for _, d := range e.getJSONStream(t, r, "camera_id,frame,timestamp") {
 		id := docID(t, d)
 		switch {
 		case seen[id]:
@@ -741,14 +805,4 @@ func serveCertificate(t *testing.T, roots *x509.CertPool) *x509.Certificate {
 		t.Fatalf("GET /healthz over HTTPS: %s", res.Status)
 	}
 	return res.TLS.PeerCertificates[0]
-}
-
-// standIn tells whether tag is one of deploy/images' stand-ins.
-func standIn(t *testing.T, tag string) bool {
-	t.Helper()
-	out, err := exec.Command("docker", "image", "inspect", "-f", `{{index .Config.Labels "org.opencontainers.image.description"}}`, tag).Output()
-	if err != nil {
-		t.Fatalf("docker image inspect %s: %v", tag, err)
-	}
-	return strings.Contains(string(out), "stand-in")
 }

@@ -2,8 +2,10 @@
 # The official Elasticsearch image's entrypoint contract, for the stand-in: with no
 # arguments, "eswrapper" or flags, start Elasticsearch; with anything else, run it.
 # Environment variables named like settings (lower case, with a dot, such as
-# discovery.type) become settings; ES_JAVA_OPTS goes to the JVM. A setting this
-# stand-in cannot honour stops it at once, with the reason.
+# discovery.type or xpack.security.enabled) become settings (-E); ES_JAVA_OPTS goes
+# to the JVM. The elastic user's first password comes from ELASTIC_PASSWORD, or from
+# the file ELASTIC_PASSWORD_FILE names (a compose secret); the launcher reads it from
+# its environment, so it is never on a command line nor in a log.
 set -euo pipefail
 
 if [ $# -gt 0 ] && [ "$1" != eswrapper ] && [ "${1#-}" = "$1" ]; then
@@ -12,28 +14,23 @@ fi
 [ "${1:-}" = eswrapper ] && shift
 
 say() { echo "elasticsearch stand-in: $*" >&2; }
-refuse() {
-  say "$*"
-  say "this is a local stand-in (deploy/images) with only the server jars Elastic publishes on Maven Central, not x-pack; run the real image for this"
-  exit 78
-}
+
+if [ -n "${ELASTIC_PASSWORD_FILE:-}" ]; then
+  # As the official image: one or the other.
+  [ -z "${ELASTIC_PASSWORD:-}" ] || { say "both ELASTIC_PASSWORD and ELASTIC_PASSWORD_FILE are set; set one"; exit 78; }
+  [ -r "$ELASTIC_PASSWORD_FILE" ] || { say "ELASTIC_PASSWORD_FILE=$ELASTIC_PASSWORD_FILE cannot be read by uid $(id -u)"; exit 78; }
+  ELASTIC_PASSWORD=$(<"$ELASTIC_PASSWORD_FILE")
+  [ -n "$ELASTIC_PASSWORD" ] || { say "ELASTIC_PASSWORD_FILE=$ELASTIC_PASSWORD_FILE is empty"; exit 78; }
+  export ELASTIC_PASSWORD
+  unset ELASTIC_PASSWORD_FILE
+fi
 
 settings=()
 while IFS= read -r -d '' entry; do
   name=${entry%%=*} value=${entry#*=}
   [[ $name =~ ^[a-z0-9_]+\.[a-z0-9_]+ || $name == processors ]] || continue
-  case $name in
-    xpack.security.enabled)
-      # Without x-pack there is no security: "false" is what this node is.
-      [ "$value" = false ] || refuse "xpack.security.enabled=$value: x-pack security (TLS, users, passwords) is not available"
-      ;;
-    *) settings+=(-E "$name=$value") ;;
-  esac
+  settings+=(-E "$name=$value")
 done < <(env -0)
-
-for secret in ELASTIC_PASSWORD ELASTIC_PASSWORD_FILE; do
-  [ -z "${!secret:-}" ] || refuse "$secret is set: the elastic user exists only with x-pack security"
-done
 
 # The official image sizes the heap from the container's memory; this stand-in
 # takes a modest fixed default.
