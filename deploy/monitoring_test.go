@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/annotated-data/pipeline/internal/audit"
 	"github.com/annotated-data/pipeline/internal/retention"
@@ -30,7 +31,7 @@ func binaryRegistries() map[string]*prometheus.Registry {
 	ingest.NewMetrics(webserver)
 	// Registered when ES_RETENTION and AUDIT_INTERVAL are set.
 	retention.New(nil, retention.Config{}, nil, webserver)
-	audit.NewGauges(webserver)
+	audit.NewGauges(webserver, time.Hour)
 	admin.ElasticsearchStatus(webserver, "webserver", nil)
 	backend := admin.NewRegistry()
 	api.NewMetrics(backend)

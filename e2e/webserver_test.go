@@ -52,7 +52,7 @@ func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
 	h.waitAcked(scenarioMessages/5, time.Minute)
 
 	proxy.Cut()
-	var sawNotReady bool
+	var sawNotReady, sawUnreachable, sawRefused bool
 	var maxUnacked, maxHeap float64
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if status(t, ws.admin+"/readyz") == http.StatusServiceUnavailable {
@@ -61,6 +61,8 @@ func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
 		m := scrape(t, ws.admin+"/metrics")
 		maxUnacked = max(maxUnacked, m["webserver_messages_unacked"])
 		maxHeap = max(maxHeap, m["go_memstats_heap_inuse_bytes"])
+		sawUnreachable = sawUnreachable || m["webserver_elasticsearch_up"] == 0
+		sawRefused = sawRefused || m["webserver_elasticsearch_refused"] != 0
 	}
 	ackedDuringOutage := h.consumerInfo().AckFloor.Stream
 	proxy.Restore()
@@ -69,6 +71,14 @@ func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
 	h.assertExactlyTheWantedDocuments()
 	if !sawNotReady {
 		t.Errorf("/readyz never reported not-ready while Elasticsearch was unreachable")
+	}
+	// What the alerts read: unreachable (ElasticsearchDown), not refused
+	// (ElasticsearchRefusesWebserver).
+	if !sawUnreachable || sawRefused {
+		t.Errorf("during the outage webserver_elasticsearch_up went to 0: %v, webserver_elasticsearch_refused left 0: %v; want 0, and 0 throughout", sawUnreachable, sawRefused)
+	}
+	if m := scrape(t, ws.admin+"/metrics"); m["webserver_elasticsearch_up"] != 1 || m["webserver_elasticsearch_refused"] != 0 {
+		t.Errorf("after the outage webserver_elasticsearch_up %v, webserver_elasticsearch_refused %v; want 1 and 0", m["webserver_elasticsearch_up"], m["webserver_elasticsearch_refused"])
 	}
 	// Fetching pauses while the workers hold their batches: at most every worker's
 	// batch plus the one being handed over (defaults: 2 workers, 5000 documents).

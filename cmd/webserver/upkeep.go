@@ -40,7 +40,7 @@ func startUpkeep(ctx context.Context, svc *services, reg prometheus.Registerer, 
 	wg.Go(func() { ingest.WatchPartlyIndexed(ctx, svc.store, partlyIndexedEvery, reg, log) })
 	if cfg.Upkeep.AuditInterval > 0 {
 		a := newAuditor(svc)
-		g := audit.NewGauges(reg)
+		g := audit.NewGauges(reg, cfg.Upkeep.AuditInterval)
 		wg.Go(func() { a.Periodically(ctx, cfg.Upkeep.AuditInterval, cfg.Upkeep.AuditWindow, g, log) })
 	}
 	return func() { cancel(); wg.Wait() }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
+	"go.yaml.in/yaml/v3"
 )
 
 func TestTheAlertRulesParseWithPrometheusOwnParser(t *testing.T) {
@@ -31,9 +32,56 @@ func TestTheAlertRulesParseWithPrometheusOwnParser(t *testing.T) {
 			alerts[r.Alert] = true
 		}
 	}
-	for _, want := range []string{"IngestLagGrowing", "ElasticsearchDown", "ElasticsearchIndicesRed", "DeadLettersAppearing", "CertificateExpiresSoon"} {
+	for _, want := range []string{"WebserverDown", "WebserverMetricsAbsent", "IngestLagGrowing", "ElasticsearchDown",
+		"ElasticsearchRefusesWebserver", "ElasticsearchIndicesRed", "DeadLettersAppearing", "AuditNotClean", "AuditNotRunning",
+		"BackendDown", "BackendMetricsAbsent", "BackendElasticsearchFailing", "CertificateExpiresSoon"} {
 		if !alerts[want] {
 			t.Errorf("alerts.yml has no %s alert", want)
+		}
+	}
+}
+
+// An alert is only as good as the cases it was tried on: each has one where it
+// must fire and one where it must stay quiet (a near miss: a restart, a missed
+// scrape, low traffic, its feature off), in alerts_test.yml.
+func TestEveryAlertHasACaseWhereItFiresAndOneWhereItStaysQuiet(t *testing.T) {
+	groups, errs := rulefmt.ParseFile("alerts.yml", false, model.UTF8Validation, parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	data, err := os.ReadFile("alerts_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `yaml:"alertname"`
+				ExpAlerts []any  `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal(data, &cases); err != nil {
+		t.Fatalf("alerts_test.yml: %v", err)
+	}
+	fires, quiet := map[string]bool{}, map[string]bool{}
+	for _, c := range cases.Tests {
+		for _, a := range c.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				fires[a.Alertname] = true
+			} else {
+				quiet[a.Alertname] = true
+			}
+		}
+	}
+	for _, g := range groups.Groups {
+		for _, r := range g.Rules {
+			if !fires[r.Alert] {
+				t.Errorf("alerts_test.yml has no case where %s fires", r.Alert)
+			}
+			if !quiet[r.Alert] {
+				t.Errorf("alerts_test.yml has no case where %s stays quiet", r.Alert)
+			}
 		}
 	}
 }

@@ -59,6 +59,13 @@ func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
 	if n := testenv.OpenSearchContexts(t, esURL+"/"+prefix+"-*"); n != 0 {
 		t.Fatalf("%d search contexts are still open in Elasticsearch a second after the last abandoned stream ended", n)
 	}
+	// Clients leaving are no failure of Elasticsearch (BackendElasticsearchFailing
+	// reads these).
+	for _, op := range []string{"open_pit", "search", "close_pit"} {
+		if v := metricValue(t, b.metrics, `backend_elasticsearch_request_failures_total{operation="`+op+`"}`); v != "0" {
+			t.Errorf("Elasticsearch %s failures after a burst of abandoned requests = %q, want 0", op, v)
+		}
+	}
 }
 
 // TestAPreemptedStreamReleasesItsPointInTime: a stream that gives its slot to a

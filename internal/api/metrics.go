@@ -64,8 +64,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	m.streamCuts.WithLabelValues("preempted")
 	m.followCuts.WithLabelValues("too_slow")
 	m.followCuts.WithLabelValues("shutdown")
-	// Each operation's failures from 0, so that the first one is an increase.
+	// Each operation's requests and failures from 0, so that the first one is an
+	// increase, and the share of failures has every request under it.
 	for _, op := range []string{"open_pit", "search", "close_pit", "refresh", "field_caps", "counts"} {
+		m.queries.WithLabelValues(op)
 		m.failures.WithLabelValues(op)
 	}
 	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,

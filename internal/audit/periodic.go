@@ -3,21 +3,30 @@ package audit
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Gauges export the figures of the last periodic audit.
+// Gauges export the figures of the last periodic audit, how often it runs, and its
+// failures.
 type Gauges struct {
 	messages, indexed, deadLettered, producerDuplicates prometheus.Gauge
 	missing, indexedTwice, indexedAndDeadLettered       prometheus.Gauge
 	clean, lastRun, duration                            prometheus.Gauge
+	figures                                             *untilFirstAudit
+	interval                                            prometheus.Gauge
 	failures                                            prometheus.Counter
 }
 
-// NewGauges registers the audit's metrics with reg.
-func NewGauges(reg prometheus.Registerer) *Gauges {
+// NewGauges registers the audit's metrics with reg, for audits every every. The
+// figures are exported once the first audit has finished: before, a gauge at 0
+// would read as an audit that found problems, and every start would page.
+// webserver_audit_interval_seconds and webserver_audit_failures_total are
+// exported from the start, so that an alert can tell an audit overdue from one
+// not yet due.
+func NewGauges(reg prometheus.Registerer, every time.Duration) *Gauges {
 	gauge := func(name, help string) prometheus.Gauge {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_audit_" + name, Help: help})
 	}
@@ -29,14 +38,17 @@ func NewGauges(reg prometheus.Registerer) *Gauges {
 		missing:                gauge("missing", "Of those, messages neither indexed nor dead-lettered: lost; webserver audit --repair puts them back."),
 		indexedTwice:           gauge("indexed_twice", "Sequences stored as more than one document."),
 		indexedAndDeadLettered: gauge("indexed_and_dead_lettered", "Sequences both indexed and dead-lettered."),
-		clean:                  gauge("clean", "1 if the last audit found every message accounted for once and the stream held the whole window, else 0."),
-		lastRun:                gauge("last_run_timestamp_seconds", "When the last audit finished (Unix time)."),
+		clean:                  gauge("clean", "1 if the last audit found every message accounted for once and the stream held the whole window, else 0. Absent until the first audit has finished."),
+		lastRun:                gauge("last_run_timestamp_seconds", "When the last audit finished (Unix time). Absent until the first audit has finished."),
 		duration:               gauge("duration_seconds", "How long the last audit took."),
+		interval:               gauge("interval_seconds", "How often the periodic audit runs (AUDIT_INTERVAL); the first runs one interval after the start."),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "webserver_audit_failures_total",
 			Help: "Periodic audits that could not run (Elasticsearch or NATS unreachable)."}),
 	}
-	reg.MustRegister(g.messages, g.indexed, g.deadLettered, g.producerDuplicates, g.missing, g.indexedTwice,
-		g.indexedAndDeadLettered, g.clean, g.lastRun, g.duration, g.failures)
+	g.figures = &untilFirstAudit{gauges: []prometheus.Gauge{g.messages, g.indexed, g.deadLettered, g.producerDuplicates,
+		g.missing, g.indexedTwice, g.indexedAndDeadLettered, g.clean, g.lastRun, g.duration}}
+	g.interval.Set(every.Seconds())
+	reg.MustRegister(g.figures, g.interval, g.failures)
 	return g
 }
 
@@ -55,6 +67,28 @@ func (g *Gauges) set(r *Report, took time.Duration) {
 	g.clean.Set(clean)
 	g.lastRun.Set(float64(time.Now().Unix()))
 	g.duration.Set(took.Seconds())
+	g.figures.audited.Store(true) // after the figures, so a scrape sees all or none
+}
+
+// untilFirstAudit collects its gauges only once an audit has set them.
+type untilFirstAudit struct {
+	gauges  []prometheus.Gauge
+	audited atomic.Bool
+}
+
+func (u *untilFirstAudit) Describe(ch chan<- *prometheus.Desc) {
+	for _, g := range u.gauges {
+		g.Describe(ch)
+	}
+}
+
+func (u *untilFirstAudit) Collect(ch chan<- prometheus.Metric) {
+	if !u.audited.Load() {
+		return
+	}
+	for _, g := range u.gauges {
+		g.Collect(ch)
+	}
 }
 
 // Periodically audits the messages published in the last window, every every,

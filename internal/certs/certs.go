@@ -9,11 +9,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,8 +52,10 @@ type Config struct {
 	ACMECARoots      string // PEM file of extra roots trusted for the ACME directory
 
 	// ObserveExpiry, when set, hears the expiry of the certificates handshakes are
-	// served with (ExpiryGauge), in file and autocert modes.
-	ObserveExpiry func(name string, notAfter time.Time)
+	// served with (ExpiryGauge), in file and autocert modes. slot is what a new
+	// certificate replaces: the one pair of files in file mode, the host name
+	// asked for in autocert mode.
+	ObserveExpiry func(slot, name string, notAfter time.Time)
 }
 
 // Setup is what a TLS mode adds to the backend's servers.
@@ -103,7 +107,7 @@ func New(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error) {
 			return nil, err
 		}
 		return &Setup{TLSConfig: hardened(&tls.Config{
-			GetCertificate: observed(fc.GetCertificate, cfg.ObserveExpiry),
+			GetCertificate: observed(fc.GetCertificate, cfg.ObserveExpiry, func(*tls.ClientHelloInfo) string { return cfg.CertFile }),
 			NextProtos:     []string{"h2", "http/1.1"},
 		})}, nil
 	case Autocert:
@@ -134,7 +138,9 @@ func newAutocert(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error
 	}
 
 	tlsConfig := hardened(m.TLSConfig()) // also answers TLS-ALPN-01 challenges on the API's port
-	getCertificate := observed(tlsConfig.GetCertificate, cfg.ObserveExpiry)
+	getCertificate := observed(tlsConfig.GetCertificate, cfg.ObserveExpiry, func(hello *tls.ClientHelloInfo) string {
+		return strings.ToLower(hello.ServerName)
+	})
 	tlsConfig.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 		cert, err := getCertificate(hello)
 		if err != nil {
@@ -159,9 +165,11 @@ func newAutocert(cfg Config, listenAddr string, log *slog.Logger) (*Setup, error
 	}, nil
 }
 
-// observed tells observe the expiry of each certificate get serves, except the
-// short-lived ones autocert answers TLS-ALPN-01 challenges with.
-func observed(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), observe func(string, time.Time)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+// observed tells observe the expiry of each certificate get serves, in the slot
+// slotOf names, except the short-lived ones autocert answers TLS-ALPN-01
+// challenges with.
+func observed(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), observe func(slot, name string, notAfter time.Time),
+	slotOf func(*tls.ClientHelloInfo) string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if observe == nil {
 		return get
 	}
@@ -173,7 +181,7 @@ func observed(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), observe 
 			if len(cert.Leaf.DNSNames) > 0 {
 				name = cert.Leaf.DNSNames[0]
 			}
-			observe(name, cert.Leaf.NotAfter)
+			observe(slotOf(hello), name, cert.Leaf.NotAfter)
 		}
 		return cert, err
 	}
@@ -234,10 +242,25 @@ func clientTrusting(rootsFile string) (*http.Client, error) {
 
 // ExpiryGauge registers backend_tls_certificate_expiry_timestamp_seconds on reg and
 // returns what sets it, for Config.ObserveExpiry: an alert on it catches a renewal
-// that keeps failing while there is still time to act.
-func ExpiryGauge(reg prometheus.Registerer) func(name string, notAfter time.Time) {
+// that keeps failing while there is still time to act. When a slot's certificate
+// is replaced by one for another name, the old name's series goes (unless another
+// slot still serves that name): a name no longer served must not keep its last
+// expiry and page as it nears. In autocert mode a slot's name never changes; in
+// file mode, new files for another name replace the old name.
+func ExpiryGauge(reg prometheus.Registerer) func(slot, name string, notAfter time.Time) {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "backend_tls_certificate_expiry_timestamp_seconds",
-		Help: "When the certificate served for a name expires (Unix time), as of the last handshake."}, []string{"name"})
+		Help: "When the certificate served for a name expires (Unix time), as of the last handshake; names no longer served are dropped."}, []string{"name"})
 	reg.MustRegister(g)
-	return func(name string, notAfter time.Time) { g.WithLabelValues(name).Set(float64(notAfter.Unix())) }
+	var mu sync.Mutex
+	served := map[string]string{} // slot → the name of its certificate
+	return func(slot, name string, notAfter time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		g.WithLabelValues(name).Set(float64(notAfter.Unix()))
+		old, had := served[slot]
+		served[slot] = name
+		if had && old != name && !slices.Contains(slices.Collect(maps.Values(served)), old) {
+			g.DeleteLabelValues(old)
+		}
+	}
 }

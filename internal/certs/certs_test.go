@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net/http"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestPlainHTTPIsRedirectedToHTTPSOnlyForOurDomains(t *testing.T) {
@@ -61,12 +64,18 @@ func TestTheChallengeHandlerSeesTheHostWithoutItsPort(t *testing.T) {
 // writePair writes a self-signed certificate with the given serial and its key.
 func writePair(t *testing.T, certFile, keyFile string, serial int64) {
 	t.Helper()
+	writePairFor(t, certFile, keyFile, serial, "localhost")
+}
+
+// writePairFor writes a self-signed certificate for name, and its key.
+func writePairFor(t *testing.T, certFile, keyFile string, serial int64, name string) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{name}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +241,7 @@ func TestTheExpiryOfTheServedCertificateIsObserved(t *testing.T) {
 	var name string
 	var notAfter time.Time
 	setup, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile,
-		ObserveExpiry: func(n string, t time.Time) { name, notAfter = n, t }}, ":443", slog.New(slog.DiscardHandler))
+		ObserveExpiry: func(_, n string, t time.Time) { name, notAfter = n, t }}, ":443", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,5 +251,75 @@ func TestTheExpiryOfTheServedCertificateIsObserved(t *testing.T) {
 	}
 	if name != "localhost" || !notAfter.Equal(cert.Leaf.NotAfter) {
 		t.Errorf("observed %q expiring %s, want localhost expiring %s", name, notAfter, cert.Leaf.NotAfter)
+	}
+}
+
+// expiries is what the expiry gauge exports: the expiry of each name.
+func expiries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			out[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// A name no longer served must not keep the expiry of its last certificate: it
+// would page as that date nears, for a certificate nobody is served any more.
+func TestFilesForAnotherNameDropTheOldNamesExpiry(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writePairFor(t, certFile, keyFile, 1, "old.example.com")
+	reg := prometheus.NewRegistry()
+	setup, err := New(Config{Mode: File, CertFile: certFile, KeyFile: keyFile, ObserveExpiry: ExpiryGauge(reg)}, ":443", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := func() *tls.Certificate {
+		t.Helper()
+		cert, err := setup.TLSConfig.GetCertificate(&tls.ClientHelloInfo{ServerName: "old.example.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+	old := handshake()
+	if got := expiries(t, reg); fmt.Sprint(got) != fmt.Sprint(map[string]float64{"old.example.com": float64(old.Leaf.NotAfter.Unix())}) {
+		t.Errorf("after the first handshake: %v, want old.example.com only", got)
+	}
+
+	writePairFor(t, certFile, keyFile, 2, "new.example.com")
+	renewed := handshake()
+	want := map[string]float64{"new.example.com": float64(renewed.Leaf.NotAfter.Unix())}
+	if got := expiries(t, reg); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after the files changed to another name: %v, want %v", got, want)
+	}
+}
+
+// In autocert mode each host name has its certificate: renewing one leaves the
+// others' expiry as it was.
+func TestRenewingOneNamesCertificateLeavesTheOthers(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	observe := ExpiryGauge(reg)
+	day := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	observe("a.example.com", "a.example.com", day)
+	observe("b.example.com", "b.example.com", day)
+	observe("a.example.com", "a.example.com", day.AddDate(0, 3, 0))
+	want := map[string]float64{"a.example.com": float64(day.AddDate(0, 3, 0).Unix()), "b.example.com": float64(day.Unix())}
+	if got := expiries(t, reg); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after a renewal of a: %v, want %v", got, want)
+	}
+	// Two slots on one name: the name stays while one of them still serves it.
+	observe("c", "shared.example.com", day)
+	observe("d", "shared.example.com", day)
+	observe("c", "c.example.com", day)
+	if got := expiries(t, reg); got["shared.example.com"] == 0 {
+		t.Errorf("shared.example.com dropped while slot d still serves it: %v", got)
 	}
 }

@@ -3,6 +3,8 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/annotated-data/pipeline/internal/pipeline"
 )
 
 // Metrics counts what the ingester does. The Prometheus collectors are the only
@@ -21,6 +23,7 @@ type Metrics struct {
 	unacked        prometheus.Gauge
 	pending        prometheus.Gauge
 	esUp           prometheus.Gauge
+	esRefused      prometheus.Gauge
 }
 
 // NewMetrics registers the ingester's metrics with reg.
@@ -45,11 +48,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
 		unacked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_messages_unacked", Help: "Messages this process holds and has not yet acked, termed or released."}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_consumer_pending", Help: "Messages in the stream not yet delivered to the durable consumer."}),
-		esUp:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_up", Help: "1 while bulk requests reach Elasticsearch, 0 while it is unreachable."}),
+		esUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_up",
+			Help: "1 while bulk requests go through, 0 while they fail as a whole: Elasticsearch unreachable, or refusing them (webserver_elasticsearch_refused)."}),
+		esRefused: prometheus.NewGauge(prometheus.GaugeOpts{Name: "webserver_elasticsearch_refused",
+			Help: "1 while Elasticsearch answers bulk requests with 401 or 403 (credentials refused, privileges missing), else 0."}),
 	}
 	reg.MustRegister(m.received, m.indexed, m.duplicates, m.retried, m.deadLettered, m.settleFailures, m.fallbacks, m.setAside,
-		m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp)
+		m.bulkSeconds, m.bulkDocs, m.unacked, m.pending, m.esUp, m.esRefused)
 	m.esUp.Set(1)
+	// Each known reason from 0: a series that first appears at 1 is no increase to
+	// Prometheus, and the first dead letter of a reason after a start would go
+	// unseen. The store's own error types (mapper_parsing_exception, …) are open
+	// ended and still appear at their first dead letter.
+	for _, r := range pipeline.Reasons() {
+		m.deadLettered.WithLabelValues(string(r))
+	}
 	return m
 }
 

@@ -22,6 +22,15 @@ const (
 	ReasonInvalidMessage Reason = "invalid_message"
 )
 
+// Reasons are the reasons of this package, the ones known before the store
+// answers: the dead-letter metric starts each at 0, so that the first dead letter
+// of a reason is an increase an alert can see. The store's error types are open
+// ended and are not among them.
+func Reasons() []Reason {
+	return []Reason{ReasonInvalidJSON, ReasonNotObject, ReasonReserved, ReasonNoTimestamp,
+		ReasonTimestampOutOfRange, ReasonBadMsgID, ReasonTooLarge, ReasonMaxDeliveries, ReasonInvalidMessage}
+}
+
 // RejectError is a permanent problem with a message: retrying cannot help, so the
 // message goes to the dead-letter stream with Reason and Detail.
 type RejectError struct {
