@@ -1,9 +1,10 @@
 // Package testenv starts and finds the real services that integration tests run
-// against: an in-process NATS server with JetStream, and the Elasticsearch node that
-// `make test` (or `make services`) started.
+// against: a NATS server with JetStream (in-process, or a process of its own), and
+// the Elasticsearch node that `make test` (or `make services`) started.
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -74,30 +75,83 @@ func StartNATSProcess(t testing.TB) string {
 // nats-server's command line (such as --profile PORT).
 func StartNATSServerProcess(t testing.TB, args ...string) (string, *Process) {
 	t.Helper()
-	root, err := repoRoot()
+	bin, err := BuildNATSServer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "nats-server")
+	n := StartNATSServer(t, bin, args...)
+	return n.URL(), n.proc
+}
+
+// BuildNATSServer compiles nats-server, the version in go.mod, into dir and
+// returns its path. It is built without the race detector whatever the tests
+// run with: the server is not the code under test, and instrumented it takes
+// several times the processor time.
+func BuildNATSServer(dir string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "nats-server")
 	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build nats-server: %v\n%s", err, out)
+		return "", fmt.Errorf("build nats-server: %w\n%s", err, out)
 	}
-	addr := FreeAddr(t)
-	host, port, _ := net.SplitHostPort(addr)
-	proc := StartProcess(t, bin, nil, append([]string{"-js", "-a", host, "-p", port, "-sd", t.TempDir()}, args...)...)
+	return bin, nil
+}
+
+// NATSServer is a nats-server with JetStream running as a process of its own, as
+// in production, so that its work is neither slowed by the race detector nor
+// counted against the test binary's processors.
+type NATSServer struct {
+	t     testing.TB
+	bin   string
+	addr  string
+	store string
+	args  []string
+	proc  *Process
+}
+
+// StartNATSServer runs bin (see BuildNATSServer) with JetStream on a free
+// loopback port, with its store in a temporary directory, and waits until it
+// takes connections. args are added to its command line. It is stopped when the
+// test ends.
+func StartNATSServer(t testing.TB, bin string, args ...string) *NATSServer {
+	t.Helper()
+	n := &NATSServer{t: t, bin: bin, addr: FreeAddr(t), store: t.TempDir(), args: args}
+	n.start()
+	return n
+}
+
+func (n *NATSServer) start() {
+	n.t.Helper()
+	host, port, _ := net.SplitHostPort(n.addr)
+	n.proc = StartProcess(n.t, n.bin, nil, append([]string{"-js", "-a", host, "-p", port, "-sd", n.store}, n.args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
+		if c, err := net.Dial("tcp", n.addr); err == nil {
 			c.Close()
-			return "nats://" + addr, proc
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats-server did not listen on %s within 10s", addr)
+			n.t.Fatalf("nats-server did not listen on %s within 10s:\n%s", n.addr, n.proc.Output())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// URL is the client URL of the server.
+func (n *NATSServer) URL() string { return "nats://" + n.addr }
+
+// Restart stops the server gracefully and starts it again on the same port and
+// store, as an operator's restart would.
+func (n *NATSServer) Restart() {
+	n.t.Helper()
+	if err := n.proc.Stop(); err != nil {
+		n.t.Fatalf("stop nats-server: %v\n%s", err, n.proc.Output())
+	}
+	n.start()
 }
 
 // JetStream connects a test client to the NATS server at url, reconnecting quickly
