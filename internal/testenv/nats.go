@@ -8,6 +8,8 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,31 +115,42 @@ type NATSServer struct {
 	proc  *Process
 }
 
-// StartNATSServer runs bin (see BuildNATSServer) with JetStream on a free
-// loopback port, with its store in a temporary directory, and waits until it
-// takes connections. args are added to its command line. It is stopped when the
-// test ends.
+// StartNATSServer runs bin (see BuildNATSServer) with JetStream on a loopback
+// port of its choosing, with its store in a temporary directory, and waits until
+// it is ready. args are added to its command line. It is stopped when the test
+// ends.
 func StartNATSServer(t testing.TB, bin string, args ...string) *NATSServer {
 	t.Helper()
-	n := &NATSServer{t: t, bin: bin, addr: FreeAddr(t), store: t.TempDir(), args: args}
-	n.start()
+	n := &NATSServer{t: t, bin: bin, store: t.TempDir(), args: args}
+	// The server picks its port itself: one found free beforehand could be taken
+	// by another test's server before this one binds it.
+	if err := n.start("-1"); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
-func (n *NATSServer) start() {
-	n.t.Helper()
-	host, port, _ := net.SplitHostPort(n.addr)
-	n.proc = StartProcess(n.t, n.bin, nil, append([]string{"-js", "-a", host, "-p", port, "-sd", n.store}, n.args...)...)
+// listening is the line in which nats-server names the address it took.
+var listening = regexp.MustCompile(`Listening for client connections on (\S+)`)
+
+// start runs the server on port and waits until it says it is ready.
+func (n *NATSServer) start(port string) error {
+	n.proc = StartProcess(n.t, n.bin, nil, append([]string{"-js", "-a", "127.0.0.1", "-p", port, "-sd", n.store}, n.args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("tcp", n.addr); err == nil {
-			c.Close()
-			return
+		out := n.proc.Output()
+		if m := listening.FindStringSubmatch(out); m != nil && strings.Contains(out, "Server is ready") {
+			n.addr = m[1]
+			return nil
+		}
+		select {
+		case <-n.proc.done:
+			return fmt.Errorf("nats-server exited before it was ready: %v\n%s", n.proc.err, out)
+		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			n.t.Fatalf("nats-server did not listen on %s within 10s:\n%s", n.addr, n.proc.Output())
+			return fmt.Errorf("nats-server was not ready within 10s:\n%s", out)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -151,7 +164,10 @@ func (n *NATSServer) Restart() {
 	if err := n.proc.Stop(); err != nil {
 		n.t.Fatalf("stop nats-server: %v\n%s", err, n.proc.Output())
 	}
-	n.start()
+	_, port, _ := net.SplitHostPort(n.addr)
+	if err := n.start(port); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 // JetStream connects a test client to the NATS server at url, reconnecting quickly
