@@ -37,7 +37,7 @@ func TestBrowserShowsARangeNarrowsItAndFollowsNewFrames(t *testing.T) {
 	t.Parallel()
 	chromiumBin := chromiumPath(t)
 
-	ns := testenv.StartNATS(t)
+	ns := startNATS(t)
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	admin := testenv.FreeAddr(t)

@@ -4,7 +4,7 @@
 // Elasticsearch, the way an operator runs them.
 //
 // This file is its harness: building the binaries once, starting them against a
-// fresh in-process NATS and their own indices in the shared Elasticsearch node,
+// fresh nats-server and their own indices in the shared Elasticsearch node,
 // publishing sample frames, waiting, and reading back what was stored. Every
 // test here starts its own services, so the tests run in parallel.
 package e2e
@@ -52,8 +52,8 @@ var (
 	built   = map[string]string{}
 )
 
-// binary returns the path of the named ./cmd binary, building it on first use the
-// way `make build` does.
+// binary returns the path of the named ./cmd binary, or of nats-server, building
+// it on first use the way `make build` does.
 func binary(t testing.TB, name string) string {
 	t.Helper()
 	buildMu.Lock()
@@ -61,12 +61,30 @@ func binary(t testing.TB, name string) string {
 	if path, ok := built[name]; ok {
 		return path
 	}
-	paths, err := testenv.BuildBinaries(binDir, name)
+	var path string
+	var err error
+	if name == "nats-server" {
+		path, err = testenv.BuildNATSServer(binDir)
+	} else {
+		var paths map[string]string
+		paths, err = testenv.BuildBinaries(binDir, name)
+		path = paths[name]
+	}
 	if err != nil {
 		t.Fatalf("build %s: %v", name, err)
 	}
-	built[name] = paths[name]
-	return paths[name]
+	built[name] = path
+	return path
+}
+
+// startNATS runs a nats-server of the test's own with JetStream, as a process
+// beside the binaries under test, as in production: inside this test binary it
+// would be built with the race detector and take several times the processors
+// the binaries under test need. The tests that configure the server (TLS,
+// authentication, a cluster) run it in-process, with testenv.StartNATSWith.
+func startNATS(t *testing.T) *testenv.NATSServer {
+	t.Helper()
+	return testenv.StartNATSServer(t, binary(t, "nats-server"))
 }
 
 // message is what the test publishes; "id" lets it recognise documents coming back.
@@ -122,12 +140,12 @@ func refresh(t *testing.T, esURL, prefix string) {
 	}
 }
 
-// harness runs one scenario: a fresh in-process NATS, its own indices in the shared
+// harness runs one scenario: a fresh nats-server, its own indices in the shared
 // Elasticsearch node, and the set of document ids the scenario must end with.
 type harness struct {
 	t      *testing.T
 	ctx    context.Context
-	nats   *testenv.NATS
+	nats   natsServer
 	esURL  string
 	prefix string
 	js     jetstream.JetStream
@@ -138,10 +156,17 @@ type harness struct {
 	toolEnv map[string]string
 }
 
-func newHarness(t *testing.T) *harness { return newHarnessOn(t, testenv.StartNATS(t)) }
+func newHarness(t *testing.T) *harness { return newHarnessOn(t, startNATS(t)) }
+
+// natsServer is what the harness needs of a NATS server: a nats-server process
+// (startNATS), or an in-process one configured by the test (testenv.StartNATSWith).
+type natsServer interface {
+	URL() string
+	Restart()
+}
 
 // newHarnessOn is newHarness on a NATS server the test started its own way.
-func newHarnessOn(t *testing.T, ns *testenv.NATS) *harness {
+func newHarnessOn(t *testing.T, ns natsServer) *harness {
 	esURL := testenv.ElasticsearchURL(t)
 	js := testenv.JetStream(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)

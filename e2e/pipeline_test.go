@@ -18,7 +18,7 @@ import (
 
 func TestPipelineReturnsExactlyTheDocumentsOfTheRequestedRange(t *testing.T) {
 	t.Parallel()
-	ns := testenv.StartNATS(t)
+	ns := startNATS(t)
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 

@@ -33,7 +33,7 @@ const replicaDomain = "test.example"
 // replicaSet is three backends behind round-robin proxies.
 type replicaSet struct {
 	pebble          *testenv.Pebble
-	nats            *testenv.NATS
+	nats            *testenv.NATSServer
 	https, http     *testenv.Proxy
 	procs           []*testenv.Process
 	listens         []string
@@ -47,7 +47,7 @@ type replicaSet struct {
 // (after a first order that fails).
 func startReplicas(t *testing.T, n int, leaseTTL time.Duration, alpn bool, pebbleOpts testenv.PebbleOptions) *replicaSet {
 	t.Helper()
-	rs := &replicaSet{nats: testenv.StartNATS(t), leaseTTL: leaseTTL}
+	rs := &replicaSet{nats: startNATS(t), leaseTTL: leaseTTL}
 	for range n {
 		rs.listens = append(rs.listens, testenv.FreeAddr(t))
 		rs.challengeListen = append(rs.challengeListen, testenv.FreeAddr(t))

@@ -86,7 +86,7 @@ func TestSeveralElasticsearchAddressesWithOneDeadKeepBothBinariesWorking(t *test
 // backendEnv stream them back. It returns both binaries' output.
 func runPipelineThrough(t *testing.T, esURL string, webserverEnv, backendEnv map[string]string, frames secureFrames) map[string]string {
 	t.Helper()
-	ns := testenv.StartNATS(t)
+	ns := startNATS(t)
 	ws := startSecureWebserver(t, testenv.WithEnv(webserverEnv, map[string]string{"NATS_URL": ns.URL()}))
 	publishFrames(t, map[string]string{"NATS_URL": ns.URL()}, frames)
 	want := frames.ids()

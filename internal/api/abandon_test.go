@@ -20,6 +20,7 @@ import (
 // while their point in time is still being opened must not leave it behind (it
 // would live on for its keep-alive, outside API_MAX_STREAMS).
 func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 10, 0, 0, 0, time.UTC)
@@ -71,6 +72,7 @@ func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
 // TestAPreemptedStreamReleasesItsPointInTime: a stream that gives its slot to a
 // newcomer ends, and closes its point in time, like one whose client left.
 func TestAPreemptedStreamReleasesItsPointInTime(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 10, 0, 0, 0, time.UTC)

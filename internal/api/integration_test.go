@@ -51,6 +51,14 @@ func startBackend(t *testing.T, esURL, prefix string, cfg Config) *backend {
 	return &backend{t: t, url: srv.URL, spec: newSpecValidator(t), esURL: esURL, metrics: m}
 }
 
+// in is the same backend, reporting to t: a subtest's own, so that the
+// subtests of one backend may run in parallel.
+func (b *backend) in(t *testing.T) *backend {
+	c := *b
+	c.t = t
+	return &c
+}
+
 // get sends a GET with the given headers, reads the whole body and checks the
 // exchange against the description.
 func (b *backend) get(path string, header ...string) (*http.Response, []byte) {
@@ -287,7 +295,10 @@ func TestTwentyFiveThousandDocumentsComeBackCompleteInOrderWithoutDuplicates(t *
 		{"getStream newest first", "/getStream" + query + "&order=desc", nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			res, body := b.get(tt.path, tt.header...)
+			// Each form reads the index on its own; the streams overlap, as they
+			// would for as many clients.
+			t.Parallel()
+			res, body := b.in(t).get(tt.path, tt.header...)
 			if res.StatusCode != http.StatusOK {
 				t.Fatalf("%d %s", res.StatusCode, body)
 			}
@@ -367,6 +378,7 @@ func TestEveryBadRequestNamesItsProblem(t *testing.T) {
 }
 
 func TestElasticsearchOutOfReachIsA503UntilItIsBack(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	indexed(t, esURL, prefix, []doc{{"a", "2023-03-09T19:41:00Z"}})
@@ -401,6 +413,7 @@ func TestElasticsearchOutOfReachIsA503UntilItIsBack(t *testing.T) {
 // TestAClientThatGoesAwayReleasesItsPointInTime checks that a stream abandoned
 // halfway leaves no point in time open in Elasticsearch.
 func TestAClientThatGoesAwayReleasesItsPointInTime(t *testing.T) {
+	t.Parallel()
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 10, 0, 0, 0, time.UTC)

@@ -388,6 +388,7 @@ func TestEachClientIsRateLimitedWithA429(t *testing.T) {
 }
 
 func TestRetryAfterIsWhenTheNextRequestIsAdmitted(t *testing.T) {
+	t.Parallel()
 	srv, _ := serve(t, &fakeExporter{}, Config{RateLimit: 2, RateWindow: 2 * time.Second})
 	var res *http.Response
 	for res = get(t, srv.URL+"/healthz"); ; res = get(t, srv.URL+"/openapi.json") {

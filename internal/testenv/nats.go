@@ -1,12 +1,15 @@
 // Package testenv starts and finds the real services that integration tests run
-// against: an in-process NATS server with JetStream, and the Elasticsearch node that
-// `make test` (or `make services`) started.
+// against: a NATS server with JetStream (in-process, or a process of its own), and
+// the Elasticsearch node that `make test` (or `make services`) started.
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,29 +77,96 @@ func StartNATSProcess(t testing.TB) string {
 // nats-server's command line (such as --profile PORT).
 func StartNATSServerProcess(t testing.TB, args ...string) (string, *Process) {
 	t.Helper()
-	root, err := repoRoot()
+	bin, err := BuildNATSServer(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "nats-server")
+	n := StartNATSServer(t, bin, args...)
+	return n.URL(), n.proc
+}
+
+// BuildNATSServer compiles nats-server, the version in go.mod, into dir and
+// returns its path. It is built without the race detector whatever the tests
+// run with: the server is not the code under test, and instrumented it takes
+// several times the processor time.
+func BuildNATSServer(dir string) (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "nats-server")
 	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build nats-server: %v\n%s", err, out)
+		return "", fmt.Errorf("build nats-server: %w\n%s", err, out)
 	}
-	addr := FreeAddr(t)
-	host, port, _ := net.SplitHostPort(addr)
-	proc := StartProcess(t, bin, nil, append([]string{"-js", "-a", host, "-p", port, "-sd", t.TempDir()}, args...)...)
+	return bin, nil
+}
+
+// NATSServer is a nats-server with JetStream running as a process of its own, as
+// in production, so that its work is neither slowed by the race detector nor
+// counted against the test binary's processors.
+type NATSServer struct {
+	t     testing.TB
+	bin   string
+	addr  string
+	store string
+	args  []string
+	proc  *Process
+}
+
+// StartNATSServer runs bin (see BuildNATSServer) with JetStream on a loopback
+// port of its choosing, with its store in a temporary directory, and waits until
+// it is ready. args are added to its command line. It is stopped when the test
+// ends.
+func StartNATSServer(t testing.TB, bin string, args ...string) *NATSServer {
+	t.Helper()
+	n := &NATSServer{t: t, bin: bin, store: t.TempDir(), args: args}
+	// The server picks its port itself: one found free beforehand could be taken
+	// by another test's server before this one binds it.
+	if err := n.start("-1"); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// listening is the line in which nats-server names the address it took.
+var listening = regexp.MustCompile(`Listening for client connections on (\S+)`)
+
+// start runs the server on port and waits until it says it is ready.
+func (n *NATSServer) start(port string) error {
+	n.proc = StartProcess(n.t, n.bin, nil, append([]string{"-js", "-a", "127.0.0.1", "-p", port, "-sd", n.store}, n.args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "nats://" + addr, proc
+		out := n.proc.Output()
+		if m := listening.FindStringSubmatch(out); m != nil && strings.Contains(out, "Server is ready") {
+			n.addr = m[1]
+			return nil
+		}
+		select {
+		case <-n.proc.done:
+			return fmt.Errorf("nats-server exited before it was ready: %v\n%s", n.proc.err, out)
+		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats-server did not listen on %s within 10s", addr)
+			return fmt.Errorf("nats-server was not ready within 10s:\n%s", out)
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// URL is the client URL of the server.
+func (n *NATSServer) URL() string { return "nats://" + n.addr }
+
+// Restart stops the server gracefully and starts it again on the same port and
+// store, as an operator's restart would.
+func (n *NATSServer) Restart() {
+	n.t.Helper()
+	if err := n.proc.Stop(); err != nil {
+		n.t.Fatalf("stop nats-server: %v\n%s", err, n.proc.Output())
+	}
+	_, port, _ := net.SplitHostPort(n.addr)
+	if err := n.start(port); err != nil {
+		n.t.Fatal(err)
 	}
 }
 
