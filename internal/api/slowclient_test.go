@@ -56,12 +56,15 @@ func (e *endlessExporter) Check(context.Context) error { return nil }
 // TestASlowButSteadyReaderGetsTheWholeRange: a client that keeps taking more
 // than STREAM_MIN_RATE is not cut, however long one page takes it to read.
 func TestASlowButSteadyReaderGetsTheWholeRange(t *testing.T) {
-	t.Parallel()
+	// Not in parallel, nor are the other tests of the pace rule: they hold a
+	// reader to a pace of milliseconds against windows of a second, which the
+	// package's 25,000-document tests running alongside under -race once broke
+	// ("tls: bad record MAC" on a cut near the end). They run first, while the
+	// parallel tests wait, and e2e stays the longer package anyway.
 	const stall = time.Second
 	const pageBytes, pages = 2 << 20, 3
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
-			t.Parallel()
 			st := &endlessExporter{pageBytes: pageBytes, pages: pages, ended: make(chan time.Time, 1)}
 			srv, client := tlsServer(t, mustServer(t, st, Config{StallTimeout: stall}), h2)
 			res, err := client.Get(srv.URL + "/getStream" + someRange)
@@ -178,7 +181,6 @@ func tlsServer(t *testing.T, h http.Handler, h2 bool) (*httptest.Server, *http.C
 // takes 1 KB/s took "4 KB per STREAM_STALL_TIMEOUT" and so kept its stream, its
 // slot and its point in time for hours.
 func TestAReaderBelowTheMinimumRateIsCutOneWindowAfterItsBuffersFill(t *testing.T) {
-	t.Parallel()
 	const window = 5 * time.Second // 1 KB/s takes 5 KB of it: more than one write
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
@@ -223,7 +225,6 @@ func TestAReaderBelowTheMinimumRateIsCutOneWindowAfterItsBuffersFill(t *testing.
 // TestASteadyReaderOf150KBPerSecondIsNeverCut, whatever the page size: one that
 // takes many windows to read is not held against it.
 func TestASteadyReaderOf150KBPerSecondIsNeverCut(t *testing.T) {
-	t.Parallel()
 	const window = 3 * time.Second
 	for _, tt := range []struct {
 		name             string
@@ -271,7 +272,6 @@ func counted(t *testing.T, c prometheus.Counter) float64 {
 // refused or ended. With the defaults, a normal client's stream still starts
 // within 5s, each time.
 func TestClientsThatNeverReadDelayANormalStreamByAtMostFiveSeconds(t *testing.T) {
-	t.Parallel()
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "HTTP/1.1", true: "HTTP/2"}[h2], func(t *testing.T) {
 			t.Parallel()
