@@ -196,7 +196,12 @@ func (h *Hub) Follow(ctx context.Context, pos uint64, from, to time.Time, fields
 			return nil, err
 		}
 	}
-	return nil, ErrTooSlow
+	// Steps a notice apart can outrun a catch-up whose query is slower than
+	// they are; the last way in holds them for one read of the gap.
+	if err := p.joinHoldingSteps(ctx, f); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // Ready is signalled when Next has something: documents, a higher floor, or the
@@ -332,6 +337,51 @@ func (p *poller) join(f *Follower) (ahead uint64, joined bool) {
 	if p.last > f.pos {
 		return p.last, false
 	}
+	p.subscribe(f)
+	return 0, true
+}
+
+// joinHoldingSteps joins f after reading, with the steps held, the documents of
+// its range between its position and the steps' into its queue: the steps wait
+// for that one query, never for the client. A gap larger than the follower's
+// buffer is ErrTooSlow, as a full buffer is.
+func (p *poller) joinHoldingSteps(ctx context.Context, f *Follower) error {
+	p.step.Lock()
+	defer p.step.Unlock()
+	p.mu.Lock()
+	upTo := p.last
+	if len(p.subs) == 0 {
+		upTo = f.pos
+	}
+	p.mu.Unlock()
+	var gap pipeline.Page
+	err := f.catchUp(ctx, upTo, func(page pipeline.Page) error {
+		if len(gap.Docs)+len(page.Docs) > f.hub.cfg.Buffer {
+			return ErrTooSlow
+		}
+		gap.Docs = append(gap.Docs, page.Docs...)
+		gap.Keys = append(gap.Keys, page.Keys...)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.queue, f.floor = gap, upTo
+	f.mu.Unlock()
+	f.signal()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.subs) == 0 {
+		p.last = upTo
+	}
+	p.subscribe(f)
+	return nil
+}
+
+// subscribe adds f to the steps, its filter to the shared query, and starts
+// the steps if they were not running. p.mu and p.step are held.
+func (p *poller) subscribe(f *Follower) {
 	p.subs[f] = struct{}{}
 	if f.filter != nil {
 		key := filterKey(f.filter)
@@ -348,7 +398,6 @@ func (p *poller) join(f *Follower) (ahead uint64, joined bool) {
 		p.running = true
 		go p.run()
 	}
-	return 0, true
 }
 
 // catchUp sends the documents of f's range in (f.pos, upTo], which the steps

@@ -437,3 +437,74 @@ type countingStore struct {
 }
 
 func (s *countingStore) Refresh(context.Context) error { s.refreshes.Add(1); return nil }
+
+// slowSelfStore is a fakeStore whose catch-up queries (a follower's own filter,
+// "self") take delay: slower than the steps, which notices make frequent.
+type slowSelfStore struct {
+	fakeStore
+	delay time.Duration
+}
+
+func (s *slowSelfStore) Settled(ctx context.Context, q pipeline.SettledQuery) (pipeline.Page, error) {
+	if _, self := q.Filters["self"]; self {
+		time.Sleep(s.delay)
+	}
+	return s.fakeStore.Settled(ctx, q)
+}
+
+// A follower whose catch-up is slower than the steps never reaches them by
+// itself; it joins all the same, with every document once, by holding the
+// steps for one read of what is left.
+func TestAFollowerTheStepsKeepOutrunningStillJoinsWithEveryDocument(t *testing.T) {
+	// Each catch-up round takes a query of 5 ms, in which the steps, a
+	// millisecond apart, move on by two or three documents.
+	floor, st := &fakeFloor{}, &slowSelfStore{delay: 5 * time.Millisecond}
+	h := NewHub(Config{PollInterval: time.Millisecond, MinStepInterval: time.Millisecond, PageSize: 100, Buffer: 10000}, floor, st, slog.New(slog.DiscardHandler), nil)
+	first, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil) // keeps the steps going
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	go func() {
+		for range first.Ready() {
+			if _, _, err := first.Next(); err != nil {
+				return
+			}
+		}
+	}()
+	var seq atomic.Uint64
+	stop := make(chan struct{})
+	moved := make(chan struct{})
+	go func() {
+		defer close(moved)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			n := seq.Add(1)
+			st.add(n, int64(n))
+			floor.set(n)
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	var caughtUp []uint64
+	second, err := h.Follow(t.Context(), 0, epoch, never, nil, map[string]any{"every": 1}, func(p pipeline.Page) error {
+		for _, k := range p.Keys {
+			caughtUp = append(caughtUp, k.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the outrun follower did not join: %v", err)
+	}
+	defer second.Close()
+	close(stop)
+	<-moved
+	last := seq.Load()
+	got := collect(t, second, caughtUp, last)
+	if !slices.Equal(got, seqs(1, last)) {
+		t.Errorf("got %d documents (%v…), want 1..%d once each, in order", len(got), got[:min(10, len(got))], last)
+	}
+}
