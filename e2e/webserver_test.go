@@ -85,8 +85,13 @@ func TestWebserverWaitsOutAnElasticsearchOutage(t *testing.T) {
 	if limit := float64(5000 * (2 + 1)); maxUnacked > limit {
 		t.Errorf("held up to %.0f un-acked messages during the outage, want at most %.0f", maxUnacked, limit)
 	}
-	if limit := float64(64 << 20); maxHeap > limit {
-		t.Errorf("heap in use reached %.0f MiB during the outage, want at most %.0f MiB", maxHeap/(1<<20), limit/(1<<20))
+	// And the heap with them: a base plus what each held message costs (its
+	// data, its document, its share of a bulk body). Holding the bound of
+	// 15,000 measured 65 MiB in use under -race (14,060 held); the pulls now
+	// take whatever is waiting at once, so the outage can meet all three
+	// batches full, where a wait for each batch used to leave fewer held.
+	if limit := float64(16<<20 + 5000*(2+1)*4<<10); maxHeap > limit {
+		t.Errorf("heap in use reached %.0f MiB during the outage (%.0f messages held), want at most %.0f MiB", maxHeap/(1<<20), maxUnacked, limit/(1<<20))
 	}
 	if ackedDuringOutage >= scenarioMessages {
 		t.Errorf("everything was acked before the outage ended (ack floor %d); the test did not test an outage", ackedDuringOutage)
