@@ -41,10 +41,9 @@ type prodCompose struct {
 	} `yaml:"secrets"`
 }
 
-// What can be checked without a Docker engine: security is on, the binaries get
-// https, the CA from the shared volume and their secrets as files, and every
-// secret comes from the example env file's variables.
-func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t *testing.T) {
+// loadProdCompose reads docker-compose.prod.yml.
+func loadProdCompose(t *testing.T) prodCompose {
+	t.Helper()
 	raw, err := os.ReadFile("../docker-compose.prod.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +52,14 @@ func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t
 	if err := yaml.Unmarshal(raw, &c); err != nil {
 		t.Fatalf("docker-compose.prod.yml does not parse: %v", err)
 	}
+	return c
+}
+
+// What can be checked without a Docker engine: security is on, the binaries get
+// https, the CA from the shared volume and their secrets as files, and every
+// secret comes from the example env file's variables.
+func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t *testing.T) {
+	c := loadProdCompose(t)
 	// The override must apply to the services of the base file.
 	base := readCompose(t, "docker-compose.yml")
 	for name := range c.Services {
@@ -113,14 +120,7 @@ func TestProductionComposeSecuresElasticsearchAndGivesTheBinariesTheCAAndFiles(t
 // setup-security as the elastic user: it is given the file read-only and every
 // password the file names, as secrets, never in its environment.
 func TestProductionComposeAppliesTheSecurityFileWithEveryPasswordAsASecret(t *testing.T) {
-	raw, err := os.ReadFile("../docker-compose.prod.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c prodCompose
-	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("docker-compose.prod.yml does not parse: %v", err)
-	}
+	c := loadProdCompose(t)
 	s, ok := c.Services["setup-security"]
 	if !ok {
 		t.Fatal("docker-compose.prod.yml has no setup-security service")
