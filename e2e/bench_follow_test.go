@@ -97,7 +97,7 @@ func followAll(b *testing.B, ctx context.Context, base string, queries []string)
 	wg := &sync.WaitGroup{}
 	got := make([]*received, len(queries))
 	for i, query := range queries {
-		got[i] = newReceived()
+		got[i] = newTally()
 		wg.Go(func() {
 			if _, err := follow(ctx, base, query, true, "", got[i]); err != nil && ctx.Err() == nil {
 				got[i].mu.Lock()

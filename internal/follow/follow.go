@@ -446,20 +446,22 @@ func (p *poller) leave(f *Follower) {
 }
 
 // run steps while anyone follows: when woken, and every poll interval in case
-// a wake-up was lost; never twice within MinStepInterval, which bounds the
-// refreshes this backend asks of Elasticsearch.
+// a wake-up was lost. Steps that go to Elasticsearch are never closer than
+// MinStepInterval, which bounds the refreshes this backend asks for; a step that
+// only read an unmoved floor does not count, or a notice arriving just after a
+// poll would wait out the interval for nothing.
 func (p *poller) run() {
 	t := time.NewTicker(p.hub.cfg.PollInterval)
 	defer t.Stop()
-	var last time.Time
+	var searched time.Time // when the last step that refreshed and searched began
 	for {
 		select {
 		case <-t.C:
-			if time.Since(last) < p.hub.cfg.MinStepInterval {
+			if time.Since(searched) < p.hub.cfg.MinStepInterval {
 				continue // a wake-up just stepped
 			}
 		case <-p.woken:
-			time.Sleep(p.hub.cfg.MinStepInterval - time.Since(last))
+			time.Sleep(p.hub.cfg.MinStepInterval - time.Since(searched))
 		}
 		p.mu.Lock()
 		if len(p.subs) == 0 {
@@ -468,8 +470,9 @@ func (p *poller) run() {
 			return
 		}
 		p.mu.Unlock()
-		last = time.Now()
-		p.once()
+		if began := time.Now(); p.once() {
+			searched = began
+		}
 	}
 }
 
@@ -481,8 +484,9 @@ func (p *poller) wake() {
 	}
 }
 
-// once runs one step: the new floor, a refresh, and the documents up to it.
-func (p *poller) once() {
+// once runs one step: the new floor, and when it moved, a refresh and the
+// documents up to it. It says whether it went beyond reading the floor.
+func (p *poller) once() (searched bool) {
 	p.step.Lock()
 	defer p.step.Unlock()
 	start := time.Now()
@@ -490,6 +494,7 @@ func (p *poller) once() {
 	defer cancel()
 	floor, err := p.hub.floor.Settled(ctx)
 	if err == nil && floor > p.last {
+		searched = true
 		var n int
 		n, err = p.deliver(ctx, floor)
 		if err == nil {
@@ -502,6 +507,7 @@ func (p *poller) once() {
 		p.hub.log.Warn("follow step failed; retrying at the next poll", "err", err)
 		p.hub.observed(time.Since(start), 0, err)
 	}
+	return searched
 }
 
 // deliver hands the documents with sequences in (p.last, floor] to the

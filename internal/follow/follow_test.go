@@ -430,6 +430,26 @@ func TestNoticesNeverStepMoreOftenThanTheMinimumInterval(t *testing.T) {
 	}
 }
 
+// The minimum interval is between steps that refresh: polls that found the
+// floor where it was do not count, so a notice right after one steps at once.
+func TestANoticeRightAfterAnIdlePollIsNotHeldBack(t *testing.T) {
+	floor, st := &fakeFloor{}, &countingStore{}
+	h := NewHub(Config{PollInterval: 10 * time.Millisecond, MinStepInterval: time.Hour, PageSize: 7, Buffer: 100}, floor, st, slog.New(slog.DiscardHandler), nil)
+	f, err := h.Follow(t.Context(), 0, epoch, never, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	time.Sleep(50 * time.Millisecond) // idle polls: the floor stays at 0
+	st.add(1, 1)
+	floor.set(1)
+	h.Wake()
+	// collect fails after 5 s, far less than the hour an idle poll would hold it.
+	if got := collect(t, f, nil, 1); !slices.Equal(got, []uint64{1}) {
+		t.Errorf("got %v, want [1]", got)
+	}
+}
+
 // countingStore is an empty store that counts refreshes, one per step.
 type countingStore struct {
 	fakeStore
