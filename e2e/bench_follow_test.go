@@ -32,11 +32,14 @@ import (
 //   - 1000/s: BENCH_FOLLOW_RATE frames a second (default 1,000) for
 //     BENCH_FOLLOW_SECONDS (default 20), one follower; target p99 ≤ 300 ms;
 //   - 1000/s,50_followers: the same with 50 followers of different ranges;
-//     target p99 ≤ 400 ms.
+//     target p99 ≤ 400 ms;
+//   - 1000/s,no_followers: the same publishing with nobody following, so no
+//     refreshes: the baseline for what following costs Elasticsearch.
 //
 // Beside p50 and p99, and p99 against the target as a ratio (≤ 1 meets it), it
-// reports the refreshes a second the backend asked of Elasticsearch and the
-// backend's CPU per second. Run it with `make bench`.
+// reports the refreshes a second the backend asked of Elasticsearch, and the
+// backend's and (when it is the local node) Elasticsearch's CPU per second.
+// Run it with `make bench`.
 func BenchmarkFollowLatency(b *testing.B) {
 	rate := envInt(b, "BENCH_FOLLOW_RATE", 1000)
 	seconds := envInt(b, "BENCH_FOLLOW_SECONDS", 20)
@@ -48,6 +51,7 @@ func BenchmarkFollowLatency(b *testing.B) {
 		{"1/s", 1, envInt(b, "BENCH_FOLLOW_SLOW_SECONDS", 60), 1, 300 * time.Millisecond},
 		{fmt.Sprintf("%d/s", rate), rate, seconds, 1, 300 * time.Millisecond},
 		{fmt.Sprintf("%d/s,50_followers", rate), rate, seconds, 50, 400 * time.Millisecond},
+		{fmt.Sprintf("%d/s,no_followers", rate), rate, seconds, 0, 0},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			// Every follower is this process: one client to the backend.
@@ -56,13 +60,18 @@ func BenchmarkFollowLatency(b *testing.B) {
 			})
 			for b.Loop() {
 				m := followLive(b, base, js, backend, c.follower, c.rate, c.seconds, nil)
-				b.Logf("%d deliveries to %d followers at %d/s: publish to delivery p50 %s, p99 %s, max %s (target p99 ≤ %s); %.1f refreshes/s, backend CPU %.0f ms/s",
-					len(m.latency), c.follower, c.rate, m.p50.Round(time.Millisecond), m.p99.Round(time.Millisecond), m.max.Round(time.Millisecond), c.target, m.refreshes, m.cpuMS)
+				b.ReportMetric(m.refreshes, "refreshes/s")
+				b.ReportMetric(m.cpuMS, "backend_cpu_ms/s")
+				b.ReportMetric(m.esCPUMS, "es_cpu_ms/s")
+				if c.follower == 0 {
+					b.Logf("nobody following at %d/s: %.1f refreshes/s, backend CPU %.0f ms/s, Elasticsearch CPU %.0f ms/s", c.rate, m.refreshes, m.cpuMS, m.esCPUMS)
+					continue
+				}
+				b.Logf("%d deliveries to %d followers at %d/s: publish to delivery p50 %s, p99 %s, max %s (target p99 ≤ %s); %.1f refreshes/s, backend CPU %.0f ms/s, Elasticsearch CPU %.0f ms/s",
+					len(m.latency), c.follower, c.rate, m.p50.Round(time.Millisecond), m.p99.Round(time.Millisecond), m.max.Round(time.Millisecond), c.target, m.refreshes, m.cpuMS, m.esCPUMS)
 				b.ReportMetric(float64(m.p50.Milliseconds()), "p50_ms")
 				b.ReportMetric(float64(m.p99.Milliseconds()), "p99_ms")
 				b.ReportMetric(float64(m.p99)/float64(c.target), "p99/target")
-				b.ReportMetric(m.refreshes, "refreshes/s")
-				b.ReportMetric(m.cpuMS, "backend_cpu_ms/s")
 			}
 		})
 	}
@@ -121,6 +130,7 @@ type liveFigures struct {
 	gap           time.Duration // the longest time a follower received nothing
 	refreshes     float64       // per second, asked by the backend
 	cpuMS         float64       // the backend's, per second
+	esCPUMS       float64       // Elasticsearch's, per second, when it is the local node (else 0)
 }
 
 // followLive attaches followers (of ranges starting a minute apart, all
@@ -139,6 +149,7 @@ func followLive(b *testing.B, base string, js jetstream.JetStream, backend *test
 	defer cancel()
 	before := scrapeSeries(b, base+"/metrics")
 	cpu0, _ := backend.CPUTime()
+	esCPU := cpuOf(b, testenv.ElasticsearchPID(testenv.ElasticsearchURL(b)))
 	if meanwhile != nil {
 		go meanwhile()
 	}
@@ -158,6 +169,7 @@ func followLive(b *testing.B, base string, js jetstream.JetStream, backend *test
 	took := time.Duration(seconds) * time.Second
 	after := scrapeSeries(b, base+"/metrics")
 	cpu1, _ := backend.CPUTime()
+	es := esCPU()
 	cancel()
 	wg.Wait()
 
@@ -170,10 +182,13 @@ func followLive(b *testing.B, base string, js jetstream.JetStream, backend *test
 		m.gap = max(m.gap, r.gap)
 	}
 	slices.Sort(m.latency)
-	m.p50, m.p99, m.max = percentile(m.latency, 0.50), percentile(m.latency, 0.99), m.latency[len(m.latency)-1]
+	if len(m.latency) > 0 {
+		m.p50, m.p99, m.max = percentile(m.latency, 0.50), percentile(m.latency, 0.99), m.latency[len(m.latency)-1]
+	}
 	refresh := `backend_elasticsearch_request_duration_seconds_count{operation="refresh"}`
 	m.refreshes = (after[refresh] - before[refresh]) / took.Seconds()
 	m.cpuMS = float64((cpu1 - cpu0).Milliseconds()) / took.Seconds()
+	m.esCPUMS = float64(es.Milliseconds()) / took.Seconds()
 	return m
 }
 
