@@ -188,6 +188,15 @@ func (c *Cache) Get(ctx context.Context, name string) ([]byte, error) {
 			return nil, err
 		}
 		if holder == c.cfg.Holder {
+			// Another replica may have stored its certificate and released the
+			// lease between the read above and this lease: read again, or this
+			// replica would order a second certificate for nothing.
+			if again, err := c.get(ctx, name); err == nil && !dueForRenewal(again, time.Now()) {
+				if err := c.release(ctx, name); err != nil {
+					c.log.Warn("certificate found after taking its lease; lease left to expire", "name", name, "err", err)
+				}
+				return again, nil
+			}
 			if !waiting {
 				c.log.Info("ordering certificate; other replicas wait for it", "name", name, "renewal", data != nil, "holder", holder)
 			}

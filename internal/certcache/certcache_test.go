@@ -202,6 +202,49 @@ func TestOfReplicasAskingAtOnceForAMissingCertificateOnlyOneOrders(t *testing.T)
 	}
 }
 
+// A replica that missed the certificate just before another stored it and
+// released the lease takes the free lease; it must then find the certificate,
+// not order a second one.
+func TestAReplicaThatTakesTheLeaseJustAfterTheCertificateArrivedDoesNotOrder(t *testing.T) {
+	caches, _ := replicas(t, 2, Config{})
+	orderer, late := caches[0], caches[1]
+	ctx := context.Background()
+	if _, err := orderer.Get(ctx, "test.example"); !errors.Is(err, autocert.ErrCacheMiss) {
+		t.Fatalf("the first replica's Get: %v, want a miss (an order)", err)
+	}
+	cert := fresh(t)
+	late.kv = &staleRead{KeyValue: late.kv, key: entryKey("test.example"), meanwhile: func() {
+		if err := orderer.Put(ctx, "test.example", cert); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	data, err := late.Get(ctx, "test.example")
+	if err != nil || !bytes.Equal(data, cert) {
+		t.Fatalf("the late replica's Get: %v, want the certificate the other ordered", err)
+	}
+	if _, err := late.kv.Get(ctx, leaseKey("test.example")); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("the lease is still held (%v): the next renewal would wait for it to expire", err)
+	}
+}
+
+// staleRead answers the first read of key with "not found", as a read that came
+// just before meanwhile (another replica's work) did.
+type staleRead struct {
+	jetstream.KeyValue
+	key       string
+	meanwhile func()
+	done      bool
+}
+
+func (s *staleRead) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if key == s.key && !s.done {
+		s.done = true
+		s.meanwhile()
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return s.KeyValue.Get(ctx, key)
+}
+
 func TestWhenTheLeaseHolderDiesAnotherReplicaOrdersAfterTheLeaseTTL(t *testing.T) {
 	caches, _ := replicas(t, 2, Config{LeaseTTL: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
