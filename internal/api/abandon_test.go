@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,23 +77,33 @@ func TestAPreemptedStreamReleasesItsPointInTime(t *testing.T) {
 	esURL := testenv.ElasticsearchURL(t)
 	prefix := testenv.IndexPrefix(t, esURL)
 	start := time.Date(2023, 3, 9, 10, 0, 0, 0, time.UTC)
-	// More than the socket buffers of both ends hold, so that a client that reads
-	// nothing leaves its stream waiting.
-	testenv.IndexDocuments(t, esURL, prefix, 60000, func(i int) pipeline.Item {
+	// More than both ends can hold, so that a client that reads nothing leaves
+	// its stream waiting: the backend's pages ahead (small pages here), its
+	// socket's send buffer and the client's receive buffer (both kept small,
+	// the latter before it connects, so that the window it offers is small
+	// too) hold under 1,000 of these documents of about 180 bytes: with 300 the
+	// stream ends before anyone could pre-empt it, and the test fails.
+	const docs = 5000
+	testenv.IndexDocuments(t, esURL, prefix, docs, func(i int) pipeline.Item {
 		ts := start.Add(time.Duration(i) * time.Second)
 		return pipeline.Item{ID: fmt.Sprint(i), Timestamp: ts, Body: testenv.DocumentBody(fmt.Sprint(i), ts, "cam-1")}
 	})
 	// Both clients connect from the test's address.
-	b := startBackend(t, esURL, prefix, Config{MaxStreams: 1, MaxClientStreams: 2, PreemptAfter: 500 * time.Millisecond})
+	b := startBackendOn(t, esURL, prefix, Config{MaxStreams: 1, MaxClientStreams: 2, PreemptAfter: 500 * time.Millisecond, FirstPageSize: 100, PageSize: 200},
+		func(l net.Listener) net.Listener { return &smallBufferListener{l} })
 	addr := strings.TrimPrefix(b.url, "http://")
 	const path = "/getStream?start_date=2023-03-09&end_date=2023-03-11"
 
-	idle, err := net.Dial("tcp", addr)
+	dialer := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+		return err
+	}}
+	idle, err := dialer.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	idle.(*net.TCPConn).SetReadBuffer(4 << 10)
 	fmt.Fprintf(idle, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, addr)
 	time.Sleep(2 * time.Second) // the buffers fill, and the stream waits on its client
 
@@ -107,8 +118,8 @@ func TestAPreemptedStreamReleasesItsPointInTime(t *testing.T) {
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("the newcomer: %d %s, want 200", res.StatusCode, body)
 	}
-	if lines := strings.Count(string(body), "\n"); lines != 60000 {
-		t.Errorf("the newcomer got %d documents, want 60000", lines)
+	if lines := strings.Count(string(body), "\n"); lines != docs {
+		t.Errorf("the newcomer got %d documents, want %d", lines, docs)
 	}
 	if got := counted(t, b.metrics.streamCuts.WithLabelValues("preempted")); got != 1 {
 		t.Errorf("backend_stream_cut_total{reason=\"preempted\"} = %g, want 1", got)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -37,6 +38,12 @@ type backend struct {
 
 func startBackend(t *testing.T, esURL, prefix string, cfg Config) *backend {
 	t.Helper()
+	return startBackendOn(t, esURL, prefix, cfg, nil)
+}
+
+// startBackendOn is startBackend whose listener is wrap's, when not nil.
+func startBackendOn(t *testing.T, esURL, prefix string, cfg Config, wrap func(net.Listener) net.Listener) *backend {
+	t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
 	st, err := store.New(store.Config{Addresses: []string{esURL}, IndexPrefix: prefix, Observe: m.ObserveQuery})
 	if err != nil {
@@ -46,7 +53,11 @@ func startBackend(t *testing.T, esURL, prefix string, cfg Config) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if wrap != nil {
+		srv.Listener = wrap(srv.Listener)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	return &backend{t: t, url: srv.URL, spec: newSpecValidator(t), esURL: esURL, metrics: m}
 }
