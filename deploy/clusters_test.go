@@ -3,7 +3,6 @@
 package deploy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,8 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -32,12 +29,15 @@ import (
 // stream taking publishes; with the node back, Elasticsearch is green again and the
 // stream has all its replicas current. A paused node shows as paused.
 func TestClustersServeWithTheirLeaderKilledAndHealWhenItIsBack(t *testing.T) {
-	c := startClusters(t, nil, "elasticsearch-cluster", "nats-cluster")
-	esURLs := strings.Split(c.env["ELASTICSEARCH_CLUSTER_URLS"], ",")
-	natsURLs := c.env["NATS_CLUSTER_URLS"]
+	if !testenv.ClusterPortsPinned() {
+		t.Parallel()
+	}
+	c := testenv.StartClusters(t, nil, "elasticsearch-cluster", "nats-cluster")
+	esURLs := strings.Split(c.Env["ELASTICSEARCH_CLUSTER_URLS"], ",")
+	natsURLs := c.Env["NATS_CLUSTER_URLS"]
 	if len(esURLs) != 3 || len(strings.Split(natsURLs, ",")) != 3 {
 		t.Fatalf("services.sh wrote ELASTICSEARCH_CLUSTER_URLS=%q and NATS_CLUSTER_URLS=%q; want three URLs each",
-			c.env["ELASTICSEARCH_CLUSTER_URLS"], natsURLs)
+			c.Env["ELASTICSEARCH_CLUSTER_URLS"], natsURLs)
 	}
 	if h := clusterHealth(t, esURLs[0], ""); h.Nodes != 3 || h.Status != "green" {
 		t.Fatalf("Elasticsearch cluster after up: %d nodes, %s; want 3, green", h.Nodes, h.Status)
@@ -58,175 +58,53 @@ func TestClustersServeWithTheirLeaderKilledAndHealWhenItIsBack(t *testing.T) {
 	}
 	publish(ctx, t, js, 0, 10)
 
-	esMaster, natsLeader := c.leader("elasticsearch-cluster"), c.leader("nats-cluster")
-	c.services("node", "elasticsearch-cluster", esMaster, "kill")
-	c.services("node", "nats-cluster", natsLeader, "kill")
-	if nodes := c.services("nodes", "elasticsearch-cluster"); !lineHas(nodes, "es"+esMaster, "gone") {
-		t.Errorf("services.sh nodes elasticsearch-cluster after killing es%s:\n%s\nwant it gone", esMaster, nodes)
+	esMaster, natsLeader := c.Leader("elasticsearch-cluster"), c.Leader("nats-cluster")
+	c.Node("elasticsearch-cluster", esMaster, "kill")
+	c.Node("nats-cluster", natsLeader, "kill")
+	if state := c.NodeState("elasticsearch-cluster", esMaster); state != "gone" {
+		t.Errorf("services.sh nodes says es%d is %s after it was killed, want gone", esMaster, state)
 	}
 
 	survivor := esURLs[0]
-	if esMaster == "1" {
+	if esMaster == 1 {
 		survivor = esURLs[1]
 	}
 	// Yellow rather than green: the lost node's replicas wait for it (for
 	// index.unassigned.node_left.delayed_timeout, 1m) before being made again.
 	if h := clusterHealth(t, survivor, "wait_for_nodes=2&wait_for_status=yellow&timeout=90s"); h.Nodes != 2 || h.Status != "yellow" || h.TimedOut {
-		t.Errorf("Elasticsearch with es%s killed: %d nodes, %s (timed out: %v); want 2, yellow", esMaster, h.Nodes, h.Status, h.TimedOut)
+		t.Errorf("Elasticsearch with es%d killed: %d nodes, %s (timed out: %v); want 2, yellow", esMaster, h.Nodes, h.Status, h.TimedOut)
 	}
 	if n, failed := countDocuments(t, survivor, index); n != 100 || failed != 0 {
-		t.Errorf("count with es%s killed: %d documents, %d shards failed; want 100 and 0", esMaster, n, failed)
+		t.Errorf("count with es%d killed: %d documents, %d shards failed; want 100 and 0", esMaster, n, failed)
 	}
 	indexDocuments(t, survivor, index, 100, 50)
-	if after := c.leader("elasticsearch-cluster"); after == esMaster {
-		t.Errorf("es%s, killed, is still named the master", esMaster)
+	if after := c.Leader("elasticsearch-cluster"); after == esMaster {
+		t.Errorf("es%d, killed, is still named the master", esMaster)
 	}
 	publish(ctx, t, js, 10, 10)
 	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 20 {
-		t.Errorf("the R3 stream with n%s killed: %v, %+v; want 20 messages", natsLeader, err, info)
+		t.Errorf("the R3 stream with n%d killed: %v, %+v; want 20 messages", natsLeader, err, info)
 	}
 
-	c.services("node", "elasticsearch-cluster", esMaster, "start")
-	c.services("node", "nats-cluster", natsLeader, "start")
+	c.Node("elasticsearch-cluster", esMaster, "start")
+	c.Node("nats-cluster", natsLeader, "start")
 	if h := clusterHealth(t, survivor, "wait_for_nodes=3&wait_for_status=green&timeout=120s"); h.Nodes != 3 || h.Status != "green" || h.TimedOut {
-		t.Errorf("Elasticsearch with es%s back: %d nodes, %s (timed out: %v); want 3, green", esMaster, h.Nodes, h.Status, h.TimedOut)
+		t.Errorf("Elasticsearch with es%d back: %d nodes, %s (timed out: %v); want 3, green", esMaster, h.Nodes, h.Status, h.TimedOut)
 	}
 	if n, failed := countDocuments(t, esURLs[0], index); n != 150 || failed != 0 {
-		t.Errorf("count with es%s back: %d documents, %d shards failed; want 150 and 0", esMaster, n, failed)
+		t.Errorf("count with es%d back: %d documents, %d shards failed; want 150 and 0", esMaster, n, failed)
 	}
-	waitReplicasCurrent(ctx, t, stream, "n"+natsLeader)
+	waitReplicasCurrent(ctx, t, stream, "n"+strconv.Itoa(natsLeader))
 
 	// A paused node is told apart from a running one, and runs again once resumed.
-	c.services("node", "nats-cluster", natsLeader, "stop")
-	if nodes := c.services("nodes", "nats-cluster"); !lineHas(nodes, "n"+natsLeader, "paused") {
-		t.Errorf("services.sh nodes nats-cluster after pausing n%s:\n%s\nwant it paused", natsLeader, nodes)
+	c.Node("nats-cluster", natsLeader, "stop")
+	if state := c.NodeState("nats-cluster", natsLeader); state != "paused" {
+		t.Errorf("services.sh nodes says n%d is %s after SIGSTOP, want paused", natsLeader, state)
 	}
-	c.services("node", "nats-cluster", natsLeader, "cont")
-	if nodes := c.services("nodes", "nats-cluster"); !lineHas(nodes, "n"+natsLeader, "running") {
-		t.Errorf("services.sh nodes nats-cluster after resuming n%s:\n%s\nwant it running", natsLeader, nodes)
+	c.Node("nats-cluster", natsLeader, "cont")
+	if state := c.NodeState("nats-cluster", natsLeader); state != "running" {
+		t.Errorf("services.sh nodes says n%d is %s after SIGCONT, want running", natsLeader, state)
 	}
-}
-
-type clusters struct {
-	t     *testing.T
-	state string
-	env   map[string]string // the env file services.sh wrote
-	base  []string          // the environment of every services.sh call
-}
-
-// clusterPorts are the variables that say which ports services.sh gives the
-// clusters' nodes.
-var clusterPorts = []string{"ES_CLUSTER_PORTS", "ES_CLUSTER_TRANSPORT_PORTS", "NATS_CLUSTER_PORTS", "NATS_CLUSTER_ROUTE_PORTS", "NATS_CLUSTER_MONITOR_PORTS"}
-
-// startClusters starts services (clusters) through services.sh, in parallel, with
-// env added to the environment, in a state directory of the test's own, and
-// stops them when the test ends. Their ports are free ones, and the test runs in
-// parallel with others, unless the variables of clusterPorts say which ports to
-// take: then the cluster tests, which would share them, run one after another.
-// A cluster that does not start fails the test, with what services.sh said.
-func startClusters(t *testing.T, env []string, services ...string) *clusters {
-	pinned := false
-	for _, name := range clusterPorts {
-		pinned = pinned || os.Getenv(name) != ""
-	}
-	if !pinned {
-		t.Parallel()
-	}
-	c := &clusters{t: t, state: t.TempDir()}
-	c.base = []string{"SERVICES_STATE=" + c.state}
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if name != "SERVICES_STATE" && !strings.HasPrefix(name, "ELASTICSEARCH_CLUSTER_") && name != "NATS_CLUSTER_URLS" && name != "ES_CLUSTER_SECURITY" {
-			c.base = append(c.base, kv)
-		}
-	}
-	for _, name := range clusterPorts {
-		if os.Getenv(name) == "" {
-			c.base = append(c.base, name+"="+freePorts(t, 3))
-		}
-	}
-	c.base = append(c.base, env...)
-	t.Cleanup(func() {
-		cmd := exec.Command("bash", "local/services.sh", "down")
-		cmd.Env = c.base
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("services.sh down: %v\n%s", err, out)
-		}
-	})
-	began := time.Now()
-	c.services(append([]string{"up"}, services...)...)
-	t.Logf("%s ready in %s", strings.Join(services, " and "), time.Since(began).Round(time.Second))
-	c.env = readEnvFile(t, filepath.Join(c.state, "env"))
-	return c
-}
-
-// services runs services.sh with args and returns its standard output, failing
-// the test with everything it said if it fails.
-func (c *clusters) services(args ...string) string {
-	c.t.Helper()
-	cmd := exec.Command("bash", append([]string{"local/services.sh"}, args...)...)
-	cmd.Env = c.base
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		c.t.Fatalf("services.sh %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
-	}
-	return string(out)
-}
-
-// leader is the number of the node that leads service, as services.sh names it.
-func (c *clusters) leader(service string) string {
-	c.t.Helper()
-	n := strings.TrimSpace(c.services("leader", service))
-	if n != "1" && n != "2" && n != "3" {
-		c.t.Fatalf("services.sh leader %s printed %q; want a node number", service, n)
-	}
-	return n
-}
-
-func freePorts(t *testing.T, n int) string {
-	seen := map[int]bool{}
-	var ports []string
-	for len(ports) < n {
-		p := testenv.PortOf(t, testenv.FreeAddr(t))
-		if !seen[p] {
-			seen[p] = true
-			ports = append(ports, strconv.Itoa(p))
-		}
-	}
-	return strings.Join(ports, ",")
-}
-
-func readEnvFile(t *testing.T, path string) map[string]string {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatalf("the env file services.sh writes: %v", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			env[k] = v
-		}
-	}
-	return env
-}
-
-// lineHas says whether the line of out that begins with first holds word.
-func lineHas(out, first, word string) bool {
-	for line := range strings.Lines(out) {
-		fields := strings.Fields(line)
-		if len(fields) > 0 && fields[0] == first {
-			for _, f := range fields {
-				if f == word {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 type health struct {
@@ -333,11 +211,14 @@ func waitReplicasCurrent(ctx context.Context, t *testing.T, stream jetstream.Str
 // the nodes, and users that every node knows; a node killed and started again
 // rejoins it.
 func TestTheSecuredClusterSpeaksTLSBetweenItsNodesAndKnowsItsUsersOnEach(t *testing.T) {
-	c := startClusters(t, []string{"ES_CLUSTER_SECURITY=on"}, "elasticsearch-cluster")
-	urls := strings.Split(c.env["ELASTICSEARCH_CLUSTER_URLS"], ",")
-	ca, password := c.env["ELASTICSEARCH_CLUSTER_CA_CERT"], c.env["ELASTICSEARCH_CLUSTER_PASSWORD"]
+	if !testenv.ClusterPortsPinned() {
+		t.Parallel()
+	}
+	c := testenv.StartClusters(t, []string{"ES_CLUSTER_SECURITY=on"}, "elasticsearch-cluster")
+	urls := strings.Split(c.Env["ELASTICSEARCH_CLUSTER_URLS"], ",")
+	ca, password := c.Env["ELASTICSEARCH_CLUSTER_CA_CERT"], c.Env["ELASTICSEARCH_CLUSTER_PASSWORD"]
 	if len(urls) != 3 || !strings.HasPrefix(urls[0], "https://") || ca == "" || password == "" {
-		t.Fatalf("services.sh wrote %v; want three https URLs, ELASTICSEARCH_CLUSTER_CA_CERT and ELASTICSEARCH_CLUSTER_PASSWORD", c.env)
+		t.Fatalf("services.sh wrote %v; want three https URLs, ELASTICSEARCH_CLUSTER_CA_CERT and ELASTICSEARCH_CLUSTER_PASSWORD", c.Env)
 	}
 	pem, err := os.ReadFile(ca)
 	if err != nil {
@@ -384,8 +265,8 @@ func TestTheSecuredClusterSpeaksTLSBetweenItsNodesAndKnowsItsUsersOnEach(t *test
 		t.Errorf("the user made on es1, on es3: %d %s; want 200", code, body)
 	}
 
-	c.services("node", "elasticsearch-cluster", "2", "kill")
-	c.services("node", "elasticsearch-cluster", "2", "start")
+	c.Node("elasticsearch-cluster", 2, "kill")
+	c.Node("elasticsearch-cluster", 2, "start")
 	if code, body := do(http.MethodGet, urls[1]+"/_cluster/health?wait_for_nodes=3&wait_for_status=green&timeout=90s", "reader", "reader-password-1", ""); code != http.StatusOK {
 		t.Errorf("es2 back, asked of it by the user: %d %s; want 200, 3 nodes, green", code, body)
 	}
