@@ -51,10 +51,16 @@ bench: ## the benchmarks in e2e/ against a real Elasticsearch (scale with BENCH_
 run: build ## the whole pipeline with demo data; prints a URL to open; Ctrl-C stops it
 	deploy/local/run.sh
 
-# ES_SECURITY=on adds the secured node; any other value leaves it out.
+# ES_SECURITY=on adds the secured node; any other value leaves it out. The same
+# for the clusters: ES_CLUSTER=on, NATS_CLUSTER=on, or CLUSTERS=on for both;
+# ES_CLUSTER_SECURITY=on reaches services.sh from make's command line as it is.
 ES_SECURITY ?= off
-services: ## start Elasticsearch and NATS in the background (URLs in .services/env); ES_SECURITY=on also a secured node on 9201 (HTTPS; CA and password in .services/env)
-	$(SERVICES) up elasticsearch nats $(if $(filter on,$(ES_SECURITY)),elasticsearch-secured)
+CLUSTERS ?= off
+ES_CLUSTER ?= $(CLUSTERS)
+NATS_CLUSTER ?= $(CLUSTERS)
+services: ## start Elasticsearch and NATS in the background (URLs in .services/env); ES_SECURITY=on also a secured node on 9201 (HTTPS; CA and password in .services/env); ES_CLUSTER=on, NATS_CLUSTER=on (CLUSTERS=on: both) also a cluster of 3 (ELASTICSEARCH_CLUSTER_URLS, NATS_CLUSTER_URLS; with ES_CLUSTER_SECURITY=on, HTTPS and TLS between nodes; nodes killed, paused and started with deploy/local/services.sh node, see docs/operating.md)
+	$(SERVICES) up elasticsearch nats $(if $(filter on,$(ES_SECURITY)),elasticsearch-secured) \
+	  $(if $(filter on,$(ES_CLUSTER)),elasticsearch-cluster) $(if $(filter on,$(NATS_CLUSTER)),nats-cluster)
 
 services-down: ## stop what `make services` started
 	$(SERVICES) down

@@ -187,7 +187,7 @@ func TestServicesListTheServicesWhenOneIsUnknown(t *testing.T) {
 	cmd := exec.Command("bash", "local/services.sh", "up", "elasticsearch-secure")
 	cmd.Env = append(os.Environ(), "SERVICES_STATE="+t.TempDir())
 	out, err := cmd.CombinedOutput()
-	want := "services: unknown service elasticsearch-secure (elasticsearch, elasticsearch-secured, nats)\n"
+	want := "services: unknown service elasticsearch-secure (elasticsearch, elasticsearch-secured, nats, elasticsearch-cluster, nats-cluster)\n"
 	if err == nil || string(out) != want {
 		t.Errorf("services.sh up elasticsearch-secure: %v, said %q; want an error saying %q", err, out, want)
 	}

@@ -110,8 +110,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				// still go to the others (today's, mostly), its bulk failures above
 				// say when they do not, and it takes no traffic that another replica
 				// could serve instead; unready would only hold up a rollout.
-				// webserver_elasticsearch_cluster_status and its alert tell red.
-				_, err := st.Health(ctx)
+				// webserver_elasticsearch_cluster_status and its alert tell red;
+				// /readyz names it, and yellow, as degraded.
+				err := st.Check(ctx)
+				if red := (*store.RedError)(nil); errors.As(err, &red) {
+					return admin.Degraded(err)
+				}
 				return err
 			}},
 		),

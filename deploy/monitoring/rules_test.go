@@ -34,7 +34,7 @@ func TestTheAlertRulesParseWithPrometheusOwnParser(t *testing.T) {
 	}
 	for _, want := range []string{"WebserverDown", "WebserverMetricsAbsent", "IngestLagGrowing", "ElasticsearchDown",
 		"ElasticsearchRefusesWebserver", "ElasticsearchIndicesRed", "DeadLettersAppearing", "AuditNotClean", "AuditNotRunning",
-		"BackendDown", "BackendMetricsAbsent", "BackendElasticsearchFailing", "CertificateExpiresSoon"} {
+		"BackendDown", "BackendMetricsAbsent", "BackendElasticsearchFailing", "ElasticsearchRefusesBackend", "CertificateExpiresSoon"} {
 		if !alerts[want] {
 			t.Errorf("alerts.yml has no %s alert", want)
 		}

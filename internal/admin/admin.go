@@ -6,6 +6,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -34,20 +35,46 @@ type Check struct {
 // down for the probe that asked.
 const checkTimeout = 2 * time.Second
 
-// Probe runs every check and returns the failures by name, nil when all pass.
-func Probe(ctx context.Context, checks ...Check) map[string]error {
+// Degraded marks what a check found short of whole that still leaves the process
+// able to do its job: readiness stays 200 and names it under "degraded" (the
+// indices written to red while others take the documents, say). An error is
+// degraded when it, or one it wraps, has a Degraded method that says true, as
+// the store's yellow indices do.
+func Degraded(err error) error { return &degraded{err} }
+
+type degraded struct{ err error }
+
+func (d *degraded) Error() string  { return d.err.Error() }
+func (d *degraded) Unwrap() error  { return d.err }
+func (d *degraded) Degraded() bool { return true }
+
+func isDegraded(err error) bool {
+	var d interface{ Degraded() bool }
+	return errors.As(err, &d) && d.Degraded()
+}
+
+// Probe runs every check and returns, by name, the failures and what is only
+// degraded ([Degraded]); each map is nil when it would be empty. The process is
+// ready when failed is nil.
+func Probe(ctx context.Context, checks ...Check) (failed, degraded map[string]error) {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	var failed map[string]error
+	add := func(m *map[string]error, name string, err error) {
+		if *m == nil {
+			*m = map[string]error{}
+		}
+		(*m)[name] = err
+	}
 	for _, c := range checks {
-		if err := c.Fn(ctx); err != nil {
-			if failed == nil {
-				failed = map[string]error{}
-			}
-			failed[c.Name] = err
+		switch err := c.Fn(ctx); {
+		case err == nil:
+		case isDegraded(err):
+			add(&degraded, c.Name, err)
+		default:
+			add(&failed, c.Name, err)
 		}
 	}
-	return failed
+	return failed, degraded
 }
 
 // Healthz answers liveness probes: the process runs and serves HTTP.
@@ -64,8 +91,9 @@ type Options struct {
 }
 
 // Handler serves /healthz, /readyz (all checks pass, else 503 naming what fails
-// and why), /metrics and, if enabled, /debug/pprof/. It belongs on an address
-// only operators reach: readiness failures carry their causes.
+// and why; what is degraded is named in a 200), /metrics and, if enabled,
+// /debug/pprof/. It belongs on an address only operators reach: readiness
+// failures carry their causes.
 func Handler(opts Options, checks ...Check) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Metrics, promhttp.HandlerOpts{}))
@@ -77,18 +105,30 @@ func Handler(opts Options, checks ...Check) http.Handler {
 	}
 	mux.HandleFunc("GET /healthz", Healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		failed := Probe(r.Context(), checks...)
+		failed, degraded := Probe(r.Context(), checks...)
 		if failed == nil {
-			reply(w, http.StatusOK, map[string]string{"status": "ready"})
+			body := map[string]any{"status": "ready"}
+			if degraded != nil {
+				body["degraded"] = messages(degraded)
+			}
+			reply(w, http.StatusOK, body)
 			return
 		}
-		causes := map[string]string{}
-		for name, err := range failed {
-			causes[name] = err.Error()
+		body := map[string]any{"status": "not ready", "failing": messages(failed)}
+		if degraded != nil {
+			body["degraded"] = messages(degraded)
 		}
-		reply(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": causes})
+		reply(w, http.StatusServiceUnavailable, body)
 	})
 	return mux
+}
+
+func messages(errs map[string]error) map[string]string {
+	m := make(map[string]string, len(errs))
+	for name, err := range errs {
+		m[name] = err.Error()
+	}
+	return m
 }
 
 func reply(w http.ResponseWriter, status int, v any) {

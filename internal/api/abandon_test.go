@@ -64,8 +64,10 @@ func TestABurstOfAbandonedRequestsLeavesNoPointInTimeOpen(t *testing.T) {
 	// Clients leaving are no failure of Elasticsearch (BackendElasticsearchFailing
 	// reads these).
 	for _, op := range []string{"open_pit", "search", "close_pit"} {
-		if v := metricValue(t, b.metrics, `backend_elasticsearch_request_failures_total{operation="`+op+`"}`); v != "0" {
-			t.Errorf("Elasticsearch %s failures after a burst of abandoned requests = %q, want 0", op, v)
+		for _, cause := range []string{"error", "refused"} {
+			if v := metricValue(t, b.metrics, `backend_elasticsearch_request_failures_total{cause="`+cause+`",operation="`+op+`"}`); v != "0" {
+				t.Errorf("Elasticsearch %s failures (%s) after a burst of abandoned requests = %q, want 0", op, cause, v)
+			}
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -45,7 +46,8 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Help:    "Latency of Elasticsearch requests (open_pit, search, close_pit, refresh, field_caps, counts), failed ones included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"operation"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "backend_elasticsearch_request_failures_total",
-			Help: "Elasticsearch requests that failed, by operation."}, []string{"operation"}),
+			Help: "Elasticsearch requests that failed, by operation and cause (refused: answered 401 or 403, the credentials refused or a privilege missing; error: any other failure, the cluster unreachable, slow or failing)."},
+			[]string{"operation", "cause"}),
 	}
 	m.followers = prometheus.NewGauge(prometheus.GaugeOpts{Name: "backend_followers",
 		Help: "follow=true streams being served now."})
@@ -68,19 +70,44 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 	// increase, and the share of failures has every request under it.
 	for _, op := range []string{"open_pit", "search", "close_pit", "refresh", "field_caps", "counts"} {
 		m.queries.WithLabelValues(op)
-		m.failures.WithLabelValues(op)
+		m.failures.WithLabelValues(op, causeRefused)
+		m.failures.WithLabelValues(op, causeError)
 	}
 	reg.MustRegister(m.requests, m.duration, m.documents, m.streams, m.queries, m.failures,
 		m.followers, m.followed, m.followCuts, m.steps, m.stepDocs, m.streamCuts)
 	return m
 }
 
+// The causes of backend_elasticsearch_request_failures_total: a refusal is fixed
+// by an operator (credentials, roles), not by waiting, and has an alert of its own.
+const (
+	causeRefused = "refused"
+	causeError   = "error"
+)
+
 // ObserveQuery records one Elasticsearch request; it is a store.QueryObserver.
 func (m *Metrics) ObserveQuery(op string, took time.Duration, err error) {
 	m.queries.WithLabelValues(op).Observe(took.Seconds())
 	if err != nil {
-		m.failures.WithLabelValues(op).Inc()
+		cause := causeError
+		if refusal(err) {
+			cause = causeRefused
+		}
+		m.failures.WithLabelValues(op, cause).Inc()
 	}
+}
+
+// refusal reports whether Elasticsearch answered err with 401 (credentials
+// refused: wrong, expired, revoked) or 403 (a privilege missing), as the
+// webserver's webserver_elasticsearch_refused does. The store's errors carry
+// the status they were answered with.
+func refusal(err error) bool {
+	var answer interface{ StatusCode() int }
+	if !errors.As(err, &answer) {
+		return false
+	}
+	code := answer.StatusCode()
+	return code == http.StatusUnauthorized || code == http.StatusForbidden
 }
 
 func (m *Metrics) handler() http.Handler {

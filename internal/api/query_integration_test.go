@@ -249,8 +249,10 @@ func TestEveryBadFilterIsRefusedWithItsPosition(t *testing.T) {
 		}
 	}
 	for _, op := range []string{"open_pit", "search", "close_pit", "field_caps", "counts"} {
-		if v := metricValue(t, b.metrics, `backend_elasticsearch_request_failures_total{operation="`+op+`"}`); v != "0" {
-			t.Errorf("Elasticsearch %s failures = %q, want 0: a bad q reached the cluster", op, v)
+		for _, cause := range []string{"error", "refused"} {
+			if v := metricValue(t, b.metrics, `backend_elasticsearch_request_failures_total{cause="`+cause+`",operation="`+op+`"}`); v != "0" {
+				t.Errorf("Elasticsearch %s failures (%s) = %q, want 0: a bad q reached the cluster", op, cause, v)
+			}
 		}
 	}
 }

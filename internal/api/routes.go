@@ -159,7 +159,8 @@ func readyz(st Exporter) http.HandlerFunc {
 	check := admin.Check{Name: "elasticsearch", Fn: st.Check}
 	return func(w http.ResponseWriter, r *http.Request) {
 		// The API is public: say what is down, never why (the cause is logged).
-		if failed := admin.Probe(r.Context(), check); failed != nil {
+		failed, degraded := admin.Probe(r.Context(), check)
+		if failed != nil {
 			err := failed[check.Name]
 			requestInfoFrom(r.Context()).err = err
 			// Red: some index has a shard without a copy, and every stream reads
@@ -170,6 +171,14 @@ func readyz(st Exporter) http.HandlerFunc {
 				return
 			}
 			unavailable(w, apiError{Code: "elasticsearch_unavailable", Message: "the document store is not reachable"})
+			return
+		}
+		// Yellow: every document is served, by this replica as by any other, so
+		// it is ready; the body says that a node's loss is all that separates it
+		// from red, for a person who looks.
+		if degraded != nil {
+			writeJSON(w, http.StatusOK, map[string]any{"status": "ready",
+				"degraded": map[string]string{"elasticsearch": "a replica of the document store is missing: every document is served, with less redundancy"}})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -591,7 +591,7 @@ func TestMetricsCountRequestsDocumentsAndQueries(t *testing.T) {
 		`backend_http_request_duration_seconds_count{route="/getJsonStream"} 2`,
 		`backend_documents_streamed_total{route="/getJsonStream"} 3`,
 		`backend_elasticsearch_request_duration_seconds_count{operation="search"} 1`,
-		`backend_elasticsearch_request_failures_total{operation="open_pit"} 1`,
+		`backend_elasticsearch_request_failures_total{cause="error",operation="open_pit"} 1`,
 		`backend_streams_in_flight 0`,
 		`process_resident_memory_bytes`,
 	} {

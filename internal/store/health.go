@@ -60,3 +60,16 @@ func (e *RedError) Error() string {
 
 // Red marks the error for readiness checks, which tell it from an unreachable store.
 func (e *RedError) Red() bool { return true }
+
+// YellowError says the store's indices are yellow: every document can be read,
+// but some replica has no copy, so that losing one more node may make them red.
+// It is degraded, not failed: readiness names it and stays ready.
+type YellowError struct{ Pattern string }
+
+func (e *YellowError) Error() string {
+	return fmt.Sprintf("indices %s are yellow: a replica shard has no copy; every document can be read, with less redundancy "+
+		"(GET _cluster/allocation/explain says why it is unassigned; on a single node, set ES_INDEX_REPLICAS=0)", e.Pattern)
+}
+
+// Degraded marks the error as one that leaves readiness standing.
+func (e *YellowError) Degraded() bool { return true }

@@ -23,8 +23,9 @@ func newStore(t *testing.T, esURL, prefix string) *store.Store {
 	return st
 }
 
-// Check passes on green and yellow, and is a *store.RedError while an index of
-// the store's is red; another prefix's red index is none of its business.
+// Check passes on green, is a degraded *store.YellowError on yellow and a
+// *store.RedError while an index of the store's is red; another prefix's red
+// index is none of its business.
 func TestCheckFailsOnlyWhileAnIndexOfTheStoreIsRed(t *testing.T) {
 	esURL := testenv.ElasticsearchURL(t)
 	prefix, other := testenv.IndexPrefix(t, esURL), testenv.IndexPrefix(t, esURL)
@@ -40,9 +41,11 @@ func TestCheckFailsOnlyWhileAnIndexOfTheStoreIsRed(t *testing.T) {
 
 	// One node cannot hold a replica: yellow, and every document still readable.
 	testenv.ESJSON(t, http.MethodPut, esURL+"/"+st.IndexName(day.AddDate(0, 0, 2)), []byte(`{"settings":{"number_of_replicas":1}}`), nil)
-	if h, err := st.Health(ctx); h != store.Yellow || err != nil || st.Check(ctx) != nil {
-		t.Errorf("with a replica missing: health %q, %v, check %v; want yellow and ready", h, err, st.Check(ctx))
+	var yellow *store.YellowError
+	if h, err := st.Health(ctx); h != store.Yellow || err != nil || !errors.As(st.Check(ctx), &yellow) || !yellow.Degraded() {
+		t.Errorf("with a replica missing: health %q, %v, check %v; want yellow and a degraded *store.YellowError", h, err, st.Check(ctx))
 	}
+	testenv.ESJSON(t, http.MethodDelete, esURL+"/"+st.IndexName(day.AddDate(0, 0, 2)), nil, nil)
 
 	heal := testenv.RedIndex(t, esURL, st.IndexName(day.AddDate(0, 0, 1)))
 	health, healthErr := st.Health(ctx)

@@ -91,15 +91,18 @@ func New(cfg Config) (*Store, error) {
 }
 
 // Check makes one request that proves the cluster is reachable and genuine, and
-// can serve reads of the store's indices: it is a *RedError when they are red.
-// Yellow (a replica missing) serves every read.
+// can serve reads of the store's indices: it is a *RedError when they are red,
+// and a *YellowError, degraded but serving every read, when a replica is missing.
 func (s *Store) Check(ctx context.Context) error {
 	h, err := s.Health(ctx)
 	if err != nil {
 		return err
 	}
-	if h == Red {
+	switch h {
+	case Red:
 		return &RedError{Pattern: s.pattern()}
+	case Yellow:
+		return &YellowError{Pattern: s.pattern()}
 	}
 	return nil
 }

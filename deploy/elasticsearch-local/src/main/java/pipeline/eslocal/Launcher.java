@@ -92,9 +92,11 @@ public final class Launcher {
             builder.setSecureSettings(keystore);
         }
         Settings settings = builder.build();
+        // -E node.name=es2 names a node of a cluster; its log lines carry that name too.
+        String nodeName = settings.get("node.name");
 
-        Environment environment = InternalSettingsPreparer.prepareEnvironment(settings, Map.of(), config, () -> options.clusterName + "-node");
-        LogConfigurator.setNodeName(options.clusterName + "-node");
+        Environment environment = InternalSettingsPreparer.prepareEnvironment(settings, Map.of(), config, () -> nodeName);
+        LogConfigurator.setNodeName(nodeName);
         LogConfigurator.setClusterName(options.clusterName);
         LogConfigurator.configure(environment, true);
 
