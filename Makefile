@@ -11,7 +11,7 @@ SERVICES := deploy/local/services.sh
 # which keeps Prometheus's dependency tree out of go.mod, and tested by promtool.
 MONITORING_TEST := cd deploy/monitoring && go test -count=1 ./...
 
-.PHONY: help build test unit bench run services services-down vet lint docker images compose-test clean
+.PHONY: help build test unit bench chaos run services services-down vet lint docker images compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,19 @@ unit: ## the hermetic tests only (no services needed): go test ./...
 # compiles nor links them.
 bench: ## the benchmarks in e2e/ against a real Elasticsearch (scale with BENCH_DOCS, BENCH_RSS_DOCS, BENCH_AUDIT_DOCS, BENCH_QUERY_DOCS)
 	$(SERVICES) with elasticsearch -- go test -tags 'integration bench' -run '^$$' -bench . -benchtime 1x -timeout 90m ./e2e/...
+
+# The chaos scenarios carry the tags "integration chaos", so that `make test`
+# neither compiles nor runs them. They need the two 3-node clusters, which
+# services.sh starts here and stops afterwards (CHAOS_SERVICES: another copy of
+# the script, whose node controls the scenarios use too), and run one after
+# another. CHAOS_MESSAGES (50000) and CHAOS_RATE (500 a second) size each one;
+# the table of their figures is printed at the end, and appended to CHAOS_REPORT if set.
+CHAOS_SERVICES ?= $(SERVICES)
+chaos: ## faults on 3-node Elasticsearch and NATS clusters while data flows (kill, pause, restart, cut off), judged by the audit; prints a table
+	@report=$${CHAOS_REPORT:-$$(mktemp -u)}; \
+	CHAOS_REPORT=$$report $(CHAOS_SERVICES) with elasticsearch-cluster nats-cluster -- \
+	  go test -tags 'integration chaos' -run Chaos -parallel 1 -count=1 -timeout 60m -v ./e2e/; status=$$?; \
+	echo; cat "$$report" 2>/dev/null; [ -n "$$CHAOS_REPORT" ] || rm -f "$$report"; exit $$status
 
 run: build ## the whole pipeline with demo data; prints a URL to open; Ctrl-C stops it
 	deploy/local/run.sh

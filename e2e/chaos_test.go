@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"cmp"
+	"errors"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -763,6 +764,10 @@ func (p *livePublisher) republish(m *nats.Msg) {
 	}
 }
 
+// chaosHeader heads the table of chaosRows.
+const chaosHeader = `| fault | messages | wall time | fault lasted | recovery | 5xx to clients | documents retried | getJsonStream exports | SSE exports | webserver WARN/ERROR | backend WARN/ERROR | nemesis |
+|---|---|---|---|---|---|---|---|---|---|---|---|`
+
 // chaosRow is one scenario's figures.
 type chaosRow struct {
 	wall, recovery time.Duration
@@ -795,12 +800,17 @@ func (c *chaos) report(r chaosRow) {
 		logSummary(append(processesOf(c.gone, 0), c.ws)), logSummary(append(processesOf(c.gone, 1), c.be)), cmp.Or(notes, "-"))
 	c.t.Logf("chaos row:\n%s", row)
 	if path := os.Getenv("CHAOS_REPORT"); path != "" {
+		_, err := os.Stat(path)
+		fresh := errors.Is(err, os.ErrNotExist)
 		f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		if err != nil {
 			c.t.Errorf("CHAOS_REPORT: %v", err)
 			return
 		}
 		defer f.Close()
+		if fresh {
+			fmt.Fprintln(f, chaosHeader)
+		}
 		fmt.Fprintln(f, row)
 	}
 }
