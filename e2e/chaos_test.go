@@ -5,9 +5,9 @@ package e2e
 import (
 	"bufio"
 	"cmp"
-	"errors"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -293,7 +292,7 @@ func runChaosWith(t *testing.T, name string, setup, nemesis func(*chaos)) {
 		}
 		f.got.mu.Unlock()
 		if len(f.breaks) > 0 {
-			t.Logf("follower %s resumed %d times: %s", f.name, len(f.breaks), strings.Join(distinct(f.breaks), "; "))
+			t.Logf("follower %s resumed %d times: %s", f.name, len(f.breaks), strings.Join(tally(f.breaks), "; "))
 		}
 	}
 	if len(wants[surePerson]) == 0 {
@@ -331,18 +330,6 @@ func runChaosWith(t *testing.T, name string, setup, nemesis func(*chaos)) {
 		wall: time.Since(started), recovery: recovery, published: pub.n,
 		exports: exports, sses: sses,
 	})
-}
-
-func envInt(t *testing.T, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		t.Fatalf("%s=%q: want a positive number", name, v)
-	}
-	return n
 }
 
 // audit runs `webserver audit`, which must exit 0 (clean). An audit that could
@@ -788,7 +775,7 @@ func (c *chaos) report(r chaosRow) {
 	c.mu.Unlock()
 	sse := fmt.Sprintf("%d whole, %d refused, %d unreachable, %d cut", len(r.sses.whole), r.sses.refused, r.sses.unreachable, len(r.sses.resumed))
 	if len(r.sses.resumed) > 0 {
-		sse += fmt.Sprintf(" (%s) and resumed whole", strings.Join(distinct(r.sses.cuts), "; "))
+		sse += fmt.Sprintf(" (%s) and resumed whole", strings.Join(tally(r.sses.cuts), "; "))
 	}
 	e := r.exports
 	c.mu.Lock()
@@ -847,7 +834,8 @@ func logSummary(procs []*testenv.Process) string {
 	return strings.Join(parts, "; ")
 }
 
-func distinct(s []string) []string {
+// tally lists each distinct string of s once, with how often it came: "x ×3".
+func tally(s []string) []string {
 	count := map[string]int{}
 	for _, x := range s {
 		count[x]++
