@@ -847,10 +847,14 @@ func tally(s []string) []string {
 	return out
 }
 
-// shorten keeps the first line of an error, at most 100 characters, without
-// what varies from one occurrence to the next (addresses, cursors).
+// shorten keeps the code of an error record, or else the first line of an
+// error, at most 100 characters of it.
 func shorten(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
+	var record struct{ Error struct{ Code string } }
+	if json.Unmarshal([]byte(s), &record) == nil && record.Error.Code != "" {
+		return record.Error.Code // an error record or event: its code says it
+	}
 	if len(s) > 100 {
 		s = s[:100] + "…"
 	}
