@@ -292,7 +292,8 @@ func runChaosWith(t *testing.T, name string, setup, nemesis func(*chaos)) {
 		}
 		f.got.mu.Unlock()
 		if len(f.breaks) > 0 {
-			t.Logf("follower %s resumed %d times: %s", f.name, len(f.breaks), strings.Join(tally(f.breaks), "; "))
+			t.Logf("follower %s resumed %d times, %d documents after its last cursor sent again: %s",
+				f.name, len(f.breaks), f.forgotten, strings.Join(tally(f.breaks), "; "))
 		}
 	}
 	if len(wants[surePerson]) == 0 {
@@ -529,6 +530,9 @@ type chaosFollower struct {
 	q      string
 	got    *received
 	breaks []string
+	// forgotten counts the documents received after the last cursor of a
+	// stream that broke: they come again.
+	forgotten int
 }
 
 func (c *chaos) follow(ctx context.Context, from time.Time, f *chaosFollower) {
@@ -548,7 +552,7 @@ func (c *chaos) follow(ctx context.Context, from time.Time, f *chaosFollower) {
 		f.got.mu.Lock()
 		why := f.got.failure
 		f.got.failure = ""
-		f.got.forgetUncovered()
+		f.forgotten += f.got.forgetUncovered()
 		f.got.mu.Unlock()
 		if why == "" && err != nil {
 			why = err.Error()
@@ -560,15 +564,17 @@ func (c *chaos) follow(ctx context.Context, from time.Time, f *chaosFollower) {
 
 // forgetUncovered drops the documents received after the last cursor, which a
 // stream resumed from it sends again, as a client that keeps what its cursor
-// covers does. The caller holds r.mu.
-func (r *received) forgetUncovered() {
+// covers does, and says how many. The caller holds r.mu.
+func (r *received) forgetUncovered() (n int) {
 	for _, id := range r.uncovered {
 		if _, ok := r.docs[id]; ok {
 			delete(r.docs, id)
 			r.count--
+			n++
 		}
 	}
 	r.uncovered = r.uncovered[:0]
+	return n
 }
 
 // exportLog is what the repeated exports of one range ended with.
