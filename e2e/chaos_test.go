@@ -507,7 +507,7 @@ func (c *chaos) waitRecovered(patience time.Duration) time.Duration {
 	return time.Since(c.healedAt)
 }
 
-// saw5xx records an answer of a client.
+// saw records the status of an answer a client got: a 5xx is counted.
 func (c *chaos) saw(status int) {
 	if status < 500 {
 		return
