@@ -11,7 +11,7 @@ SERVICES := deploy/local/services.sh
 # which keeps Prometheus's dependency tree out of go.mod, and tested by promtool.
 MONITORING_TEST := cd deploy/monitoring && go test -count=1 ./...
 
-.PHONY: help build test unit bench run services services-down vet lint docker images compose-test clean
+.PHONY: help build test unit bench chaos run services services-down vet lint docker images compose-test clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -32,7 +32,7 @@ build: ## build webserver, backend, publisher and nats-server into bin/
 # without it, beside every other package, which runs with it.
 TEST_FLAGS := -tags integration -count=1 -parallel 4 -timeout 30m
 test: ## go vet, then every test (integration ones too; -race but in e2e/) against real Elasticsearch nodes, a plain and a secured one (started if needed)
-	go vet -tags 'integration bench' ./...
+	go vet -tags 'integration bench chaos' ./...
 	$(SERVICES) with elasticsearch elasticsearch-secured -- bash -c '\
 	  go test $(TEST_FLAGS) -race $$(go list -tags integration ./... | grep -v /e2e$$) & race=$$!; \
 	  go test $(TEST_FLAGS) ./e2e/...; e2e=$$?; \
@@ -47,6 +47,22 @@ unit: ## the hermetic tests only (no services needed): go test ./...
 # compiles nor links them.
 bench: ## the benchmarks in e2e/ against a real Elasticsearch (scale with BENCH_DOCS, BENCH_RSS_DOCS, BENCH_AUDIT_DOCS, BENCH_QUERY_DOCS)
 	$(SERVICES) with elasticsearch -- go test -tags 'integration bench' -run '^$$' -bench . -benchtime 1x -timeout 90m ./e2e/...
+
+# The chaos scenarios carry the tags "integration chaos", so that `make test`
+# neither compiles nor runs them. They need the two 3-node clusters, which
+# services.sh starts here and stops afterwards (CHAOS_SERVICES: another copy of
+# the script, whose node controls the scenarios use too), and run one after
+# another. CHAOS_MESSAGES (50000) and CHAOS_RATE (500 a second) size each one;
+# the table of their figures is printed at the end, and appended to CHAOS_REPORT if set.
+# First, the clusters themselves (deploy/clusters_test.go: each leader killed, the
+# secured cluster), on clusters of their own and free ports.
+CHAOS_SERVICES ?= $(SERVICES)
+chaos: ## faults on 3-node Elasticsearch and NATS clusters while data flows (kill, pause, restart, cut off), judged by the audit; prints a table
+	go test -tags 'integration chaos' -run Cluster -count=1 -timeout 20m ./deploy/
+	@report=$${CHAOS_REPORT:-$$(mktemp -u)}; \
+	CHAOS_REPORT=$$report $(CHAOS_SERVICES) with elasticsearch-cluster nats-cluster -- \
+	  go test -tags 'integration chaos' -run Chaos -parallel 1 -count=1 -timeout 60m -v ./e2e/; status=$$?; \
+	echo; cat "$$report" 2>/dev/null; [ -n "$$CHAOS_REPORT" ] || rm -f "$$report"; exit $$status
 
 run: build ## the whole pipeline with demo data; prints a URL to open; Ctrl-C stops it
 	deploy/local/run.sh
@@ -65,12 +81,12 @@ services: ## start Elasticsearch and NATS in the background (URLs in .services/e
 services-down: ## stop what `make services` started
 	$(SERVICES) down
 
-vet: ## go vet, the benchmarks included
-	go vet -tags 'integration bench' ./...
+vet: ## go vet, the benchmarks and chaos scenarios included
+	go vet -tags 'integration bench chaos' ./...
 
 lint: ## go vet and staticcheck (a tool in go.mod, fetched from the Go module proxy)
-	go vet -tags 'integration bench' ./...
-	go tool staticcheck -tags 'integration bench' ./...
+	go vet -tags 'integration bench chaos' ./...
+	go tool staticcheck -tags 'integration bench chaos' ./...
 
 docker: ## build both images (needs a Docker engine)
 	@if ! docker info >/dev/null 2>&1; then \

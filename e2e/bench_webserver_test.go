@@ -729,16 +729,3 @@ func waitDrained(b *testing.B, js jetstream.JetStream, n uint64, admin string) {
 	}
 	b.Fatalf("webserver did not drain %d messages (admin %s)", n, admin)
 }
-
-// envInt reads a benchmark's size from the environment variable key, def when unset.
-func envInt(b *testing.B, key string, def int) int {
-	b.Helper()
-	if v := os.Getenv(key); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			b.Fatalf("%s=%q is not a positive integer", key, v)
-		}
-		return n
-	}
-	return def
-}

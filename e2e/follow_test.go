@@ -68,6 +68,8 @@ type livePublisher struct {
 	// gen, when set, gives each good frame the annotations of its next frame
 	// (a labelledFrame), so that q has something to select on.
 	gen *sample.Generator
+	// subject is where frames are published ("": annotations.cam).
+	subject string
 
 	mu   sync.Mutex
 	sent []sentFrame // good frames, for duplicates
@@ -159,7 +161,7 @@ func (p *livePublisher) one() jetstream.PubAckFuture {
 }
 
 func (p *livePublisher) publish(id string, data []byte) jetstream.PubAckFuture {
-	fut, err := p.js.PublishAsync("annotations.cam", data, jetstream.WithMsgID(id))
+	fut, err := p.js.PublishAsync(cmp.Or(p.subject, "annotations.cam"), data, jetstream.WithMsgID(id))
 	if err != nil {
 		p.t.Fatalf("publish: %v", err)
 	}
@@ -194,6 +196,9 @@ type received struct {
 	gap     time.Duration   // the longest time between two documents received
 	lastAt  time.Time
 	idsOnly bool // docs holds ids, no bodies (newTally)
+	// uncovered are the ids received since the last cursor: a stream resumed
+	// from that cursor sends them again (NDJSON sends cursors only when idle).
+	uncovered []string
 }
 
 func newReceived() *received { return &received{docs: map[string][]byte{}, ended: -1} }
@@ -217,6 +222,7 @@ func (r *received) add(doc []byte) {
 		r.repeats = append(r.repeats, f.ID)
 	}
 	r.docs[f.ID] = nil
+	r.uncovered = append(r.uncovered, f.ID)
 	if !r.idsOnly {
 		r.docs[f.ID] = bytes.Clone(doc)
 	}
@@ -290,6 +296,9 @@ func readSSE(sc *bufio.Scanner, r *received) {
 				if data != "" {
 					r.add([]byte(data))
 				}
+				if hasID {
+					r.uncovered = r.uncovered[:0]
+				}
 			case "live":
 				r.live = true
 			case "end":
@@ -325,6 +334,7 @@ func readNDJSON(sc *bufio.Scanner, r *received) {
 		case rec.Cursor != "":
 			r.lastID = rec.Cursor
 			r.live = true
+			r.uncovered = r.uncovered[:0]
 		case rec.Error != nil:
 			r.failure = string(line)
 		default:

@@ -482,3 +482,17 @@ func waitFor(t *testing.T, patience time.Duration, what string, cond func() bool
 		}
 	}
 }
+
+// envInt reads a size (a benchmark's, a chaos scenario's) from the environment
+// variable key, def when unset.
+func envInt(t testing.TB, key string, def int) int {
+	t.Helper()
+	if v := os.Getenv(key); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q is not a positive integer", key, v)
+		}
+		return n
+	}
+	return def
+}

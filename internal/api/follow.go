@@ -168,7 +168,10 @@ func (f *following) stream(ctx context.Context, sw *streamWriter, req request, r
 			}
 			pos = max(pos, reached)
 		case <-heartbeat.C:
-			if !wrote {
+			// Idle, a keep-alive. Busy, only where documents carry no cursor
+			// (NDJSON): without it, a client cut off under steady traffic could
+			// resume only from where it went live, and get all since again.
+			if !wrote || !sw.f.docCursors {
 				if err := sw.position(live(pos), false); err != nil {
 					return err
 				}

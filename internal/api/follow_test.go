@@ -3,13 +3,16 @@ package api
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -602,6 +605,48 @@ func TestAnIdleFollowSendsItsPositionAsAKeepAlive(t *testing.T) {
 	if got := next(8); got != keepAlive(9) {
 		t.Fatalf("got\n%s\nwant a keep-alive at 9", got)
 	}
+}
+
+func TestABusyNDJSONFollowSendsItsPositionEveryHeartbeat(t *testing.T) {
+	t.Parallel()
+	hub := newFakeHub(7)
+	srv, _ := serveFollowing(t, storeOf(), hub, Config{Heartbeat: 50 * time.Millisecond})
+
+	s := openStream(t, srv.URL+"/getStream"+followOpen)
+	if got, want := s.line(t), cursorRecord(liveCursor(t, followOpen, 7)); got != want {
+		t.Fatalf("got %s, want the live cursor %s", got, want)
+	}
+	f := hub.subscribed(t)
+	// A document every 10 ms: never a heartbeat without one.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for seq := uint64(8); ; seq++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			f.hand(live(seq, fmt.Sprintf(`{"id":"%d"}`, seq)))
+		}
+	}()
+	last := "7"
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		l := s.line(t)
+		var doc struct{ ID string }
+		if json.Unmarshal([]byte(l), &doc) == nil && doc.ID != "" {
+			last = doc.ID
+			continue
+		}
+		seq, _ := strconv.ParseUint(last, 10, 64)
+		if want := cursorRecord(liveCursor(t, followOpen, seq)); l != want {
+			t.Fatalf("got %s, want a document or the cursor after document %s, %s", l, last, want)
+		}
+		if seq > 7 {
+			return
+		}
+	}
+	t.Fatal("no cursor record covered a document in 2 s of a busy follow")
 }
 
 func TestFollowersBeyondMaxFollowersAreTurnedAwayUntilOneLeaves(t *testing.T) {

@@ -32,6 +32,9 @@ type format struct {
 	// document: when a follow turns live (live is true), and as an idle
 	// stream's keep-alive. nil for encodings that cannot follow.
 	position func(w *bufio.Writer, c string, count int, live bool)
+	// docCursors: each document carries its cursor (SSE's event id), so a busy
+	// follow needs no position records; NDJSON's lines do not.
+	docCursors bool
 	// note writes a remark for people reading the stream (what q could not
 	// show), which clients skip. nil for encodings without comments.
 	note func(w *bufio.Writer, text string)
@@ -52,7 +55,8 @@ var (
 
 	// ndjson writes a document per line. A stream that can be resumed (a follow,
 	// or one resumed with after=) also writes {"cursor":"…"} records: each says
-	// that every document line before it is covered by that cursor.
+	// that every document line before it is covered by that cursor. A follow
+	// writes one every heartbeat, busy or idle.
 	ndjson = format{
 		contentType: "application/x-ndjson",
 		begin:       func(*bufio.Writer) {},
@@ -78,6 +82,7 @@ var (
 	// moves EventSource's Last-Event-ID on without firing an event.
 	serverSentEvents = format{
 		contentType: "text/event-stream",
+		docCursors:  true,
 		begin:       func(*bufio.Writer) {},
 		doc: func(w *bufio.Writer, _ int, doc []byte, id string) {
 			if id != "" {

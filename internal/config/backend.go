@@ -97,7 +97,7 @@ func BackendVars(cfg *Backend) []Var {
 		Var{Name: "FOLLOW_POLL_INTERVAL", Default: "250ms", Usage: "follow=true: how often the webserver's progress is read while someone follows and no notice of a settled batch came (the notices make the steps; polling catches a lost one); a refresh and a query follow only when it moved", target: &cfg.Follow.PollInterval},
 		Var{Name: "FOLLOW_MIN_STEP_INTERVAL", Default: "100ms", Usage: "follow=true: the least time between two steps, and so at most 1s/this refreshes of the indices a second from this backend; raise it when many backends follow one cluster", target: &cfg.Follow.MinStepInterval},
 		Var{Name: "FOLLOW_BUFFER", Default: "10000", Usage: "follow=true: documents held for a follower that has not taken them yet; one further behind is cut", target: &cfg.Follow.Buffer},
-		Var{Name: "FOLLOW_HEARTBEAT", Default: "15s", Usage: "follow=true: an idle stream sends a keep-alive this often, so proxies keep it open", target: &cfg.Heartbeat},
+		Var{Name: "FOLLOW_HEARTBEAT", Default: "15s", Usage: "follow=true: an idle stream sends a keep-alive this often, so proxies keep it open; an NDJSON follow sends its cursor this often, busy or idle", target: &cfg.Heartbeat},
 		Var{Name: "API_MAX_FOLLOWERS", Default: "0", Usage: "follow=true streams served at once (they also count against API_MAX_STREAMS); more are answered 503 (0: half of API_MAX_STREAMS, at least 1)", target: &cfg.MaxFollowers},
 	)
 	vars = append(vars,

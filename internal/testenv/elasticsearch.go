@@ -181,9 +181,11 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 	t.Helper()
 	Refresh(t, esURL, pattern)
 	var pit struct {
-		ID string `json:"id"`
+		ID     string       `json:"id"`
+		Shards shardsFailed `json:"_shards"`
 	}
 	ESJSON(t, http.MethodPost, esURL+"/"+pattern+"/_pit?keep_alive=1m", nil, &pit)
+	pit.Shards.check(t, "open a point in time on "+pattern)
 	defer ESJSON(t, http.MethodDelete, esURL+"/_pit", map[string]any{"id": pit.ID}, nil)
 
 	ids := map[string]int{}
@@ -199,8 +201,9 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 			req["search_after"] = after
 		}
 		var page struct {
-			PITID string `json:"pit_id"`
-			Hits  struct {
+			PITID  string       `json:"pit_id"`
+			Shards shardsFailed `json:"_shards"`
+			Hits   struct {
 				Hits []struct {
 					ID   string `json:"_id"`
 					Sort []any  `json:"sort"`
@@ -208,6 +211,7 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 			} `json:"hits"`
 		}
 		ESJSON(t, http.MethodPost, esURL+"/_search", req, &page)
+		page.Shards.check(t, "read the ids in "+pattern)
 		if len(page.Hits.Hits) == 0 {
 			return ids
 		}
@@ -216,6 +220,21 @@ func DocumentIDs(t testing.TB, esURL, pattern string) map[string]int {
 		}
 		pit.ID = page.PITID
 		after = page.Hits.Hits[len(page.Hits.Hits)-1].Sort
+	}
+}
+
+// shardsFailed is the _shards part of a search's answer. A shard that failed
+// leaves its documents out of a 200: a test would count them missing, or miss
+// one stored twice.
+type shardsFailed struct {
+	Total  int `json:"total"`
+	Failed int `json:"failed"`
+}
+
+func (s shardsFailed) check(t testing.TB, what string) {
+	t.Helper()
+	if s.Failed > 0 {
+		t.Fatalf("%s: Elasticsearch answered for only %d of %d shards", what, s.Total-s.Failed, s.Total)
 	}
 }
 
