@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -657,7 +656,7 @@ func (c *chaos) exportSSEAgain(ctx context.Context, rangeParams string, e *sseEx
 	u := c.base + "/getStream?" + rangeParams
 	for ctx.Err() == nil {
 		r := newReceived()
-		status, err := c.sse(ctx, u, "", r)
+		status, err := readStream(ctx, u, true, "", r)
 		c.saw(status)
 		switch {
 		case ctx.Err() != nil:
@@ -683,38 +682,13 @@ func (c *chaos) exportSSEAgain(ctx context.Context, rangeParams string, e *sseEx
 				if ctx.Err() != nil {
 					return
 				}
-				status, err = c.sse(ctx, u, r.lastID, r)
+				status, err = readStream(ctx, u, true, r.lastID, r)
 				c.saw(status)
 			}
 			e.resumed = append(e.resumed, r)
 		}
 		c.sleep(time.Second)
 	}
-}
-
-// sse is follow's SSE request without follow.
-func (c *chaos) sse(ctx context.Context, u, after string, r *received) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	if after != "" {
-		req.Header.Set("Last-Event-ID", after)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(res.Body)
-		return res.StatusCode, fmt.Errorf("%s: %s", res.Status, body)
-	}
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	readSSE(sc, r)
-	return http.StatusOK, sc.Err()
 }
 
 // framesThrough is frames through a fault: a publish the cluster did not

@@ -249,6 +249,12 @@ func follow(ctx context.Context, base, query string, sse bool, after string, r *
 	if after != "" && !sse {
 		u += "&after=" + url.QueryEscape(after)
 	}
+	return readStream(ctx, u, sse, after, r)
+}
+
+// readStream reads the stream at u into r, as SSE (resumed after the event id
+// after, if set) or NDJSON, until it ends or ctx is done.
+func readStream(ctx context.Context, u string, sse bool, after string, r *received) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, err
