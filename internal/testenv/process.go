@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -124,15 +125,53 @@ func WaitHTTP(t testing.TB, url string, patience time.Duration) {
 	}
 }
 
-// FreeAddr returns a loopback address with a port nothing listens on right now.
+// FreeAddr returns a loopback address with a port nothing listens on right now,
+// for a process the test starts to listen on.
+//
+// The port comes from below the kernel's ephemeral range: a port from ":0" is
+// an ephemeral one, which any outgoing connection of the many processes of a
+// test run (to Elasticsearch, to NATS) may take before the process binds it
+// ("address already in use"). Below the range only another FreeAddr could
+// take it, and this process never hands out one port twice.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	lo, hi := freePortRange()
+	for range 1000 {
+		port := lo + rand.IntN(hi-lo)
+		if freeHanded[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // in use
+		}
+		ln.Close()
+		freeHanded[port] = true
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatalf("no free port in %d-%d after 1000 tries", lo, hi)
+	return ""
+}
+
+var (
+	freeMu     sync.Mutex
+	freeHanded = map[int]bool{}
+)
+
+// freePortRange is [15000, the first port of the kernel's ephemeral range).
+func freePortRange() (lo, hi int) {
+	first := 32768 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				first = n
+			}
+		}
+	}
+	return 15000, max(first, 20000) // a range set lower than that: share it
 }
 
 // Buffer collects output written from several goroutines (a process's stdout and
