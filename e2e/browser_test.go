@@ -92,7 +92,9 @@ func TestBrowserShowsARangeNarrowsItAndFollowsNewFrames(t *testing.T) {
 			t.Errorf("the page shows\n%+v\nwant\n%+v", got, want)
 		}
 		tab.do(t, chromedp.Click(chromedp.ID("more")))
-		got = tab.waitFor(t, "the next page", func(s pageState) bool { return len(s.Rows) == 60 })
+		// The rows appear as they stream in, and More hides once the stream has
+		// ended: wait for both, or a check between them sees More still there.
+		got = tab.waitFor(t, "the next page, and More gone", func(s pageState) bool { return len(s.Rows) == 60 && !s.More })
 		// Nothing repeated, nothing skipped: the page goes on after the last document shown.
 		want.Rows, want.More = newest(frames, 60), false
 		if !got.equal(want) {
