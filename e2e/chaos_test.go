@@ -696,27 +696,16 @@ func (c *chaos) exportSSEAgain(ctx context.Context, rangeParams string, e *sseEx
 // duplicate window drops a second copy), as a producer that must not lose
 // frames does.
 func (p *livePublisher) framesThrough(n, rate int) {
-	tick := 50 * time.Millisecond
-	perTick := max(1, rate*int(tick)/int(time.Second))
-	next := time.Now()
-	for done := 0; done < n && p.ctx.Err() == nil; {
-		var futures []jetstream.PubAckFuture
-		for range min(perTick, n-done) {
-			futures = append(futures, p.one())
-			done++
+	p.paced(n, rate, func(f jetstream.PubAckFuture) bool {
+		select {
+		case <-f.Ok():
+		case <-f.Err():
+			p.republish(f.Msg())
+		case <-p.ctx.Done():
+			return false
 		}
-		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case <-f.Err():
-				p.republish(f.Msg())
-			case <-p.ctx.Done():
-				return
-			}
-		}
-		next = next.Add(tick)
-		time.Sleep(time.Until(next))
-	}
+		return true
+	})
 }
 
 func (p *livePublisher) republish(m *nats.Msg) {

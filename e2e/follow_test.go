@@ -92,6 +92,22 @@ func newLivePublisher(t testing.TB, ctx context.Context, js jetstream.JetStream)
 // stored.
 func (p *livePublisher) frames(n, rate int) {
 	p.t.Helper()
+	p.paced(n, rate, func(f jetstream.PubAckFuture) bool {
+		select {
+		case <-f.Ok():
+			return true
+		case err := <-f.Err():
+			p.t.Errorf("publish: %v", err)
+		case <-p.ctx.Done():
+			p.t.Errorf("publish acks did not arrive")
+		}
+		return false
+	})
+}
+
+// paced publishes n messages at about rate per second, handing each tick's
+// publishes to settled, and stops early when settled says false.
+func (p *livePublisher) paced(n, rate int, settled func(jetstream.PubAckFuture) bool) {
 	// Ticks of 50 ms, or longer for rates under 20 a second.
 	tick := max(50*time.Millisecond, time.Second/time.Duration(rate))
 	perTick := max(1, rate*int(tick)/int(time.Second))
@@ -103,13 +119,7 @@ func (p *livePublisher) frames(n, rate int) {
 			done++
 		}
 		for _, f := range futures {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				p.t.Errorf("publish: %v", err)
-				return
-			case <-p.ctx.Done():
-				p.t.Errorf("publish acks did not arrive")
+			if !settled(f) {
 				return
 			}
 		}
